@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Benchmark: `jailer create` + `jailer rm` against the same cycle by hand.
+
+In one run, on one scratch pool (a loop-mounted btrfs image in a temp dir,
+released by exact name at the end):
+  * jailer:   `jailer create bN --template base` + `jailer rm bN`
+  * by hand:  `btrfs subvolume snapshot` + `btrfs subvolume delete`
+  * copy:     `cp -a` of the template tree + `rm -rf` of the copy
+The template is a debootstrap minbase root (about 6,800 files). Prints
+medians and ratios as a Markdown table for docs/performance.md.
+
+Usage (root): benches/create_rm.py [--runs 25] [--copy-runs 7]
+              [--rootfs DIR]   reuse a debootstrap tree instead of running it
+Needs a release build: cargo build --release -p jailer
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JAILER = os.path.join(REPO, "target", "release", "jailer")
+
+
+def run(*args, **kw):
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, **kw)
+
+
+def timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=25)
+    ap.add_argument("--copy-runs", type=int, default=7)
+    ap.add_argument("--rootfs", help="an existing debootstrap tree to import")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("create_rm.py needs root (btrfs, loop devices)")
+    if not os.path.exists(JAILER):
+        sys.exit("build first: cargo build --release -p jailer")
+
+    tmp = tempfile.mkdtemp(prefix="jailer-bench-")
+    root = os.path.join(tmp, "pool")
+    image = root + ".img"
+    try:
+        j = lambda *x: run(JAILER, "--root", root, *x)
+        j("init", "--size", "8G")
+        if a.rootfs:
+            j("template", "import", "base", a.rootfs)
+        else:
+            j("template", "debootstrap", "base", "--variant", "minbase")
+        tpl = os.path.join(root, "templates", "base", "rootfs")
+        files = int(subprocess.run(["sh", "-c", f"find {tpl} | wc -l"],
+                                   capture_output=True, text=True).stdout) - 1
+        hand_dir = os.path.join(root, "hand")
+        os.mkdir(hand_dir)
+        copy_dir = os.path.join(root, "copy")
+        os.mkdir(copy_dir)
+        # Warm the caches once for each method.
+        j("create", "warm", "--template", "base")
+        j("rm", "warm")
+
+        def jailer_cycle(i):
+            j("create", f"b{i}", "--template", "base")
+            j("rm", f"b{i}")
+
+        def hand_cycle(i):
+            dst = os.path.join(hand_dir, f"s{i}")
+            run("btrfs", "subvolume", "snapshot", tpl, dst)
+            run("btrfs", "subvolume", "delete", dst)
+
+        def copy_cycle(i):
+            dst = os.path.join(copy_dir, f"c{i}")
+            run("cp", "-a", tpl, dst)
+            run("rm", "-rf", dst)
+
+        results = {"jailer": [], "hand": [], "copy": []}
+        # Interleave so that drift in the machine's load hits all alike.
+        for i in range(a.runs):
+            results["jailer"].append(timed(lambda: jailer_cycle(i)))
+            results["hand"].append(timed(lambda: hand_cycle(i)))
+            if i < a.copy_runs:
+                results["copy"].append(timed(lambda: copy_cycle(i)))
+        med = {k: statistics.median(v) for k, v in results.items()}
+        print(f"template: debootstrap minbase, {files} files; runs: "
+              f"{a.runs} (copy {a.copy_runs}); kernel {os.uname().release}")
+        print()
+        print("| cycle | median (ms) | ratio to jailer |")
+        print("|---|---:|---:|")
+        for k, label in [("jailer", "`jailer create` + `jailer rm`"),
+                         ("hand", "`btrfs subvolume snapshot` + `delete`"),
+                         ("copy", "`cp -a` + `rm -rf`")]:
+            print(f"| {label} | {med[k] * 1000:.1f} | {med[k] / med['jailer']:.2f}x |")
+        print()
+        print(f"jailer / hand-made snapshot cycle: {med['jailer'] / med['hand']:.2f}x "
+              f"(target <= 1.2x)")
+        print(f"copy / jailer: {med['copy'] / med['jailer']:.1f}x (target >= 30x)")
+    finally:
+        subprocess.run(["umount", root], stderr=subprocess.DEVNULL)
+        # Autoclear releases the loop device on unmount; detach by exact
+        # backing file in case it did not.
+        for dev in os.listdir("/sys/block"):
+            bf = f"/sys/block/{dev}/loop/backing_file"
+            if os.path.exists(bf) and open(bf).read().strip() == image:
+                subprocess.run(["losetup", "-d", f"/dev/{dev}"])
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

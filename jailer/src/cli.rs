@@ -1,0 +1,451 @@
+//! Command-line arguments (raw, as typed) and the dispatch to library verbs.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use jailer::name::Name;
+use jailer::pool::{self, InitAction, InitOptions, Pool};
+use jailer::spec::{self, RawSpec};
+use jailer::{jail, template};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// ProdNG jailer: hermetic BTRFS copy-on-write jails.
+///
+/// A pool (a btrfs filesystem at --root) holds read-only templates and jails,
+/// each jail a writable snapshot of a template. Start with `jailer init`,
+/// add a template (`jailer template debootstrap bookworm`), then
+/// `jailer create NAME --template bookworm -- CMD...`.
+#[derive(Debug, Parser)]
+#[command(name = "jailer", version, propagate_version = true)]
+pub struct Args {
+    /// The pool's root directory.
+    #[arg(long, global = true, env = "JAILER_ROOT", default_value = pool::DEFAULT_ROOT)]
+    pub root: PathBuf,
+    /// Print data as JSON, for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (-v info, -vv debug; JAILER_LOG overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Make the pool ready (idempotent).
+    ///
+    /// Without --device, a sparse image file ROOT.img (--size, default 20G)
+    /// is formatted as btrfs and loop-mounted at ROOT; run again, or after a
+    /// reboot, it re-attaches the existing image and never re-formats it.
+    /// A ROOT that is already on btrfs is used as it is.
+    Init {
+        /// Size of a new image file (e.g. 20G, 512M).
+        #[arg(long, default_value = "20G")]
+        size: String,
+        /// Use this block device instead of an image file.
+        #[arg(long, value_name = "DEV")]
+        device: Option<PathBuf>,
+        /// Format --device even if it holds a filesystem (destroys its data).
+        #[arg(long)]
+        force: bool,
+        /// Where the image file lives (default: ROOT.img).
+        #[arg(long, value_name = "PATH", conflicts_with = "device")]
+        image: Option<PathBuf>,
+    },
+    /// Show the pool: device, size, used, free, template and jail counts.
+    #[command(visible_alias = "info")]
+    Pool,
+    /// Manage templates: read-only root filesystems jails are made from.
+    #[command(subcommand)]
+    Template(TemplateCmd),
+    /// Create a jail: snapshot a template and record the jail's spec.
+    ///
+    /// Example: jailer create web --template bookworm --memory 512M --cpus 1.5
+    /// --pids 256 --cap-add net_raw --env PORT=8080 -- /usr/bin/python3 -m http.server
+    Create(CreateArgs),
+    /// List jails (broken ones too, with the reason).
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Print a jail's record as JSON.
+    Inspect {
+        /// The jail.
+        name: String,
+    },
+    /// Remove a jail: its snapshot and its record.
+    Rm {
+        /// The jail.
+        name: String,
+        /// Remove it even if it is recorded as running.
+        #[arg(long, short)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplateCmd {
+    /// Import a directory or a tar archive (.tar, .tar.gz, .tar.zst) as a template.
+    ///
+    /// Owners, modes, symlinks, hard links and extended attributes (file
+    /// capabilities too) are kept.
+    Import {
+        /// The new template's name.
+        name: String,
+        /// A directory or a tar archive.
+        path: PathBuf,
+    },
+    /// Make a Debian template with debootstrap.
+    Debootstrap {
+        /// The new template's name.
+        name: String,
+        /// Debian suite.
+        #[arg(long, default_value = "bookworm")]
+        suite: String,
+        /// debootstrap variant.
+        #[arg(long, default_value = "minbase")]
+        variant: String,
+        /// Extra packages, comma separated.
+        #[arg(long, value_delimiter = ',', value_name = "PKG,..")]
+        include: Vec<String>,
+        /// Debian mirror.
+        #[arg(long, default_value = "http://deb.debian.org/debian")]
+        mirror: String,
+    },
+    /// List templates.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Remove a template.
+    Rm {
+        /// The template.
+        name: String,
+        /// Remove it even if jails were made from it (they keep working).
+        #[arg(long, short)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// The jail's name: 1-63 of a-z 0-9 _ . - , starting with a letter or digit.
+    pub name: String,
+    /// The template to snapshot.
+    #[arg(long, short)]
+    pub template: String,
+    /// Hostname inside the jail (default: the name).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Memory limit (e.g. 512M, 2G).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// CPU limit in cpus (e.g. 0.5, 2).
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Maximum number of processes.
+    #[arg(long)]
+    pub pids: Option<String>,
+    /// Add a capability to the default set (e.g. net_raw; ALL).
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability from the default set (e.g. chown; ALL).
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Network: none, macvlan,parent=IFACE,ip=ADDR/PREFIX[,gateway=ADDR] or macvlan,parent=IFACE,dhcp.
+    #[arg(long, value_name = "SPEC")]
+    pub net: Option<String>,
+    /// Environment variable for the jail's command (KEY=VALUE).
+    #[arg(long, short, value_name = "K=V")]
+    pub env: Vec<String>,
+    /// The command run as the jail's init.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+fn name(s: &str) -> Result<Name> {
+    Ok(Name::new(s)?)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn time(secs: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Prints rows as left-aligned columns.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i == last {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let pool = Pool::new(&args.root);
+    match args.command {
+        Cmd::Init {
+            size,
+            device,
+            force,
+            image,
+        } => {
+            let opts = InitOptions {
+                size: spec::parse_size(&size)?,
+                device,
+                force,
+                image,
+            };
+            let (pool, action) = pool::init(&args.root, &opts)?;
+            if args.json {
+                print_json(&serde_json::json!({
+                    "root": pool.root(),
+                    "action": action,
+                }))?;
+            } else {
+                let what = match action {
+                    InitAction::AlreadyReady => "already ready".to_string(),
+                    InitAction::UsedExisting => "laid out on the existing btrfs filesystem".into(),
+                    InitAction::CreatedImage => format!(
+                        "made a {} image at {} and mounted it",
+                        human_bytes(opts.size),
+                        opts.image
+                            .clone()
+                            .unwrap_or_else(|| pool.default_image())
+                            .display()
+                    ),
+                    InitAction::ReattachedImage => "re-attached the existing image".into(),
+                    InitAction::FormattedDevice => "formatted the device and mounted it".into(),
+                    InitAction::MountedDevice => "mounted the existing pool device".into(),
+                };
+                println!("pool {}: {what}", pool.root().display());
+            }
+        }
+        Cmd::Pool => {
+            let info = pool::info(&pool)?;
+            if args.json {
+                print_json(&info)?;
+            } else {
+                let kind = info
+                    .kind
+                    .as_ref()
+                    .map(|k| format!("{k:?}").to_lowercase())
+                    .unwrap_or_else(|| "unknown".into());
+                println!("root:       {}", info.root.display());
+                println!("kind:       {kind}");
+                println!("device:     {}", info.device.as_deref().unwrap_or("-"));
+                if let Some(img) = &info.image {
+                    println!("image:      {}", img.display());
+                }
+                println!("size:       {}", human_bytes(info.size));
+                println!("used:       {}", human_bytes(info.used));
+                println!("free:       {}", human_bytes(info.free));
+                println!("templates:  {}", info.templates);
+                println!("jails:      {}", info.jails);
+            }
+        }
+        Cmd::Template(t) => return template_cmd(&pool, t, args.json, args.verbose > 0),
+        Cmd::Create(c) => {
+            let raw = RawSpec {
+                name: c.name,
+                template: c.template,
+                hostname: c.hostname,
+                memory: c.memory,
+                cpus: c.cpus,
+                pids: c.pids,
+                cap_add: c.cap_add,
+                cap_drop: c.cap_drop,
+                net: c.net,
+                env: c.env,
+                command: c.command,
+            };
+            let spec = raw.validate()?;
+            let rec = jail::create(&pool, spec)?;
+            if args.json {
+                print_json(&rec)?;
+            } else {
+                println!(
+                    "created jail {} from template {} (host ids {}-{})",
+                    rec.name(),
+                    rec.spec.template,
+                    rec.ids.uid_base,
+                    u64::from(rec.ids.uid_base) + u64::from(rec.ids.count) - 1
+                );
+            }
+        }
+        Cmd::Ls => {
+            let jails = jail::list(&pool)?;
+            if args.json {
+                let v: Vec<_> = jails
+                    .iter()
+                    .map(|j| {
+                        serde_json::json!({
+                            "name": j.name,
+                            "state": j.state(),
+                            "broken": j.broken,
+                            "record": j.record,
+                        })
+                    })
+                    .collect();
+                print_json(&v)?;
+            } else {
+                let rows: Vec<Vec<String>> = jails
+                    .iter()
+                    .map(|j| {
+                        let r = j.record.as_ref();
+                        let detail = match (&j.broken, r) {
+                            (Some(why), _) => why.clone(),
+                            (None, Some(r)) => r.spec.command.join(" "),
+                            (None, None) => String::new(),
+                        };
+                        vec![
+                            j.name.clone(),
+                            j.state().to_string(),
+                            r.map(|r| r.spec.template.to_string()).unwrap_or("-".into()),
+                            r.map(|r| r.ids.uid_base.to_string()).unwrap_or("-".into()),
+                            r.map(|r| time(r.created_at)).unwrap_or("-".into()),
+                            detail,
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "NAME", "STATE", "TEMPLATE", "UID-BASE", "CREATED", "COMMAND",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        Cmd::Inspect { name: n } => {
+            let rec = jail::inspect(&pool, &name(&n)?)?;
+            print_json(&rec)?;
+        }
+        Cmd::Rm { name: n, force } => {
+            let n = name(&n)?;
+            jail::remove(&pool, &n, force)?;
+            if args.json {
+                print_json(&serde_json::json!({ "removed": n }))?;
+            } else {
+                println!("removed jail {n}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn template_cmd(pool: &Pool, cmd: TemplateCmd, json: bool, verbose: bool) -> Result<ExitCode> {
+    let show = |rec: &jailer::record::TemplateRecord| -> Result<()> {
+        if json {
+            print_json(rec)
+        } else {
+            println!(
+                "template {}: {} files, {} (from {})",
+                rec.name,
+                rec.files,
+                human_bytes(rec.size),
+                rec.source
+            );
+            Ok(())
+        }
+    };
+    match cmd {
+        TemplateCmd::Import { name: n, path } => {
+            let rec = template::import(pool, &name(&n)?, &path)
+                .with_context(|| format!("template import {n} failed"))?;
+            show(&rec)?;
+        }
+        TemplateCmd::Debootstrap {
+            name: n,
+            suite,
+            variant,
+            include,
+            mirror,
+        } => {
+            let opts = template::DebootstrapOptions {
+                suite,
+                variant,
+                include,
+                mirror,
+            };
+            if !json {
+                eprintln!(
+                    "running debootstrap {} ({}); this takes a few minutes",
+                    opts.suite, opts.variant
+                );
+            }
+            let rec = template::debootstrap(pool, &name(&n)?, &opts, verbose)?;
+            show(&rec)?;
+        }
+        TemplateCmd::Ls => {
+            let list = template::list(pool)?;
+            if json {
+                print_json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|t| match (&t.record, &t.broken) {
+                        (Some(r), _) => vec![
+                            t.name.clone(),
+                            human_bytes(r.size),
+                            r.files.to_string(),
+                            time(r.created_at),
+                            r.source.clone(),
+                        ],
+                        (None, why) => vec![
+                            t.name.clone(),
+                            "-".into(),
+                            "-".into(),
+                            "-".into(),
+                            format!("broken: {}", why.clone().unwrap_or_default()),
+                        ],
+                    })
+                    .collect();
+                table(&["NAME", "SIZE", "FILES", "CREATED", "SOURCE"], &rows);
+            }
+        }
+        TemplateCmd::Rm { name: n, force } => {
+            let n = name(&n)?;
+            template::remove(pool, &n, force)?;
+            if json {
+                print_json(&serde_json::json!({ "removed": n }))?;
+            } else {
+                println!("removed template {n}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,316 @@
+//! Jail records: create, list, inspect, remove.
+//!
+//! Create protocol (crash-safe, under the jail's lock):
+//! 1. allocate the id range and write `jail.json` in state `creating`
+//!    (under the pool lock, so two creates never take one range);
+//! 2. snapshot the template into `jails/NAME/rootfs`;
+//! 3. write `jail.json` in state `created`: the commit point.
+//!
+//! A create killed anywhere leaves a record in state `creating` (or a bare
+//! directory); `ls` shows it broken, and the next `create` or `rm` of that
+//! name, finding the lock free, clears it.
+
+use crate::fsutil::{atomic_write, FsError};
+use crate::name::Name;
+use crate::pool::{Pool, PoolError};
+use crate::record::{self, JailRecord, RecordError, State, JAIL_RECORD_VERSION};
+use crate::spec::JailSpec;
+use crate::sys::btrfs::{self, BtrfsError};
+use crate::template::{self, TemplateError};
+use serde::Serialize;
+use std::path::Path;
+
+/// What went wrong with a jail.
+#[derive(Debug, thiserror::Error)]
+pub enum JailError {
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(
+        "jail {name} already exists; remove it with `jailer rm {name}` or choose another name"
+    )]
+    Exists { name: Name },
+    #[error("no jail named {name}; `jailer ls` lists the jails")]
+    Unknown { name: Name },
+    #[error("jail {name} is {state}; stop it first (`jailer stop {name}`) or pass --force")]
+    Running { name: Name, state: State },
+    #[error("no free host id range left for jail {name}: remove unused jails")]
+    IdsExhausted { name: Name },
+    #[error("jail {name} is broken")]
+    Broken {
+        name: Name,
+        #[source]
+        source: RecordError,
+    },
+    #[error("cannot snapshot template {template} for jail {name}")]
+    Snapshot {
+        name: Name,
+        template: Name,
+        #[source]
+        source: BtrfsError,
+    },
+    #[error("cannot remove jail {name}")]
+    Remove {
+        name: Name,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot record jail {name}")]
+    Record {
+        name: Name,
+        #[source]
+        source: FsError,
+    },
+    #[error(transparent)]
+    Btrfs(#[from] BtrfsError),
+}
+
+impl From<FsError> for JailError {
+    fn from(e: FsError) -> Self {
+        JailError::Pool(PoolError::Fs(e))
+    }
+}
+
+fn random_id() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if ok.is_err() {
+        // Not secret, only unique: fall back to time and pid.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b = (t ^ u128::from(std::process::id())).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn write_record(pool: &Pool, rec: &JailRecord) -> Result<(), JailError> {
+    let json = serde_json::to_vec_pretty(rec).unwrap_or_default();
+    atomic_write(&pool.jail_json(rec.name()), &json).map_err(|source| JailError::Record {
+        name: rec.name().clone(),
+        source,
+    })
+}
+
+/// Removes whatever is at `jails/NAME`: the rootfs subvolume (with nested
+/// ones), the record, the directory. Tolerates any partial state.
+fn clear(pool: &Pool, name: &Name) -> Result<(), JailError> {
+    let rootfs = pool.jail_rootfs(name);
+    if btrfs::is_subvolume(&rootfs).unwrap_or(false) {
+        btrfs::delete_subvolume_recursive(&rootfs)?;
+    }
+    match std::fs::remove_dir_all(pool.jail_dir(name)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(JailError::Remove {
+            name: name.clone(),
+            source,
+        }),
+    }
+}
+
+/// The records of every readable jail (for id allocation).
+fn all_records(pool: &Pool) -> Vec<JailRecord> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(pool.jails_dir()) {
+        for e in rd.flatten() {
+            if let Ok(r) = record::read_jail(&e.path().join("jail.json")) {
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
+/// `jailer create`: snapshots the template and records the jail in state
+/// `created`. Its cost does not depend on the template's size.
+pub fn create(pool: &Pool, spec: JailSpec) -> Result<JailRecord, JailError> {
+    pool.ensure_ready()?;
+    let name = spec.name.clone();
+    template::get(pool, &spec.template)?;
+    let _lock = pool.lock("jail", &name, false)?;
+    match record::read_jail(&pool.jail_json(&name)) {
+        Ok(r) if r.state != State::Creating => return Err(JailError::Exists { name }),
+        // An interrupted create (we hold the lock, so nobody is finishing
+        // it), a corrupt record or a bare directory: start afresh. A corrupt
+        // record of a real jail is not silently replaced.
+        Ok(_) => clear(pool, &name)?,
+        Err(RecordError::Read { .. }) => clear(pool, &name)?,
+        Err(source) => return Err(JailError::Broken { name, source }),
+    }
+
+    let rec = {
+        let _pool_lock = pool.lock_pool()?;
+        let taken: Vec<_> = all_records(pool).iter().map(|r| r.ids).collect();
+        let host = crate::ids::host_ranges(Path::new("/etc"));
+        let ids = crate::ids::allocate(&taken, &host)
+            .ok_or_else(|| JailError::IdsExhausted { name: name.clone() })?;
+        let dir = pool.jail_dir(&name);
+        std::fs::create_dir(&dir).map_err(|source| JailError::Remove {
+            name: name.clone(),
+            source,
+        })?;
+        let rec = JailRecord {
+            version: JAIL_RECORD_VERSION,
+            id: random_id(),
+            spec,
+            state: State::Creating,
+            ids,
+            created_at: record::now(),
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+        };
+        write_record(pool, &rec)?;
+        rec
+    };
+
+    let result = btrfs::snapshot(
+        &pool.template_rootfs(&rec.spec.template),
+        &pool.jail_rootfs(&name),
+        false,
+    )
+    .map_err(|source| JailError::Snapshot {
+        name: name.clone(),
+        template: rec.spec.template.clone(),
+        source,
+    })
+    .and_then(|()| {
+        let mut done = rec.clone();
+        done.state = State::Created;
+        write_record(pool, &done)?;
+        Ok(done)
+    });
+    if result.is_err() {
+        if let Err(e) = clear(pool, &name) {
+            tracing::warn!(jail = %name, error = %crate::error_chain(&e), "cleanup after failed create failed");
+        }
+    }
+    result
+}
+
+/// One jail as `ls` shows it: its record, or why it is broken.
+#[derive(Debug, Clone, Serialize)]
+pub struct JailEntry {
+    pub name: String,
+    pub record: Option<JailRecord>,
+    pub broken: Option<String>,
+}
+
+impl JailEntry {
+    /// `broken` or the record's state.
+    pub fn state(&self) -> &str {
+        match (&self.broken, &self.record) {
+            (Some(_), _) | (None, None) => "broken",
+            (None, Some(r)) => r.state.as_str(),
+        }
+    }
+}
+
+fn entry(pool: &Pool, name: &Name) -> JailEntry {
+    let n = name.to_string();
+    match record::read_jail(&pool.jail_json(name)) {
+        Ok(r) if r.state == State::Creating => {
+            // Being created right now, or abandoned: the lock tells.
+            match pool.lock("jail", name, false) {
+                Ok(_free) => JailEntry {
+                    name: n.clone(),
+                    record: Some(r),
+                    broken: Some(format!(
+                        "interrupted create; `jailer rm {n}` removes it, `jailer create {n}` redoes it"
+                    )),
+                },
+                Err(_) => JailEntry {
+                    name: n,
+                    record: Some(r),
+                    broken: None,
+                },
+            }
+        }
+        Ok(r) => JailEntry {
+            name: n,
+            record: Some(r),
+            broken: None,
+        },
+        Err(RecordError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            JailEntry {
+                name: n.clone(),
+                record: None,
+                broken: Some(format!(
+                    "no jail.json (interrupted create); `jailer rm {n}` removes it"
+                )),
+            }
+        }
+        Err(e) => JailEntry {
+            name: n,
+            record: None,
+            broken: Some(crate::error_chain(&e)),
+        },
+    }
+}
+
+/// `jailer ls`: every jail, broken ones included with the reason. One
+/// unreadable record never hides the others.
+pub fn list(pool: &Pool) -> Result<Vec<JailEntry>, JailError> {
+    pool.ensure_ready()?;
+    let dir = pool.jails_dir();
+    let rd = std::fs::read_dir(&dir).map_err(|source| PoolError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut out: Vec<JailEntry> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| Name::new(n).ok()))
+        .map(|name| entry(pool, &name))
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// `jailer inspect NAME`.
+pub fn inspect(pool: &Pool, name: &Name) -> Result<JailRecord, JailError> {
+    pool.ensure_ready()?;
+    if !pool.jail_dir(name).exists() {
+        return Err(JailError::Unknown { name: name.clone() });
+    }
+    record::read_jail(&pool.jail_json(name)).map_err(|source| JailError::Broken {
+        name: name.clone(),
+        source,
+    })
+}
+
+/// `jailer rm NAME [--force]`: refused while the jail runs unless `force`.
+/// Removes broken and half-created jails too.
+pub fn remove(pool: &Pool, name: &Name, force: bool) -> Result<(), JailError> {
+    pool.ensure_ready()?;
+    if !pool.jail_dir(name).exists() {
+        return Err(JailError::Unknown { name: name.clone() });
+    }
+    let lock = pool.lock("jail", name, false)?;
+    if let Ok(r) = record::read_jail(&pool.jail_json(name)) {
+        if matches!(r.state, State::Running | State::Frozen) && !force {
+            return Err(JailError::Running {
+                name: name.clone(),
+                state: r.state,
+            });
+        }
+    }
+    // Un-commit first: a crash after this leaves a bare directory, which
+    // reads as an interrupted create and is cleared by the next rm/create.
+    match std::fs::remove_file(pool.jail_json(name)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(JailError::Remove {
+                name: name.clone(),
+                source,
+            })
+        }
+    }
+    clear(pool, name)?;
+    lock.remove();
+    Ok(())
+}

@@ -1,0 +1,738 @@
+// Hand-written: no well-kept crate wraps the btrfs subvolume ioctls.
+//! BTRFS subvolume operations through the kernel's ioctls.
+//!
+//! Everything here talks to the kernel directly (never through the `btrfs`
+//! tool). Paths are opened with `O_DIRECTORY | O_CLOEXEC`, and with
+//! `O_NOFOLLOW` where the last component is the subvolume acted on. Nested
+//! subvolumes are found through the kernel's root references, never by
+//! walking files, and are opened with `openat2` beneath their parent
+//! subvolume (no symlinks, no mount crossings), so a process that still runs
+//! inside a jail cannot steer a recursive delete out of the jail's tree.
+//! `SNAP_DESTROY` unlinks a name in a directory without looking into mounts,
+//! so a subvolume with something mounted over it is refused, never deleted.
+//!
+//! Privileges, as the kernel checks them:
+//! - creating a subvolume or a snapshot needs write and search permission on
+//!   the parent directory; a snapshot also needs ownership of the source
+//!   subvolume (or `CAP_FOWNER`);
+//! - changing the read-only flag needs ownership (or `CAP_FOWNER`); reading
+//!   flags, the subvolume id and the nested subvolumes needs no privilege;
+//! - deleting a subvolume needs `CAP_SYS_ADMIN` in the initial user namespace,
+//!   unless the filesystem is mounted with `user_subvol_rm_allowed`.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::statfs::{fstatfs, statfs, BTRFS_SUPER_MAGIC};
+
+/// Errors of the btrfs operations; each names the path(s) concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum BtrfsError {
+    /// `stat` or `statfs` failed.
+    #[error("cannot inspect {}", path.display())]
+    Stat {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A directory could not be opened.
+    #[error("cannot open {}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} is not on a btrfs filesystem", path.display())]
+    NotBtrfs { path: PathBuf },
+    #[error("{} is not a btrfs subvolume", path.display())]
+    NotSubvolume { path: PathBuf },
+    /// The path has no last component that can name a subvolume (`/`, `..`,
+    /// a NUL byte, too long).
+    #[error("{} does not end in a valid subvolume name", path.display())]
+    InvalidName { path: PathBuf },
+    #[error("cannot create subvolume {}", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot snapshot {} to {}", src.display(), dst.display())]
+    Snapshot {
+        src: PathBuf,
+        dst: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read the flags of subvolume {}", path.display())]
+    GetFlags {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "cannot make subvolume {} {}",
+        path.display(),
+        if *readonly { "read-only" } else { "writable" }
+    )]
+    SetReadonly {
+        path: PathBuf,
+        readonly: bool,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot find the subvolume id of {}", path.display())]
+    SubvolumeId {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot list the subvolumes below {}", path.display())]
+    ListNested {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The subvolume at a path was not the same between two looks at it.
+    #[error("subvolume {} was moved or replaced while being walked", path.display())]
+    Changed { path: PathBuf },
+    #[error("cannot delete subvolume {}", path.display())]
+    Delete {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A recursive delete failed below a read-only subvolume whose flag had
+    /// been cleared, and setting the flag again failed too.
+    #[error(
+        "cannot delete subvolume {} and it was left writable (restoring read-only failed: {restore})",
+        path.display()
+    )]
+    DeleteLeftWritable {
+        path: PathBuf,
+        #[source]
+        source: Box<BtrfsError>,
+        restore: io::Error,
+    },
+}
+
+/// Kernel ABI of `include/uapi/linux/btrfs.h`: layouts and request numbers.
+mod abi {
+    use std::mem::size_of;
+
+    const MAGIC: u8 = 0x94;
+    /// Room for a name in `btrfs_ioctl_vol_args` (BTRFS_PATH_NAME_MAX + 1).
+    pub const VOL_ARGS_NAME_LEN: usize = 4088;
+    /// Room for a name in `btrfs_ioctl_vol_args_v2` (BTRFS_SUBVOL_NAME_MAX + 1).
+    pub const VOL_ARGS_V2_NAME_LEN: usize = 4040;
+    /// BTRFS_SUBVOL_RDONLY, in `flags` of the v2 args and of GET/SETFLAGS.
+    pub const SUBVOL_RDONLY: u64 = 1 << 1;
+    /// BTRFS_FIRST_FREE_OBJECTID: the inode number of every subvolume's root.
+    pub const SUBVOL_ROOT_INO: u64 = 256;
+    /// BTRFS_MAX_ROOTREF_BUFFER_NUM.
+    pub const MAX_ROOTREFS: usize = 255;
+
+    /// `struct btrfs_ioctl_vol_args`.
+    #[repr(C)]
+    pub struct VolArgs {
+        pub fd: i64,
+        pub name: [u8; VOL_ARGS_NAME_LEN],
+    }
+    const _: () = assert!(size_of::<VolArgs>() == 4096);
+
+    /// `struct btrfs_ioctl_vol_args_v2`; the qgroup union is left zeroed and
+    /// the name union is only used as a name.
+    #[repr(C)]
+    pub struct VolArgsV2 {
+        pub fd: i64,
+        pub transid: u64,
+        pub flags: u64,
+        pub unused: [u64; 4],
+        pub name: [u8; VOL_ARGS_V2_NAME_LEN],
+    }
+    const _: () = assert!(size_of::<VolArgsV2>() == 4096);
+
+    /// `struct btrfs_ioctl_ino_lookup_args`.
+    #[repr(C)]
+    pub struct InoLookupArgs {
+        pub treeid: u64,
+        pub objectid: u64,
+        pub name: [u8; 4080],
+    }
+    const _: () = assert!(size_of::<InoLookupArgs>() == 4096);
+
+    /// `struct btrfs_ioctl_ino_lookup_user_args`.
+    #[repr(C)]
+    pub struct InoLookupUserArgs {
+        pub dirid: u64,
+        pub treeid: u64,
+        pub name: [u8; 256],
+        pub path: [u8; 4080 - 256],
+    }
+    const _: () = assert!(size_of::<InoLookupUserArgs>() == 4096);
+
+    /// One entry of `btrfs_ioctl_get_subvol_rootref_args.rootref`.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct RootRef {
+        pub treeid: u64,
+        pub dirid: u64,
+    }
+
+    /// `struct btrfs_ioctl_get_subvol_rootref_args`.
+    #[repr(C)]
+    pub struct RootRefArgs {
+        pub min_treeid: u64,
+        pub rootref: [RootRef; MAX_ROOTREFS],
+        pub num_items: u8,
+        pub align: [u8; 7],
+    }
+    const _: () = assert!(size_of::<RootRefArgs>() == 4096);
+
+    impl VolArgs {
+        pub fn new(name: [u8; VOL_ARGS_NAME_LEN]) -> Self {
+            VolArgs { fd: 0, name }
+        }
+    }
+
+    impl VolArgsV2 {
+        pub fn new(fd: i64, flags: u64, name: [u8; VOL_ARGS_V2_NAME_LEN]) -> Self {
+            VolArgsV2 {
+                fd,
+                transid: 0,
+                flags,
+                unused: [0; 4],
+                name,
+            }
+        }
+    }
+
+    impl InoLookupArgs {
+        pub fn new(treeid: u64, objectid: u64) -> Self {
+            InoLookupArgs {
+                treeid,
+                objectid,
+                name: [0; 4080],
+            }
+        }
+    }
+
+    impl InoLookupUserArgs {
+        pub fn new(dirid: u64, treeid: u64) -> Self {
+            InoLookupUserArgs {
+                dirid,
+                treeid,
+                name: [0; 256],
+                path: [0; 4080 - 256],
+            }
+        }
+    }
+
+    impl RootRefArgs {
+        pub fn new() -> Self {
+            RootRefArgs {
+                min_treeid: 0,
+                rootref: [RootRef {
+                    treeid: 0,
+                    dirid: 0,
+                }; MAX_ROOTREFS],
+                num_items: 0,
+                align: [0; 7],
+            }
+        }
+    }
+
+    nix::ioctl_write_ptr!(subvol_create, MAGIC, 14, VolArgs);
+    nix::ioctl_write_ptr!(snap_destroy, MAGIC, 15, VolArgs);
+    nix::ioctl_readwrite!(ino_lookup, MAGIC, 18, InoLookupArgs);
+    nix::ioctl_write_ptr!(snap_create_v2, MAGIC, 23, VolArgsV2);
+    nix::ioctl_read!(subvol_getflags, MAGIC, 25, u64);
+    nix::ioctl_write_ptr!(subvol_setflags, MAGIC, 26, u64);
+    nix::ioctl_readwrite!(get_subvol_rootref, MAGIC, 61, RootRefArgs);
+    nix::ioctl_readwrite!(ino_lookup_user, MAGIC, 62, InoLookupUserArgs);
+}
+
+/// Whether `path` is on a btrfs filesystem (`statfs` reports
+/// `BTRFS_SUPER_MAGIC`); a symlink is followed.
+pub fn is_btrfs(path: &Path) -> Result<bool, BtrfsError> {
+    let fs = statfs(path).map_err(|e| BtrfsError::Stat {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    Ok(fs.filesystem_type() == BTRFS_SUPER_MAGIC)
+}
+
+/// Whether `path` is the root directory of a subvolume: a directory on btrfs
+/// with inode number 256. A symlink is not followed and is never a subvolume;
+/// a missing path is an error.
+pub fn is_subvolume(path: &Path) -> Result<bool, BtrfsError> {
+    let meta = std::fs::symlink_metadata(path).map_err(|source| BtrfsError::Stat {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_dir() || meta.ino() != abi::SUBVOL_ROOT_INO {
+        return Ok(false);
+    }
+    is_btrfs(path)
+}
+
+/// Creates a new, empty, writable subvolume at `path`; its parent directory
+/// must exist and `path` must not (`BTRFS_IOC_SUBVOL_CREATE` on the parent).
+pub fn create_subvolume(path: &Path) -> Result<(), BtrfsError> {
+    let (parent, name) = split(path)?;
+    let args = abi::VolArgs::new(name_field(name, path)?);
+    let dir = open_btrfs_dir(parent, Follow::Yes)?;
+    // SAFETY: `dir` is an open descriptor and `args` is a live, initialised
+    // `btrfs_ioctl_vol_args` that the kernel only reads.
+    let res = unsafe { abi::subvol_create(dir.as_raw_fd(), &args) };
+    res.map(drop).map_err(|e| BtrfsError::Create {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })
+}
+
+/// Snapshots subvolume `src` to the new path `dst`, read-only when `readonly`
+/// (`BTRFS_IOC_SNAP_CREATE_V2` on the parent of `dst`).
+///
+/// `src` must be the root of a subvolume: given any other directory the
+/// kernel would quietly snapshot the whole subvolume that contains it.
+/// Subvolumes nested in `src` are not part of the snapshot (they appear in it
+/// as empty directories).
+pub fn snapshot(src: &Path, dst: &Path, readonly: bool) -> Result<(), BtrfsError> {
+    let source = open_subvolume(src)?;
+    let (parent, name) = split(dst)?;
+    let flags = if readonly { abi::SUBVOL_RDONLY } else { 0 };
+    let args = abi::VolArgsV2::new(i64::from(source.as_raw_fd()), flags, name_field(name, dst)?);
+    let dir = open_btrfs_dir(parent, Follow::Yes)?;
+    // SAFETY: `dir` and `source` (whose number is in `args.fd`) stay open for
+    // the call; `args` is a live, initialised `btrfs_ioctl_vol_args_v2` the
+    // kernel only reads, with a zero qgroup-inherit size and pointer.
+    let res = unsafe { abi::snap_create_v2(dir.as_raw_fd(), &args) };
+    res.map(drop).map_err(|e| BtrfsError::Snapshot {
+        src: src.to_path_buf(),
+        dst: dst.to_path_buf(),
+        source: e.into(),
+    })
+}
+
+/// Sets or clears the read-only flag of the subvolume at `path`
+/// (`BTRFS_IOC_SUBVOL_GETFLAGS`/`SETFLAGS`); a no-op when already so.
+pub fn set_readonly(path: &Path, readonly: bool) -> Result<(), BtrfsError> {
+    let subvol = open_subvolume(path)?;
+    set_readonly_fd(&subvol, path, readonly)
+}
+
+/// Whether the subvolume at `path` is read-only.
+pub fn is_readonly(path: &Path) -> Result<bool, BtrfsError> {
+    let subvol = open_subvolume(path)?;
+    readonly_fd(&subvol, path)
+}
+
+/// The id (tree id) of the subvolume that contains the directory `path`
+/// (followed if a symlink); the top-level subvolume is 5.
+pub fn subvolume_id(path: &Path) -> Result<u64, BtrfsError> {
+    let dir = open_btrfs_dir(path, Follow::Yes)?;
+    tree_id(&dir).map_err(|source| BtrfsError::SubvolumeId {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Paths (each starting with `path`) of the subvolumes nested directly or
+/// indirectly below the subvolume `path`, deepest first, so each comes before
+/// the one that contains it.
+///
+/// The cost grows with the number of subvolumes, not of files: the kernel's
+/// root references give each child's tree and directory ids
+/// (`BTRFS_IOC_GET_SUBVOL_ROOTREF`), and `BTRFS_IOC_INO_LOOKUP_USER` turns
+/// them into a path; no directory is read.
+pub fn nested_subvolumes(path: &Path) -> Result<Vec<PathBuf>, BtrfsError> {
+    let top = open_subvolume(path)?;
+    let mut found = Vec::new();
+    collect_nested(&top, path, 1, &mut found)?;
+    // Post-order already puts children first; a stable sort by depth makes
+    // the order deepest first and keeps that property.
+    found.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
+    Ok(found.into_iter().map(|(_, p)| p).collect())
+}
+
+/// Deletes the subvolume `path` and every subvolume nested below it, children
+/// first, read-only ones included (`BTRFS_IOC_SNAP_DESTROY` by name on the
+/// parent directory).
+///
+/// The kernel refuses to unlink a child from a read-only subvolume (`EROFS`),
+/// so such a parent's flag is cleared first. If a step fails, the flags
+/// cleared on the way are set again; what was deleted stays deleted. Nested
+/// subvolumes are only reached beneath `path` without crossing symlinks or
+/// mounts. Returns without waiting for the transaction to commit (like
+/// `btrfs subvolume delete` without `-c`): the space is freed in the
+/// background.
+pub fn delete_subvolume_recursive(path: &Path) -> Result<(), BtrfsError> {
+    let (parent, name) = split(path)?;
+    let subvol = open_subvolume(path)?;
+    let dir = open_dir(parent, Follow::Yes)?;
+    // The kernel unlinks `name` as found in `dir` without looking into
+    // mounts: make sure that is the subvolume checked above and not one
+    // hidden under a mount point.
+    let subvol = match open_beneath(&dir, Path::new(name)) {
+        Ok(beneath) => {
+            let same = match (beneath.metadata(), subvol.metadata()) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            };
+            if !same {
+                return Err(BtrfsError::Changed {
+                    path: path.to_path_buf(),
+                });
+            }
+            beneath
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            return Err(BtrfsError::Delete {
+                path: path.to_path_buf(),
+                source: io::Error::from_raw_os_error(libc::EBUSY),
+            })
+        }
+        Err(source) => {
+            return Err(BtrfsError::Open {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    delete_tree(&dir, name, subvol, path)
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+/// A subvolume directly below another one, as the kernel reports it.
+struct Child {
+    treeid: u64,
+    /// Directory holding the child, relative to the parent subvolume's root
+    /// (empty when it is the root itself).
+    dir: PathBuf,
+    name: OsString,
+}
+
+impl Child {
+    /// The child's path, given the parent subvolume's path.
+    fn path_below(&self, parent: &Path) -> PathBuf {
+        parent.join(&self.dir).join(&self.name)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Follow {
+    Yes,
+    No,
+}
+
+/// Opens `path` as a directory and checks that it is on btrfs.
+fn open_btrfs_dir(path: &Path, follow: Follow) -> Result<File, BtrfsError> {
+    let file = open_dir(path, follow)?;
+    let fs = fstatfs(&file).map_err(|e| BtrfsError::Stat {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    if fs.filesystem_type() != BTRFS_SUPER_MAGIC {
+        return Err(BtrfsError::NotBtrfs {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(file)
+}
+
+/// Opens `path` as a directory; without `Follow::Yes`, a symlink or a
+/// non-directory there is reported as not a subvolume.
+fn open_dir(path: &Path, follow: Follow) -> Result<File, BtrfsError> {
+    let mut flags = libc::O_DIRECTORY;
+    if follow == Follow::No {
+        flags |= libc::O_NOFOLLOW;
+    }
+    // std sets O_CLOEXEC on every file it opens.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|source| match source.raw_os_error() {
+            Some(libc::ELOOP | libc::ENOTDIR) if follow == Follow::No => BtrfsError::NotSubvolume {
+                path: path.to_path_buf(),
+            },
+            _ => BtrfsError::Open {
+                path: path.to_path_buf(),
+                source,
+            },
+        })
+}
+
+/// Opens the root directory of the subvolume at `path` (not following a
+/// symlink there).
+fn open_subvolume(path: &Path) -> Result<File, BtrfsError> {
+    let file = open_btrfs_dir(path, Follow::No)?;
+    let ino = file
+        .metadata()
+        .map_err(|source| BtrfsError::Stat {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .ino();
+    if ino != abi::SUBVOL_ROOT_INO {
+        return Err(BtrfsError::NotSubvolume {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(file)
+}
+
+/// Splits `path` into its parent directory and last component.
+fn split(path: &Path) -> Result<(&Path, &OsStr), BtrfsError> {
+    let name = path.file_name().ok_or_else(|| BtrfsError::InvalidName {
+        path: path.to_path_buf(),
+    })?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    Ok((parent, name))
+}
+
+/// `name` as a NUL-terminated field of `N` bytes.
+fn name_field<const N: usize>(name: &OsStr, path: &Path) -> Result<[u8; N], BtrfsError> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= N || bytes.contains(&0) || bytes.contains(&b'/') {
+        return Err(BtrfsError::InvalidName {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut field = [0u8; N];
+    field[..bytes.len()].copy_from_slice(bytes);
+    Ok(field)
+}
+
+/// The bytes of a NUL-terminated field, without the terminator.
+fn c_field(field: &[u8]) -> &[u8] {
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    &field[..end]
+}
+
+/// The id of the subvolume that holds the open file `fd`.
+fn tree_id(fd: &File) -> io::Result<u64> {
+    // Tree id 0 with the subvolume-root object id is the one lookup the
+    // kernel allows without CAP_SYS_ADMIN: it answers with the containing
+    // subvolume's id.
+    let mut args = abi::InoLookupArgs::new(0, abi::SUBVOL_ROOT_INO);
+    // SAFETY: `fd` is open and `args` is a live, initialised
+    // `btrfs_ioctl_ino_lookup_args` the kernel may read and overwrite.
+    unsafe { abi::ino_lookup(fd.as_raw_fd(), &mut args) }?;
+    Ok(args.treeid)
+}
+
+fn readonly_fd(subvol: &File, path: &Path) -> Result<bool, BtrfsError> {
+    let mut flags: u64 = 0;
+    // SAFETY: `subvol` is open and `flags` is a live u64 for the kernel to fill.
+    let res = unsafe { abi::subvol_getflags(subvol.as_raw_fd(), &mut flags) };
+    res.map_err(|e| BtrfsError::GetFlags {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    Ok(flags & abi::SUBVOL_RDONLY != 0)
+}
+
+fn set_readonly_fd(subvol: &File, path: &Path, readonly: bool) -> Result<(), BtrfsError> {
+    let mut flags: u64 = 0;
+    // SAFETY: `subvol` is open and `flags` is a live u64 for the kernel to fill.
+    let res = unsafe { abi::subvol_getflags(subvol.as_raw_fd(), &mut flags) };
+    res.map_err(|e| BtrfsError::GetFlags {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    let wanted = if readonly {
+        flags | abi::SUBVOL_RDONLY
+    } else {
+        flags & !abi::SUBVOL_RDONLY
+    };
+    if wanted == flags {
+        return Ok(());
+    }
+    // SAFETY: `subvol` is open and `wanted` is a live u64 the kernel only reads.
+    let res = unsafe { abi::subvol_setflags(subvol.as_raw_fd(), &wanted) };
+    res.map(drop).map_err(|e| BtrfsError::SetReadonly {
+        path: path.to_path_buf(),
+        readonly,
+        source: e.into(),
+    })
+}
+
+/// The subvolumes directly below the subvolume whose root is open as `subvol`.
+fn children(subvol: &File, path: &Path) -> Result<Vec<Child>, BtrfsError> {
+    let list_err = |source: io::Error| BtrfsError::ListNested {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut refs = Vec::new();
+    let mut args = abi::RootRefArgs::new();
+    loop {
+        // SAFETY: `subvol` is open and `args` is a live, initialised
+        // `btrfs_ioctl_get_subvol_rootref_args` the kernel may overwrite.
+        let res = unsafe { abi::get_subvol_rootref(subvol.as_raw_fd(), &mut args) };
+        // EOVERFLOW: the buffer is full and more remain; the kernel has
+        // filled it and advanced `min_treeid` past the last entry.
+        let more = match res {
+            Ok(_) => false,
+            Err(Errno::EOVERFLOW) => true,
+            Err(e) => return Err(list_err(e.into())),
+        };
+        let n = usize::from(args.num_items).min(abi::MAX_ROOTREFS);
+        refs.extend_from_slice(&args.rootref[..n]);
+        if !more || n == 0 {
+            break;
+        }
+    }
+
+    let mut out = Vec::with_capacity(refs.len());
+    for r in refs {
+        let mut args = abi::InoLookupUserArgs::new(r.dirid, r.treeid);
+        // SAFETY: `subvol` is open and `args` is a live, initialised
+        // `btrfs_ioctl_ino_lookup_user_args` the kernel may overwrite.
+        let res = unsafe { abi::ino_lookup_user(subvol.as_raw_fd(), &mut args) };
+        res.map_err(|e| list_err(e.into()))?;
+        let name = OsStr::from_bytes(c_field(&args.name));
+        let dir = Path::new(OsStr::from_bytes(c_field(&args.path)));
+        let name_ok =
+            !name.is_empty() && name != "." && name != ".." && !name.as_bytes().contains(&b'/');
+        let dir_ok = dir.components().all(|c| matches!(c, Component::Normal(_)));
+        if !name_ok || !dir_ok {
+            return Err(list_err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the kernel reported an unusable path for subvolume {}",
+                    r.treeid
+                ),
+            )));
+        }
+        out.push(Child {
+            treeid: r.treeid,
+            dir: dir.to_path_buf(),
+            name: name.to_os_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// Opens directory `rel` strictly beneath the open directory `base`: no
+/// symlinks, no `..` out of it, no mount crossings.
+fn open_beneath(base: &File, rel: &Path) -> io::Result<File> {
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        );
+    let fd = nix::fcntl::openat2(base.as_raw_fd(), rel, how)?;
+    // SAFETY: `openat2` just returned `fd` as a new descriptor that nothing
+    // else owns, so handing its ownership to an `OwnedFd` is sound.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(File::from(owned))
+}
+
+/// Opens the directory holding `child` and the child's root, both beneath
+/// `parent`, and checks the root is the subvolume the kernel reported.
+fn open_child(parent: &File, child: &Child, child_path: &Path) -> Result<(File, File), BtrfsError> {
+    let open_err = |path: PathBuf| move |source: io::Error| BtrfsError::Open { path, source };
+    let dir_path = child_path.parent().unwrap_or(child_path).to_path_buf();
+    let dir = open_beneath(parent, &child.dir).map_err(open_err(dir_path))?;
+    let root =
+        open_beneath(&dir, Path::new(&child.name)).map_err(open_err(child_path.to_path_buf()))?;
+    let ino = root
+        .metadata()
+        .map(|m| m.ino())
+        .map_err(|source| BtrfsError::Stat {
+            path: child_path.to_path_buf(),
+            source,
+        })?;
+    let id = tree_id(&root).map_err(|source| BtrfsError::SubvolumeId {
+        path: child_path.to_path_buf(),
+        source,
+    })?;
+    if ino != abi::SUBVOL_ROOT_INO || id != child.treeid {
+        return Err(BtrfsError::Changed {
+            path: child_path.to_path_buf(),
+        });
+    }
+    Ok((dir, root))
+}
+
+/// Appends `(depth, path)` of every subvolume below `subvol`, in post-order.
+fn collect_nested(
+    subvol: &File,
+    path: &Path,
+    depth: usize,
+    out: &mut Vec<(usize, PathBuf)>,
+) -> Result<(), BtrfsError> {
+    for child in children(subvol, path)? {
+        let child_path = child.path_below(path);
+        let (_, root) = open_child(subvol, &child, &child_path)?;
+        collect_nested(&root, &child_path, depth + 1, out)?;
+        out.push((depth, child_path));
+    }
+    Ok(())
+}
+
+/// Unlinks the subvolume `name` from the open directory `dir`.
+fn destroy(dir: &File, name: &OsStr, path: &Path) -> Result<(), BtrfsError> {
+    let args = abi::VolArgs::new(name_field(name, path)?);
+    // SAFETY: `dir` is open and `args` is a live, initialised
+    // `btrfs_ioctl_vol_args` that the kernel only reads.
+    let res = unsafe { abi::snap_destroy(dir.as_raw_fd(), &args) };
+    res.map(drop).map_err(|e| BtrfsError::Delete {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })
+}
+
+/// Deletes the subvolumes below `subvol` (open at `path`), then `subvol`
+/// itself, which is `name` in `dir`.
+fn delete_tree(dir: &File, name: &OsStr, subvol: File, path: &Path) -> Result<(), BtrfsError> {
+    let kids = children(&subvol, path)?;
+    // A child cannot be unlinked from a read-only subvolume (EROFS).
+    let cleared = !kids.is_empty() && readonly_fd(&subvol, path)?;
+    if cleared {
+        set_readonly_fd(&subvol, path, false)?;
+    }
+    let result = kids
+        .iter()
+        .try_for_each(|child| {
+            let child_path = child.path_below(path);
+            let (child_dir, root) = open_child(&subvol, child, &child_path)?;
+            delete_tree(&child_dir, &child.name, root, &child_path)
+        })
+        .and_then(|()| destroy(dir, name, path));
+    match result {
+        Err(cause) if cleared => match set_readonly_fd(&subvol, path, true) {
+            Ok(()) => Err(cause),
+            Err(restore) => Err(BtrfsError::DeleteLeftWritable {
+                path: path.to_path_buf(),
+                source: Box::new(cause),
+                restore: match restore {
+                    BtrfsError::GetFlags { source, .. }
+                    | BtrfsError::SetReadonly { source, .. } => source,
+                    other => io::Error::other(other.to_string()),
+                },
+            }),
+        },
+        other => other,
+    }
+}

@@ -1,0 +1,8 @@
+//! Narrow wrappers over the syscalls and ioctls that change the host.
+//!
+//! Each submodule is small and has its own error type; the logic above calls
+//! these functions and never issues raw syscalls itself.
+
+pub mod btrfs;
+pub mod loopdev;
+pub mod mount;

@@ -1,0 +1,375 @@
+//! Templates: read-only root filesystems that jails are snapshots of.
+//!
+//! Import protocol (crash-safe): under the template's lock, make
+//! `templates/NAME/rootfs` a subvolume, fill it, mark it read-only, then write
+//! `template.json`. The record is the commit point: a directory without it is
+//! the remains of an interrupted import and is cleared by the next import or
+//! `template rm` of that name.
+
+use crate::archive::{self, ArchiveError};
+use crate::copy::{self, CopyError, TreeStats};
+use crate::fsutil::atomic_write;
+use crate::name::Name;
+use crate::pool::{Pool, PoolError};
+use crate::record::{self, JailRecord, RecordError, TemplateRecord};
+use crate::sys::btrfs::{self, BtrfsError};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What went wrong with a template.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("template {name} already exists; remove it with `jailer template rm {name}` or choose another name")]
+    Exists { name: Name },
+    #[error("unknown template {name}; `jailer template ls` lists the templates")]
+    Unknown { name: Name },
+    #[error("template {name} is used by jail(s) {}; remove them first or pass --force", jails.join(", "))]
+    InUse { name: Name, jails: Vec<String> },
+    #[error("{} is neither a directory nor a tar archive (.tar, .tar.gz, .tar.zst)", path.display())]
+    BadSource { path: PathBuf },
+    #[error("cannot import {} as template {name}", path.display())]
+    Copy {
+        name: Name,
+        path: PathBuf,
+        #[source]
+        source: CopyError,
+    },
+    #[error("cannot import {} as template {name}", path.display())]
+    Archive {
+        name: Name,
+        path: PathBuf,
+        #[source]
+        source: ArchiveError,
+    },
+    #[error("cannot run debootstrap: is it installed? (apt-get install debootstrap)")]
+    DebootstrapMissing(#[source] std::io::Error),
+    #[error("debootstrap of {suite} for template {name} failed ({status}); last output:\n{tail}")]
+    Debootstrap {
+        name: Name,
+        suite: String,
+        status: String,
+        tail: String,
+    },
+    #[error("invalid debootstrap argument {value:?}: {why}")]
+    BadArgument { value: String, why: &'static str },
+    #[error("template {name} is broken")]
+    Record {
+        name: Name,
+        #[source]
+        source: RecordError,
+    },
+    #[error("cannot remove template {name}")]
+    Remove {
+        name: Name,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Btrfs(#[from] BtrfsError),
+}
+
+impl From<crate::fsutil::FsError> for TemplateError {
+    fn from(e: crate::fsutil::FsError) -> Self {
+        TemplateError::Pool(PoolError::Fs(e))
+    }
+}
+
+/// Removes what an interrupted import or a removed template left behind.
+fn clear_leftovers(pool: &Pool, name: &Name) -> Result<(), TemplateError> {
+    let dir = pool.template_dir(name);
+    let rootfs = pool.template_rootfs(name);
+    if btrfs::is_subvolume(&rootfs).unwrap_or(false) {
+        btrfs::delete_subvolume_recursive(&rootfs)?;
+    } else if rootfs.exists() {
+        std::fs::remove_dir_all(&rootfs).map_err(|source| TemplateError::Remove {
+            name: name.clone(),
+            source,
+        })?;
+    }
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(TemplateError::Remove {
+            name: name.clone(),
+            source,
+        }),
+    }
+}
+
+/// Runs `fill` on a fresh subvolume for template `name`, then seals it.
+fn create_with(
+    pool: &Pool,
+    name: &Name,
+    source: String,
+    fill: impl FnOnce(&Path) -> Result<TreeStats, TemplateError>,
+) -> Result<TemplateRecord, TemplateError> {
+    pool.ensure_ready()?;
+    let _lock = pool.lock("template", name, false)?;
+    if pool.template_json(name).exists() {
+        return Err(TemplateError::Exists { name: name.clone() });
+    }
+    clear_leftovers(pool, name)?;
+    let dir = pool.template_dir(name);
+    std::fs::create_dir(&dir).map_err(|source| TemplateError::Remove {
+        name: name.clone(),
+        source,
+    })?;
+    let rootfs = pool.template_rootfs(name);
+    btrfs::create_subvolume(&rootfs)?;
+    let stats = match fill(&rootfs) {
+        Ok(s) => s,
+        Err(e) => {
+            if let Err(cleanup) = clear_leftovers(pool, name) {
+                tracing::warn!(template = %name, error = %cleanup, "cleanup after failed import failed");
+            }
+            return Err(e);
+        }
+    };
+    btrfs::set_readonly(&rootfs, true)?;
+    let rec = TemplateRecord {
+        name: name.clone(),
+        created_at: record::now(),
+        source,
+        size: stats.bytes,
+        files: stats.files,
+    };
+    let json = serde_json::to_vec_pretty(&rec).unwrap_or_default();
+    atomic_write(&pool.template_json(name), &json)?;
+    Ok(rec)
+}
+
+/// `jailer template import NAME PATH`: from a directory or a tar archive.
+pub fn import(pool: &Pool, name: &Name, path: &Path) -> Result<TemplateRecord, TemplateError> {
+    let meta = std::fs::metadata(path).map_err(|_| TemplateError::BadSource {
+        path: path.to_path_buf(),
+    })?;
+    let abs = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let source = abs.display().to_string();
+    if meta.is_dir() {
+        create_with(pool, name, source, |dst| {
+            copy::copy_tree(&abs, dst).map_err(|source| TemplateError::Copy {
+                name: name.clone(),
+                path: abs.clone(),
+                source,
+            })
+        })
+    } else if meta.is_file() {
+        // Refuse a non-archive before touching the pool.
+        archive::detect(&abs).map_err(|source| TemplateError::Archive {
+            name: name.clone(),
+            path: abs.clone(),
+            source,
+        })?;
+        create_with(pool, name, source, |dst| {
+            archive::unpack(&abs, dst).map_err(|source| TemplateError::Archive {
+                name: name.clone(),
+                path: abs.clone(),
+                source,
+            })
+        })
+    } else {
+        Err(TemplateError::BadSource {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+/// Options of `jailer template debootstrap`.
+#[derive(Debug, Clone)]
+pub struct DebootstrapOptions {
+    pub suite: String,
+    pub variant: String,
+    pub include: Vec<String>,
+    pub mirror: String,
+}
+
+impl Default for DebootstrapOptions {
+    fn default() -> Self {
+        DebootstrapOptions {
+            suite: "bookworm".into(),
+            variant: "minbase".into(),
+            include: Vec::new(),
+            mirror: "http://deb.debian.org/debian".into(),
+        }
+    }
+}
+
+fn check_word(value: &str, why: &'static str) -> Result<(), TemplateError> {
+    let ok = !value.is_empty()
+        && !value.starts_with('-')
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-._:/~".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(TemplateError::BadArgument {
+            value: value.to_string(),
+            why,
+        })
+    }
+}
+
+/// `jailer template debootstrap NAME`: a real Debian root made by Debian's
+/// `debootstrap`, directly into the template's subvolume.
+pub fn debootstrap(
+    pool: &Pool,
+    name: &Name,
+    opts: &DebootstrapOptions,
+    verbose: bool,
+) -> Result<TemplateRecord, TemplateError> {
+    check_word(&opts.suite, "a suite is a word such as bookworm")?;
+    check_word(&opts.variant, "a variant is minbase, buildd or fakechroot")?;
+    check_word(
+        &opts.mirror,
+        "a mirror is a URL such as http://deb.debian.org/debian",
+    )?;
+    for p in &opts.include {
+        check_word(p, "a package name")?;
+    }
+    let source = format!("debootstrap:{}/{}", opts.suite, opts.variant);
+    create_with(pool, name, source, |dst| {
+        let mut cmd = Command::new("debootstrap");
+        cmd.arg(format!("--variant={}", opts.variant));
+        if !opts.include.is_empty() {
+            cmd.arg(format!("--include={}", opts.include.join(",")));
+        }
+        cmd.arg(&opts.suite).arg(dst).arg(&opts.mirror);
+        let out = if verbose {
+            cmd.status().map(|status| (status, String::new()))
+        } else {
+            cmd.output().map(|o| {
+                let mut all = String::from_utf8_lossy(&o.stdout).into_owned();
+                all.push_str(&String::from_utf8_lossy(&o.stderr));
+                (o.status, all)
+            })
+        };
+        let (status, output) = out.map_err(TemplateError::DebootstrapMissing)?;
+        if !status.success() {
+            let lines: Vec<&str> = output.lines().collect();
+            let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+            return Err(TemplateError::Debootstrap {
+                name: name.clone(),
+                suite: opts.suite.clone(),
+                status: status.to_string(),
+                tail,
+            });
+        }
+        copy::tree_stats(dst).map_err(|source| TemplateError::Copy {
+            name: name.clone(),
+            path: dst.to_path_buf(),
+            source,
+        })
+    })
+}
+
+/// One template as `template ls` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateEntry {
+    pub name: String,
+    #[serde(flatten)]
+    pub record: Option<TemplateRecord>,
+    /// Why the template is unusable, when it is.
+    pub broken: Option<String>,
+}
+
+/// `jailer template ls`.
+pub fn list(pool: &Pool) -> Result<Vec<TemplateEntry>, TemplateError> {
+    pool.ensure_ready()?;
+    let mut out = Vec::new();
+    let dir = pool.templates_dir();
+    let rd = std::fs::read_dir(&dir).map_err(|source| PoolError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    for e in rd.flatten() {
+        let Some(n) = e.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let Ok(name) = Name::new(&n) else { continue };
+        match record::read_json::<TemplateRecord>(&pool.template_json(&name)) {
+            Ok(r) => out.push(TemplateEntry {
+                name: n,
+                record: Some(r),
+                broken: None,
+            }),
+            Err(e) => out.push(TemplateEntry {
+                name: n.clone(),
+                record: None,
+                broken: Some(match e {
+                    RecordError::Read { .. } => format!(
+                        "incomplete import (no template.json); `jailer template rm {n}` removes it"
+                    ),
+                    other => crate::error_chain(&other),
+                }),
+            }),
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Reads a template's record, or says it is unknown.
+pub fn get(pool: &Pool, name: &Name) -> Result<TemplateRecord, TemplateError> {
+    pool.ensure_ready()?;
+    match record::read_json(&pool.template_json(name)) {
+        Ok(r) => Ok(r),
+        Err(RecordError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(TemplateError::Unknown { name: name.clone() })
+        }
+        Err(source) => Err(TemplateError::Record {
+            name: name.clone(),
+            source,
+        }),
+    }
+}
+
+/// The jails whose records name `template`.
+fn users_of(pool: &Pool, template: &Name) -> Vec<String> {
+    let mut users = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(pool.jails_dir()) {
+        for e in rd.flatten() {
+            let p = e.path().join("jail.json");
+            if let Ok(r) = record::read_json::<JailRecord>(&p) {
+                if &r.spec.template == template {
+                    users.push(r.spec.name.to_string());
+                }
+            }
+        }
+    }
+    users.sort();
+    users
+}
+
+/// `jailer template rm NAME [--force]`. Jails made from it keep working:
+/// their snapshots do not depend on the template's subvolume.
+pub fn remove(pool: &Pool, name: &Name, force: bool) -> Result<(), TemplateError> {
+    pool.ensure_ready()?;
+    let _lock = pool.lock("template", name, false)?;
+    if !pool.template_dir(name).exists() {
+        return Err(TemplateError::Unknown { name: name.clone() });
+    }
+    let users = users_of(pool, name);
+    if !users.is_empty() && !force {
+        return Err(TemplateError::InUse {
+            name: name.clone(),
+            jails: users,
+        });
+    }
+    // Un-commit first: without template.json the name reads as an incomplete
+    // import, which a crash here leaves for the next `rm` or import.
+    match std::fs::remove_file(pool.template_json(name)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(TemplateError::Remove {
+                name: name.clone(),
+                source,
+            })
+        }
+    }
+    clear_leftovers(pool, name)
+}

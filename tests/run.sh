@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian 12 machine, as root:
+# installs the system packages it needs, checks formatting and lints, then runs
+# the unit tests and the privileged integration tests (a real btrfs pool on a
+# loop device, real debootstrap). Under CI=true a skipped privileged test fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=(btrfs-progs debootstrap zstd libcap2-bin e2fsprogs util-linux tar)
+missing=()
+for p in "${need_pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "== installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+# Privileged tests share one scratch pool and a few loop devices; they run
+# with two threads at most.
+cargo test --workspace --locked -- --test-threads=2
