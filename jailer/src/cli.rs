@@ -401,6 +401,7 @@ fn template_cmd(pool: &Pool, cmd: TemplateCmd, json: bool, verbose: bool) -> Res
                 include,
                 mirror,
             };
+            opts.check()?;
             if !json {
                 eprintln!(
                     "running debootstrap {} ({}); this takes a few minutes",

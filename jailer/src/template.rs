@@ -197,6 +197,22 @@ impl Default for DebootstrapOptions {
     }
 }
 
+impl DebootstrapOptions {
+    /// Refuses arguments debootstrap would misread (options, spaces).
+    pub fn check(&self) -> Result<(), TemplateError> {
+        check_word(&self.suite, "a suite is a word such as bookworm")?;
+        check_word(&self.variant, "a variant is minbase, buildd or fakechroot")?;
+        check_word(
+            &self.mirror,
+            "a mirror is a URL such as http://deb.debian.org/debian",
+        )?;
+        for p in &self.include {
+            check_word(p, "a package name")?;
+        }
+        Ok(())
+    }
+}
+
 fn check_word(value: &str, why: &'static str) -> Result<(), TemplateError> {
     let ok = !value.is_empty()
         && !value.starts_with('-')
@@ -221,15 +237,7 @@ pub fn debootstrap(
     opts: &DebootstrapOptions,
     verbose: bool,
 ) -> Result<TemplateRecord, TemplateError> {
-    check_word(&opts.suite, "a suite is a word such as bookworm")?;
-    check_word(&opts.variant, "a variant is minbase, buildd or fakechroot")?;
-    check_word(
-        &opts.mirror,
-        "a mirror is a URL such as http://deb.debian.org/debian",
-    )?;
-    for p in &opts.include {
-        check_word(p, "a package name")?;
-    }
+    opts.check()?;
     let source = format!("debootstrap:{}/{}", opts.suite, opts.variant);
     create_with(pool, name, source, |dst| {
         let mut cmd = Command::new("debootstrap");

@@ -50,6 +50,9 @@ pub fn trials() -> Vec<Trial> {
         Trial::test("cli::rm_refuses_a_running_jail_unless_forced", || {
             crate::check(rm_running())
         }),
+        Trial::test("cli::debootstrap_makes_a_debian_template", || {
+            crate::check(debootstrap_template())
+        }),
     ]
 }
 
@@ -851,5 +854,47 @@ fn rm_running() -> Result<(), String> {
     if root.join("jails/r").exists() {
         return Err("rm --force left the jail".into());
     }
+    Ok(())
+}
+
+fn debootstrap_template() -> Result<(), String> {
+    let root = fresh_pool("debootstrap")?;
+    // Bad arguments are refused before anything runs.
+    fails(
+        &root,
+        &["template", "debootstrap", "x", "--suite=-rf"],
+        &["invalid debootstrap argument"],
+    )?;
+    fails(
+        &root,
+        &["template", "debootstrap", "x", "--include", "a b"],
+        &["invalid debootstrap argument"],
+    )?;
+    if root.join("templates/x").exists() {
+        return Err("refused debootstrap left a template directory".into());
+    }
+    let out = json(&ok(&root, &["template", "debootstrap", "deb", "--json"])?)?;
+    if out["source"] != "debootstrap:bookworm/minbase" || out["files"].as_u64().unwrap_or(0) < 5000
+    {
+        return Err(format!("debootstrap template: {out}"));
+    }
+    let rootfs = root.join("templates/deb/rootfs");
+    let version = std::fs::read_to_string(rootfs.join("etc/debian_version"))
+        .map_err(|e| format!("no etc/debian_version: {e}"))?;
+    if !version.starts_with("12.") {
+        return Err(format!("not bookworm: {version}"));
+    }
+    if std::fs::write(rootfs.join("etc/x"), "x").is_ok() {
+        return Err("debootstrap template is writable".into());
+    }
+    ok(
+        &root,
+        &["create", "deb1", "--template", "deb", "--", "/bin/true"],
+    )?;
+    if !root.join("jails/deb1/rootfs/usr/bin/dpkg").exists() {
+        return Err("jail from the debootstrap template lacks dpkg".into());
+    }
+    ok(&root, &["rm", "deb1"])?;
+    ok(&root, &["template", "rm", "deb"])?;
     Ok(())
 }

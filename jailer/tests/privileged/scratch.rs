@@ -90,10 +90,10 @@ impl Scratch {
     }
 }
 
-/// Unmounts every mount at or below `path` (deepest first), by exact path.
-pub fn unmount_below(path: &Path) {
+/// Mount points at or below `path`, deepest first.
+pub fn mounts_below(path: &Path) -> Vec<String> {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
+        return Vec::new();
     };
     let mut points: Vec<String> = info
         .lines()
@@ -101,7 +101,12 @@ pub fn unmount_below(path: &Path) {
         .filter(|mp| Path::new(mp).starts_with(path))
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for mp in points {
+    points
+}
+
+/// Unmounts every mount at or below `path` (deepest first), by exact path.
+pub fn unmount_below(path: &Path) {
+    for mp in mounts_below(path) {
         let _ = Command::new("umount").arg(&mp).status();
     }
 }
@@ -150,6 +155,17 @@ impl Scratch {
             }
         }
         let _ = std::fs::remove_file(&self.image);
+        // TempDir's own cleanup never runs for the harness's static scratch.
+        // Never recurse into something still mounted (it could be a bind
+        // mount of host files).
+        if mounts_below(self.dir.path()).is_empty() {
+            let _ = std::fs::remove_dir_all(self.dir.path());
+        } else {
+            eprintln!(
+                "scratch: {} still has mounts below it; left in place",
+                self.dir.path().display()
+            );
+        }
     }
 }
 
