@@ -30,31 +30,59 @@ pub enum FsError {
 
 /// Replaces `path` with `data` atomically and durably.
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<(), FsError> {
-    let err = |source| FsError::Write {
+    replace(path, data)
+}
+
+/// Writes `data` to a temporary file and renames it over `path`, syncing
+/// nothing; returns the file so the caller can make it durable in its own
+/// time. For a caller that commits a btrfs transaction right after (a
+/// snapshot does: that persists the rename) and fsyncs the returned file
+/// concurrently with it, so the record is durable when both have returned.
+/// Between the two, a crash can leave `path` empty: readers must treat an
+/// empty record as one whose write did not finish.
+pub fn write_unsynced(path: &Path, data: &[u8]) -> Result<File, FsError> {
+    let (tmp, result) = write_tmp(path, data);
+    let result = result.and_then(|f| std::fs::rename(&tmp, path).map(|()| f));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|source| FsError::Write {
         path: path.to_path_buf(),
         source,
-    };
+    })
+}
+
+fn write_tmp(path: &Path, data: &[u8]) -> (PathBuf, std::io::Result<File>) {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(data)?;
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(data).map(|()| f));
+    (tmp, f)
+}
+
+fn replace(path: &Path, data: &[u8]) -> Result<(), FsError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let (tmp, f) = write_tmp(path, data);
+    let result = f.and_then(|f| {
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
-    })();
+    });
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(err)
+    result.map_err(|source| FsError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// An exclusive `flock` on a lock file, released when dropped (or when the

@@ -1,16 +1,17 @@
 //! Jail records: create, list, inspect, remove.
 //!
-//! Create protocol (crash-safe, under the jail's lock):
-//! 1. allocate the id range and write `jail.json` in state `creating`
-//!    (under the pool lock, so two creates never take one range);
-//! 2. snapshot the template into `jails/NAME/rootfs`;
-//! 3. write `jail.json` in state `created`: the commit point.
+//! Create protocol (crash-safe, under the jail's lock and the pool lock):
+//! 1. allocate the id range (no other create runs, so none takes it too);
+//! 2. make `jails/NAME/` and write `jail.json` (state `created`);
+//! 3. snapshot the template into `jails/NAME/rootfs`: the btrfs transaction
+//!    this commits is the commit point of the whole create.
 //!
-//! A create killed anywhere leaves a record in state `creating` (or a bare
-//! directory); `ls` shows it broken, and the next `create` or `rm` of that
-//! name, finding the lock free, clears it.
+//! A create killed anywhere before 3 leaves a directory without a rootfs;
+//! `ls` shows it broken, and the next `create` or `rm` of that name clears
+//! it. Records in state `creating` (written by earlier versions) are treated
+//! the same way when their lock is free.
 
-use crate::fsutil::{atomic_write, FsError};
+use crate::fsutil::{self, FsError};
 use crate::name::Name;
 use crate::pool::{Pool, PoolError};
 use crate::record::{self, JailRecord, RecordError, State, JAIL_RECORD_VERSION};
@@ -87,14 +88,6 @@ fn random_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn write_record(pool: &Pool, rec: &JailRecord) -> Result<(), JailError> {
-    let json = serde_json::to_vec_pretty(rec).unwrap_or_default();
-    atomic_write(&pool.jail_json(rec.name()), &json).map_err(|source| JailError::Record {
-        name: rec.name().clone(),
-        source,
-    })
-}
-
 /// Removes whatever is at `jails/NAME`: the rootfs subvolume (with nested
 /// ones), the record, the directory. Tolerates any partial state.
 fn clear(pool: &Pool, name: &Name) -> Result<(), JailError> {
@@ -110,6 +103,12 @@ fn clear(pool: &Pool, name: &Name) -> Result<(), JailError> {
             source,
         }),
     }
+}
+
+/// Whether a record belongs to a create that has not finished: written in
+/// state `creating`, or without its rootfs snapshot yet.
+fn is_incomplete(pool: &Pool, r: &JailRecord) -> bool {
+    r.state == State::Creating || !pool.jail_rootfs(r.name()).is_dir()
 }
 
 /// The records of every readable jail (for id allocation).
@@ -133,63 +132,82 @@ pub fn create(pool: &Pool, spec: JailSpec) -> Result<JailRecord, JailError> {
     template::get(pool, &spec.template)?;
     let _lock = pool.lock("jail", &name, false)?;
     match record::read_jail(&pool.jail_json(&name)) {
-        Ok(r) if r.state != State::Creating => return Err(JailError::Exists { name }),
+        Ok(r) if !is_incomplete(pool, &r) => return Err(JailError::Exists { name }),
         // An interrupted create (we hold the lock, so nobody is finishing
         // it), a corrupt record or a bare directory: start afresh. A corrupt
         // record of a real jail is not silently replaced.
         Ok(_) => clear(pool, &name)?,
-        Err(RecordError::Read { .. }) => clear(pool, &name)?,
+        Err(RecordError::Read { .. } | RecordError::Empty { .. }) => clear(pool, &name)?,
         Err(source) => return Err(JailError::Broken { name, source }),
     }
 
-    let rec = {
-        let _pool_lock = pool.lock_pool()?;
-        let taken: Vec<_> = all_records(pool).iter().map(|r| r.ids).collect();
-        let host = crate::ids::host_ranges(Path::new("/etc"));
-        let ids = crate::ids::allocate(&taken, &host)
-            .ok_or_else(|| JailError::IdsExhausted { name: name.clone() })?;
-        let dir = pool.jail_dir(&name);
-        std::fs::create_dir(&dir).map_err(|source| JailError::Remove {
+    // The pool lock is held until the record is written, so that no other
+    // create can take the same id range; creates are short (a snapshot and
+    // one durable write), so serialising them costs little.
+    let _pool_lock = pool.lock_pool()?;
+    let taken: Vec<_> = all_records(pool).iter().map(|r| r.ids).collect();
+    let host = crate::ids::host_ranges(Path::new("/etc"));
+    let ids = crate::ids::allocate(&taken, &host)
+        .ok_or_else(|| JailError::IdsExhausted { name: name.clone() })?;
+    let dir = pool.jail_dir(&name);
+    std::fs::create_dir(&dir).map_err(|source| JailError::Remove {
+        name: name.clone(),
+        source,
+    })?;
+    let rec = JailRecord {
+        version: JAIL_RECORD_VERSION,
+        id: random_id(),
+        spec,
+        state: State::Created,
+        ids,
+        created_at: record::now(),
+        started_at: None,
+        finished_at: None,
+        exit_code: None,
+    };
+    // The record goes in first, unsynced. The snapshot then commits a btrfs
+    // transaction, which makes the rename durable together with the
+    // snapshot, while a second thread fsyncs the record's data, so the two
+    // flushes overlap. When both have returned the jail is durable; a crash
+    // before leaves a directory with an empty or no record, which reads as
+    // an interrupted create.
+    let json = serde_json::to_vec_pretty(&rec).unwrap_or_default();
+    let result = fsutil::write_unsynced(&pool.jail_json(&name), &json)
+        .map_err(|source| JailError::Record {
             name: name.clone(),
             source,
-        })?;
-        let rec = JailRecord {
-            version: JAIL_RECORD_VERSION,
-            id: random_id(),
-            spec,
-            state: State::Creating,
-            ids,
-            created_at: record::now(),
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-        };
-        write_record(pool, &rec)?;
-        rec
-    };
-
-    let result = btrfs::snapshot(
-        &pool.template_rootfs(&rec.spec.template),
-        &pool.jail_rootfs(&name),
-        false,
-    )
-    .map_err(|source| JailError::Snapshot {
-        name: name.clone(),
-        template: rec.spec.template.clone(),
-        source,
-    })
-    .and_then(|()| {
-        let mut done = rec.clone();
-        done.state = State::Created;
-        write_record(pool, &done)?;
-        Ok(done)
-    });
-    if result.is_err() {
-        if let Err(e) = clear(pool, &name) {
-            tracing::warn!(jail = %name, error = %crate::error_chain(&e), "cleanup after failed create failed");
+        })
+        .and_then(|file| {
+            let syncer = std::thread::spawn(move || file.sync_all());
+            let snap = btrfs::snapshot(
+                &pool.template_rootfs(&rec.spec.template),
+                &pool.jail_rootfs(&name),
+                false,
+            )
+            .map_err(|source| JailError::Snapshot {
+                name: name.clone(),
+                template: rec.spec.template.clone(),
+                source,
+            });
+            let synced = syncer
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("fsync thread panicked")))
+                .map_err(|source| JailError::Record {
+                    name: name.clone(),
+                    source: FsError::Write {
+                        path: pool.jail_json(&name),
+                        source,
+                    },
+                });
+            snap.and(synced)
+        });
+    if let Err(e) = result {
+        if let Err(cleanup) = clear(pool, &name) {
+            tracing::warn!(jail = %name, error = %crate::error_chain(&cleanup), "cleanup after failed create failed");
         }
+        return Err(e);
     }
-    result
+    Ok(rec)
 }
 
 /// One jail as `ls` shows it: its record, or why it is broken.
@@ -213,7 +231,7 @@ impl JailEntry {
 fn entry(pool: &Pool, name: &Name) -> JailEntry {
     let n = name.to_string();
     match record::read_jail(&pool.jail_json(name)) {
-        Ok(r) if r.state == State::Creating => {
+        Ok(mut r) if is_incomplete(pool, &r) => {
             // Being created right now, or abandoned: the lock tells.
             match pool.lock("jail", name, false) {
                 Ok(_free) => JailEntry {
@@ -223,17 +241,27 @@ fn entry(pool: &Pool, name: &Name) -> JailEntry {
                         "interrupted create; `jailer rm {n}` removes it, `jailer create {n}` redoes it"
                     )),
                 },
-                Err(_) => JailEntry {
-                    name: n,
-                    record: Some(r),
-                    broken: None,
-                },
+                Err(_) => {
+                    r.state = State::Creating;
+                    JailEntry {
+                        name: n,
+                        record: Some(r),
+                        broken: None,
+                    }
+                }
             }
         }
         Ok(r) => JailEntry {
             name: n,
             record: Some(r),
             broken: None,
+        },
+        Err(RecordError::Empty { .. }) => JailEntry {
+            name: n.clone(),
+            record: None,
+            broken: Some(format!(
+                "empty jail.json (interrupted create); `jailer rm {n}` removes it, `jailer create {n}` redoes it"
+            )),
         },
         Err(RecordError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             JailEntry {

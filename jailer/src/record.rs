@@ -94,6 +94,9 @@ pub enum RecordError {
         #[source]
         source: std::io::Error,
     },
+    /// Only ever seen after a crash in the middle of a write.
+    #[error("{} is empty (its write was interrupted)", path.display())]
+    Empty { path: PathBuf },
     #[error("{} is corrupt", path.display())]
     Corrupt {
         path: PathBuf,
@@ -110,6 +113,11 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Recor
         path: path.to_path_buf(),
         source,
     })?;
+    if data.is_empty() {
+        return Err(RecordError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
     serde_json::from_slice(&data).map_err(|source| RecordError::Corrupt {
         path: path.to_path_buf(),
         source,

@@ -777,7 +777,26 @@ fn interrupted_states() -> Result<(), String> {
     rec["state"] = "creating".into();
     std::fs::write(&p, rec.to_string()).map_err(e)?;
 
+    // (d) a record without its snapshot: killed between the two.
+    ok(&root, &["create", "d", "--template", "base"])?;
+    let st = Command::new("btrfs")
+        .args(["subvolume", "delete"])
+        .arg(root.join("jails/d/rootfs"))
+        .stdout(Stdio::null())
+        .status()
+        .map_err(e)?;
+    if !st.success() {
+        return Err("btrfs subvolume delete failed".into());
+    }
+
+    // (e) an empty record: a crash between the rename and the fsync.
+    ok(&root, &["create", "e", "--template", "base"])?;
+    std::fs::write(root.join("jails/e/jail.json"), "").map_err(e)?;
+
     let ls = json(&ok(&root, &["ls", "--json"])?)?;
+    if ls.as_array().map(Vec::len) != Some(5) {
+        return Err(format!("ls: {ls}"));
+    }
     for j in ls.as_array().cloned().unwrap_or_default() {
         if j["state"] != "broken" || !j["broken"].as_str().unwrap_or("").contains("jailer rm") {
             return Err(format!("interrupted jail not shown broken with a fix: {j}"));
@@ -787,6 +806,10 @@ fn interrupted_states() -> Result<(), String> {
     ok(&root, &["create", "a", "--template", "base"])?;
     ok(&root, &["create", "b", "--template", "base"])?;
     ok(&root, &["rm", "c"])?;
+    ok(&root, &["create", "d", "--template", "base"])?;
+    ok(&root, &["rm", "d"])?;
+    ok(&root, &["create", "e", "--template", "base"])?;
+    ok(&root, &["rm", "e"])?;
     let ls = json(&ok(&root, &["ls", "--json"])?)?;
     let states: Vec<String> = ls
         .as_array()
