@@ -164,6 +164,7 @@ pub fn create(pool: &Pool, spec: JailSpec) -> Result<JailRecord, JailError> {
         started_at: None,
         finished_at: None,
         exit_code: None,
+        runtime: None,
     };
     // The record goes in first, unsynced. The snapshot then commits a btrfs
     // transaction, which makes the rename durable together with the

@@ -63,6 +63,92 @@ pub struct JailRecord {
     pub started_at: Option<u64>,
     pub finished_at: Option<u64>,
     pub exit_code: Option<i32>,
+    /// Set while the jail runs (state `running` or `frozen`).
+    #[serde(default)]
+    pub runtime: Option<Runtime>,
+}
+
+/// A process, identified so that a reused pid is never mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcRef {
+    pub pid: i32,
+    /// Field 22 of `/proc/PID/stat`: start time in clock ticks since boot.
+    pub start_time: u64,
+}
+
+/// Where a running jail's cgroup lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupRef {
+    /// 1 (one directory per controller) or 2 (one unified directory).
+    pub version: u8,
+    /// v1: controller name (`memory`, `cpu`, `cpuacct`, `pids`, `freezer`,
+    /// `blkio`, ...) to absolute directory; v2: `unified` to the directory.
+    pub paths: std::collections::BTreeMap<String, PathBuf>,
+}
+
+/// What a running jail holds on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Runtime {
+    /// `/proc/sys/kernel/random/boot_id` when started: after a reboot
+    /// nothing recorded here is alive, whatever the pids say.
+    pub boot_id: String,
+    /// The per-jail monitor, parent of init.
+    pub monitor: ProcRef,
+    /// The jail's init (pid 1 inside), as a host pid.
+    pub init: ProcRef,
+    pub cgroup: CgroupRef,
+}
+
+/// `jails/NAME/exit.json`, written by the monitor when init exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// The init's exit status, when it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that killed init, when one did.
+    pub signal: Option<i32>,
+    /// The kernel's OOM killer acted in the jail's cgroup.
+    pub oom_killed: bool,
+    /// UNIX seconds.
+    pub finished_at: u64,
+}
+
+/// Start time (field 22) of `/proc/PID/stat` under `proc_root`.
+pub fn proc_start_time(proc_root: &Path, pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: skip to
+    // the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Whether `p` is still the process it was recorded as.
+pub fn is_alive(proc_root: &Path, p: &ProcRef) -> bool {
+    proc_start_time(proc_root, p.pid) == Some(p.start_time)
+}
+
+/// The boot id of the running kernel, from `proc_root/sys/kernel/random/boot_id`.
+pub fn boot_id(proc_root: &Path) -> Option<String> {
+    std::fs::read_to_string(proc_root.join("sys/kernel/random/boot_id"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// The state a jail is really in: a record saying `running` or `frozen`
+/// whose init is gone (or whose monitor is gone, or that was written before
+/// a reboot) is `stopped`, never running.
+pub fn observed_state(proc_root: &Path, rec: &JailRecord) -> State {
+    match (rec.state, &rec.runtime) {
+        (State::Running | State::Frozen, Some(rt)) => {
+            let same_boot = boot_id(proc_root).is_some_and(|b| b == rt.boot_id);
+            if same_boot && is_alive(proc_root, &rt.init) && is_alive(proc_root, &rt.monitor) {
+                rec.state
+            } else {
+                State::Stopped
+            }
+        }
+        (State::Running | State::Frozen, None) => State::Stopped,
+        (s, _) => s,
+    }
 }
 
 impl JailRecord {
@@ -142,4 +228,88 @@ pub fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_proc(dir: &Path, pid: i32, comm: &str, start: u64) {
+        let d = dir.join(pid.to_string());
+        std::fs::create_dir_all(&d).expect("mkdir");
+        // 52 fields like the kernel's; field 22 is the start time.
+        let mut fields: Vec<String> = (3..=52).map(|i| i.to_string()).collect();
+        fields[22 - 3] = start.to_string();
+        std::fs::write(
+            d.join("stat"),
+            format!("{pid} ({comm}) {}", fields.join(" ")),
+        )
+        .expect("write");
+    }
+
+    #[test]
+    fn start_time_survives_odd_command_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fake_proc(dir.path(), 42, "a) b (c", 123_456);
+        assert_eq!(proc_start_time(dir.path(), 42), Some(123_456));
+        assert_eq!(proc_start_time(dir.path(), 43), None);
+    }
+
+    #[test]
+    fn running_record_with_dead_or_reused_pid_is_stopped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("sys/kernel/random")).expect("mkdir");
+        std::fs::write(p.join("sys/kernel/random/boot_id"), "boot-1\n").expect("write");
+        fake_proc(p, 10, "monitor", 100);
+        fake_proc(p, 11, "init", 101);
+        let rt = Runtime {
+            boot_id: "boot-1".into(),
+            monitor: ProcRef {
+                pid: 10,
+                start_time: 100,
+            },
+            init: ProcRef {
+                pid: 11,
+                start_time: 101,
+            },
+            cgroup: CgroupRef {
+                version: 2,
+                paths: Default::default(),
+            },
+        };
+        let spec = crate::spec::RawSpec {
+            name: "j".into(),
+            template: "t".into(),
+            ..Default::default()
+        }
+        .validate()
+        .expect("spec");
+        let mut rec = JailRecord {
+            version: JAIL_RECORD_VERSION,
+            id: "x".into(),
+            spec,
+            state: State::Running,
+            ids: IdRange {
+                uid_base: 1 << 28,
+                gid_base: 1 << 28,
+                count: 65536,
+            },
+            created_at: 0,
+            started_at: Some(1),
+            finished_at: None,
+            exit_code: None,
+            runtime: Some(rt.clone()),
+        };
+        assert_eq!(observed_state(p, &rec), State::Running);
+        // pid 11 reused by another process: different start time.
+        fake_proc(p, 11, "other", 999);
+        assert_eq!(observed_state(p, &rec), State::Stopped);
+        fake_proc(p, 11, "init", 101);
+        // After a reboot.
+        std::fs::write(p.join("sys/kernel/random/boot_id"), "boot-2\n").expect("write");
+        assert_eq!(observed_state(p, &rec), State::Stopped);
+        rec.state = State::Created;
+        assert_eq!(observed_state(p, &rec), State::Created);
+    }
 }
