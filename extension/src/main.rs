@@ -1,15 +1,150 @@
-//! `jailer-extension`: serves ProdNG's tables to osquery over Thrift.
+//! `jailer-extension` (installed as `jailer.ext`): serves ProdNG's jail
+//! tables to osquery over its Thrift extension protocol.
 //!
-//! The tables and the Thrift loop come with the osquery extension work; until
-//! then this binary refuses to start rather than register an empty extension
-//! that osquery would accept and fleets would query in vain.
+//! osquery starts it with `--socket PATH --timeout SECS --interval SECS
+//! [--verbose]`; `--root` points at the pool, `--spec` prints the tables.
+//!
+//! The protocol is spoken with the `thrift` crate and types generated from
+//! `thrift/osquery.thrift`, not with osquery-rust-ng 2.0: that crate keeps its
+//! generated Thrift module private, and its `Server` registers without
+//! waiting for the socket, goes on when osquery refuses the registration
+//! (the status code is only logged) and pings at a fixed 500 ms, ignoring
+//! `--interval`. Its public pieces (column definitions) are not worth its
+//! dependencies on their own.
 
+mod context;
+mod jails;
+mod manager;
+#[allow(
+    dead_code,
+    unused_qualifications,
+    missing_debug_implementations,
+    clippy::all,
+    clippy::unwrap_used,
+    clippy::pedantic
+)]
+#[rustfmt::skip]
+mod osquery_thrift;
+mod registry;
+mod run;
+mod server;
+mod source;
+
+use anyhow::Context;
+use clap::Parser;
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// osquery extension serving ProdNG jails as SQL tables.
+#[derive(Debug, Parser)]
+#[command(name = "jailer-extension", version)]
+struct Args {
+    /// osquery's extensions socket (osquery passes its --extensions_socket)
+    #[arg(long, value_name = "PATH", default_value = "/var/osquery/osquery.em")]
+    socket: PathBuf,
+    /// Seconds to wait for the socket to appear
+    #[arg(long, value_name = "SECS", default_value = "3", value_parser = seconds)]
+    timeout: Duration,
+    /// Seconds between health checks of osquery
+    #[arg(long, value_name = "SECS", default_value = "3", value_parser = positive_seconds)]
+    interval: Duration,
+    /// Log what the extension does on stderr
+    #[arg(long)]
+    verbose: bool,
+    /// The pool's root
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "JAILER_ROOT",
+        default_value = "/var/lib/jailer"
+    )]
+    root: PathBuf,
+    /// Print every table's columns as JSON and exit
+    #[arg(long)]
+    spec: bool,
+    /// Where /proc is read (tests and benchmarks)
+    #[arg(long, value_name = "DIR", default_value = "/proc", hide = true)]
+    proc_root: PathBuf,
+    /// Where the cgroup hierarchy is read (tests and benchmarks)
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/sys/fs/cgroup",
+        hide = true
+    )]
+    cgroup_root: PathBuf,
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds"))
+}
+
+fn positive_seconds(s: &str) -> Result<Duration, String> {
+    match seconds(s)? {
+        d if d >= Duration::from_millis(10) => Ok(d),
+        _ => Err(format!("{s:?} is too short; give at least 0.01 seconds")),
+    }
+}
 
 fn main() -> ExitCode {
-    eprintln!(
-        "jailer-extension: the osquery tables are not in this build yet; \
-         use `jailer ls --json` / `jailer inspect` meanwhile"
-    );
-    ExitCode::from(2)
+    let args = Args::parse();
+    init_logging(args.verbose);
+    match real_main(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("jailer-extension: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(args: Args) -> anyhow::Result<()> {
+    if args.spec {
+        let json = serde_json::to_string_pretty(&jails::spec_json())
+            .context("cannot render the table specs")?;
+        let mut out = std::io::stdout().lock();
+        return match writeln!(out, "{json}").and_then(|()| out.flush()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                Err(e).context("cannot write the table specs")
+            }
+            _ => Ok(()),
+        };
+    }
+    let paths = source::Paths {
+        pool_root: args.root,
+        proc_root: args.proc_root,
+        cgroup_root: args.cgroup_root,
+    };
+    let opts = run::Options {
+        socket: args.socket,
+        timeout: args.timeout,
+        interval: args.interval,
+    };
+    match run::run(&opts, Box::new(jails::JailTables::new(&paths)))? {
+        run::Outcome::ManagerGone { path, reason } => eprintln!(
+            "jailer-extension: the osquery core at {} is gone ({}); exiting",
+            path.display(),
+            registry::error_chain(&reason)
+        ),
+        run::Outcome::Signal(sig) => tracing::info!(signal = sig, "stopped on a signal"),
+        run::Outcome::Shutdown => tracing::info!("stopped at osquery's request"),
+    }
+    Ok(())
+}
+
+fn init_logging(verbose: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if verbose { "debug" } else { "warn" };
+    let filter = EnvFilter::try_from_env("JAILER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
 }

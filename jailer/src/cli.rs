@@ -4,10 +4,12 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use jailer::name::Name;
 use jailer::pool::{self, InitAction, InitOptions, Pool};
+use jailer::runtime;
 use jailer::spec::{self, RawSpec};
 use jailer::{jail, template};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// ProdNG jailer: hermetic BTRFS copy-on-write jails.
 ///
@@ -72,11 +74,80 @@ pub enum Cmd {
         /// The jail.
         name: String,
     },
+    /// Start a jail: run its command as init in new namespaces.
+    ///
+    /// Returns once the command is exec'd (or with the reason it could not
+    /// be). A per-jail monitor stays behind as init's parent: it keeps the
+    /// output in `jailer logs`, records the exit status and releases the
+    /// cgroup when init exits.
+    Start {
+        /// The jail.
+        name: String,
+    },
+    /// Stop a jail: SIGTERM to its init, then SIGKILL to every process.
+    Stop {
+        /// The jail.
+        name: String,
+        /// Seconds to wait after SIGTERM before SIGKILL.
+        #[arg(long, short, default_value = "10")]
+        timeout: f64,
+    },
+    /// Send a signal to every process of a jail.
+    Kill {
+        /// The jail.
+        name: String,
+        /// The signal: a name (TERM, SIGHUP) or a number.
+        #[arg(long, short, default_value = "KILL")]
+        signal: String,
+    },
+    /// Freeze every process of a jail (cgroup freezer).
+    Freeze {
+        /// The jail.
+        name: String,
+    },
+    /// Thaw a frozen jail.
+    Thaw {
+        /// The jail.
+        name: String,
+    },
+    /// Run a command inside a running jail (all its namespaces, its cgroup,
+    /// its capabilities and seccomp filter); stdio attached, exit code passed through.
+    Exec {
+        /// The jail.
+        name: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// List a jail's processes: host pid, pid inside, uid inside and on the host, state, command line.
+    Ps {
+        /// The jail.
+        name: String,
+    },
+    /// Print a jail's console log (its init's stdout and stderr).
+    Logs {
+        /// The jail.
+        name: String,
+        /// Keep printing new output until the jail stops.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Create and start a jail in one step.
+    Run {
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Wait for the command to exit, remove the jail, and exit with its status.
+        #[arg(long)]
+        rm: bool,
+    },
+    /// Internal: the per-jail monitor (started by `jailer start`).
+    #[command(name = "__monitor", hide = true)]
+    Monitor { name: String },
     /// Remove a jail: its snapshot and its record.
     Rm {
         /// The jail.
         name: String,
-        /// Remove it even if it is recorded as running.
+        /// Stop it first if it runs.
         #[arg(long, short)]
         force: bool,
     },
@@ -155,6 +226,20 @@ pub struct CreateArgs {
     /// Environment variable for the jail's command (KEY=VALUE).
     #[arg(long, short, value_name = "K=V")]
     pub env: Vec<String>,
+    /// Seccomp: `default` (refuse what a jail must never do) or `unconfined`.
+    #[arg(long, value_name = "PROFILE", default_value = "default", value_parser = ["default", "unconfined"])]
+    pub seccomp: String,
+    /// Take one syscall off the default seccomp deny list (e.g. ptrace), or
+    /// `newuser` to allow nested user namespaces. Refused: acct add_key
+    /// adjtimex bpf clock_adjtime clock_settime delete_module finit_module
+    /// fsconfig fsmount fsopen fspick init_module io_uring_* ioperm iopl
+    /// kexec_* keyctl lookup_dcookie mount mount_setattr move_mount
+    /// name_to_handle_at nfsservctl open_by_handle_at open_tree
+    /// perf_event_open pivot_root process_vm_* ptrace quotactl reboot
+    /// request_key setns settimeofday swapoff swapon syslog umount2 uselib
+    /// userfaultfd vhangup.
+    #[arg(long = "seccomp-allow", value_name = "SYSCALL")]
+    pub seccomp_allow: Vec<String>,
     /// The command run as the jail's init.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -213,6 +298,39 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
     for r in rows {
         line(r.iter().map(String::as_str).collect());
     }
+}
+
+fn create(pool: &Pool, c: CreateArgs) -> Result<jailer::record::JailRecord> {
+    let raw = RawSpec {
+        name: c.name,
+        template: c.template,
+        hostname: c.hostname,
+        memory: c.memory,
+        cpus: c.cpus,
+        pids: c.pids,
+        cap_add: c.cap_add,
+        cap_drop: c.cap_drop,
+        net: c.net,
+        env: c.env,
+        command: c.command,
+        seccomp_unconfined: c.seccomp == "unconfined",
+        seccomp_allow: c.seccomp_allow,
+    };
+    let spec = raw.validate()?;
+    Ok(jail::create(pool, spec)?)
+}
+
+/// Prints a lifecycle verb's outcome.
+fn report(rec: &jailer::record::JailRecord, json: bool, verb: &str) -> Result<()> {
+    if json {
+        return print_json(rec);
+    }
+    match (&rec.runtime, rec.exit_code) {
+        (Some(rt), _) => println!("{verb} jail {} (init pid {})", rec.name(), rt.init.pid),
+        (None, Some(code)) => println!("{verb} jail {} (exit status {code})", rec.name()),
+        (None, None) => println!("{verb} jail {}", rec.name()),
+    }
+    Ok(())
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -280,21 +398,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         Cmd::Template(t) => return template_cmd(&pool, t, args.json, args.verbose > 0),
         Cmd::Create(c) => {
-            let raw = RawSpec {
-                name: c.name,
-                template: c.template,
-                hostname: c.hostname,
-                memory: c.memory,
-                cpus: c.cpus,
-                pids: c.pids,
-                cap_add: c.cap_add,
-                cap_drop: c.cap_drop,
-                net: c.net,
-                env: c.env,
-                command: c.command,
-            };
-            let spec = raw.validate()?;
-            let rec = jail::create(&pool, spec)?;
+            let rec = create(&pool, c)?;
             if args.json {
                 print_json(&rec)?;
             } else {
@@ -306,6 +410,98 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     u64::from(rec.ids.uid_base) + u64::from(rec.ids.count) - 1
                 );
             }
+        }
+        Cmd::Start { name: n } => {
+            let rec = runtime::start(&pool, &name(&n)?)?;
+            report(&rec, args.json, "started")?;
+        }
+        Cmd::Stop { name: n, timeout } => {
+            if !(timeout.is_finite() && timeout >= 0.0) {
+                anyhow::bail!("invalid --timeout {timeout}: use seconds, e.g. 10 or 0.5");
+            }
+            let rec = runtime::stop(&pool, &name(&n)?, Duration::from_secs_f64(timeout))?;
+            report(&rec, args.json, "stopped")?;
+        }
+        Cmd::Kill { name: n, signal } => {
+            let sig = runtime::parse_signal(&signal).with_context(|| {
+                format!("unknown signal {signal:?}: use a name such as TERM or KILL, or a number")
+            })?;
+            runtime::kill(&pool, &name(&n)?, sig)?;
+            if args.json {
+                print_json(&serde_json::json!({ "signalled": n, "signal": sig.as_str() }))?;
+            }
+        }
+        Cmd::Freeze { name: n } => {
+            runtime::freeze(&pool, &name(&n)?)?;
+            if !args.json {
+                println!("froze jail {n}");
+            }
+        }
+        Cmd::Thaw { name: n } => {
+            runtime::thaw(&pool, &name(&n)?)?;
+            if !args.json {
+                println!("thawed jail {n}");
+            }
+        }
+        Cmd::Exec { name: n, command } => {
+            let code = runtime::exec::exec(&pool, &name(&n)?, &command)?;
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)));
+        }
+        Cmd::Ps { name: n } => {
+            let procs = runtime::exec::ps(&pool, &name(&n)?)?;
+            if args.json {
+                print_json(&procs)?;
+            } else {
+                let rows: Vec<Vec<String>> = procs
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.pid.to_string(),
+                            p.jail_pid.to_string(),
+                            p.jail_uid.to_string(),
+                            p.uid.to_string(),
+                            p.state.clone(),
+                            p.cmdline.clone(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["PID", "JAIL-PID", "UID", "HOST-UID", "STATE", "COMMAND"],
+                    &rows,
+                );
+            }
+        }
+        Cmd::Logs { name: n, follow } => {
+            runtime::logs(&pool, &name(&n)?, follow, &mut std::io::stdout())?;
+        }
+        Cmd::Run { create: c, rm } => {
+            let rec = create(&pool, c)?;
+            let n = rec.name().clone();
+            let started = runtime::start(&pool, &n);
+            let rec = match started {
+                Ok(r) => r,
+                Err(e) => {
+                    if rm {
+                        let _ = jail::remove(&pool, &n, true);
+                    }
+                    return Err(e.into());
+                }
+            };
+            if !rm {
+                report(&rec, args.json, "started")?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let done = runtime::wait(&pool, &n)?;
+            jail::remove(&pool, &n, true)?;
+            let code = done.exit_code.unwrap_or(255);
+            if args.json {
+                print_json(&done)?;
+            }
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)));
+        }
+        Cmd::Monitor { name: n } => {
+            let code = runtime::monitor_main(&pool, &name(&n)?);
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
         }
         Cmd::Ls => {
             let jails = jail::list(&pool)?;

@@ -65,6 +65,14 @@ pub enum JailError {
     },
     #[error(transparent)]
     Btrfs(#[from] BtrfsError),
+    #[error(transparent)]
+    Runtime(#[from] Box<crate::runtime::RuntimeError>),
+}
+
+impl From<crate::runtime::RuntimeError> for JailError {
+    fn from(e: crate::runtime::RuntimeError) -> Self {
+        JailError::Runtime(Box::new(e))
+    }
 }
 
 impl From<FsError> for JailError {
@@ -254,7 +262,7 @@ fn entry(pool: &Pool, name: &Name) -> JailEntry {
         }
         Ok(r) => JailEntry {
             name: n,
-            record: Some(r),
+            record: Some(crate::runtime::observe(pool, r)),
             broken: None,
         },
         Err(RecordError::Empty { .. }) => JailEntry {
@@ -305,10 +313,12 @@ pub fn inspect(pool: &Pool, name: &Name) -> Result<JailRecord, JailError> {
     if !pool.jail_dir(name).exists() {
         return Err(JailError::Unknown { name: name.clone() });
     }
-    record::read_jail(&pool.jail_json(name)).map_err(|source| JailError::Broken {
-        name: name.clone(),
-        source,
-    })
+    record::read_jail(&pool.jail_json(name))
+        .map(|r| crate::runtime::observe(pool, r))
+        .map_err(|source| JailError::Broken {
+            name: name.clone(),
+            source,
+        })
 }
 
 /// `jailer rm NAME [--force]`: refused while the jail runs unless `force`.
@@ -320,11 +330,15 @@ pub fn remove(pool: &Pool, name: &Name, force: bool) -> Result<(), JailError> {
     }
     let lock = pool.lock("jail", name, false)?;
     if let Ok(r) = record::read_jail(&pool.jail_json(name)) {
-        if matches!(r.state, State::Running | State::Frozen) && !force {
-            return Err(JailError::Running {
-                name: name.clone(),
-                state: r.state,
-            });
+        let r = crate::runtime::observe(pool, r);
+        if matches!(r.state, State::Running | State::Frozen) {
+            if !force {
+                return Err(JailError::Running {
+                    name: name.clone(),
+                    state: r.state,
+                });
+            }
+            crate::runtime::stop_if_running(pool, name)?;
         }
     }
     // Un-commit first: a crash after this leaves a bare directory, which

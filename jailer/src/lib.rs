@@ -5,6 +5,7 @@
 //! syscalls lives in [`sys`]; everything above it plans and records.
 
 pub mod archive;
+pub mod cgroup;
 pub mod copy;
 pub mod fsutil;
 pub mod ids;
@@ -12,6 +13,8 @@ pub mod jail;
 pub mod name;
 pub mod pool;
 pub mod record;
+pub mod runtime;
+pub mod seccomp;
 pub mod spec;
 pub mod sys;
 pub mod template;

@@ -47,6 +47,8 @@ pub enum SpecError {
     Hostname { value: String },
     #[error("invalid network {value:?}: {why}; use `none`, `macvlan,parent=IFACE,ip=ADDR/PREFIX[,gateway=ADDR]` or `macvlan,parent=IFACE,dhcp`")]
     Net { value: String, why: String },
+    #[error("{value:?} is not refused by the default seccomp filter, so it cannot be allowed; see `jailer create --help`")]
+    Seccomp { value: String },
 }
 
 /// Parses a byte size: `1048576`, `512K`, `512M`, `1.5G`, `2GiB`, `1t`.
@@ -293,6 +295,9 @@ pub struct JailSpec {
     pub env: Vec<(String, String)>,
     /// The command run as the jail's init.
     pub command: Vec<String>,
+    /// The seccomp filter's settings.
+    #[serde(default)]
+    pub seccomp: crate::seccomp::SeccompSpec,
 }
 
 /// `jailer create`'s inputs as strings, before validation.
@@ -309,6 +314,8 @@ pub struct RawSpec {
     pub net: Option<String>,
     pub env: Vec<String>,
     pub command: Vec<String>,
+    pub seccomp_unconfined: bool,
+    pub seccomp_allow: Vec<String>,
 }
 
 /// Computes the capability set from the defaults, drops and adds (drops
@@ -374,6 +381,17 @@ impl RawSpec {
                 .map(|e| parse_env(e))
                 .collect::<Result<_, _>>()?,
             command: self.command.clone(),
+            seccomp: crate::seccomp::SeccompSpec {
+                unconfined: self.seccomp_unconfined,
+                allow: self
+                    .seccomp_allow
+                    .iter()
+                    .map(|a| {
+                        crate::seccomp::check_allow(a)
+                            .map_err(|_| SpecError::Seccomp { value: a.clone() })
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
         })
     }
 }

@@ -1,11 +1,22 @@
 //! The read path: pool state, `/proc` and cgroupfs turned into typed rows.
 //!
-//! Tables are data: each is a constant list of [`Column`]s plus a generator.
-//! This crate reads `jailer`'s record types and never calls code that changes
-//! the host. The tables themselves arrive with the osquery extension; what is
-//! here is the column model they and `docs/tables.md` share.
+//! Tables are data: each is a constant list of [`Column`]s ([`tables`]) plus
+//! a generator ([`generate`]). This crate reads `jailer`'s record types and
+//! never calls code that changes the host; every host path comes in through
+//! [`Sources`], so the tables run on fixture trees in tests. The same tables
+//! serve osquery (through `jailer-extension`) and embedded SQLite
+//! ([`sql::query`]); `docs/tables.md` is rendered from them ([`markdown`]).
+
+mod capnames;
+mod cgroup;
+mod gen;
+pub mod procfs;
+mod specs;
+pub mod sql;
 
 use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// An osquery column type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,6 +69,246 @@ impl Column {
         self.options.index = true;
         self
     }
+
+    /// The same column, marked as required.
+    pub const fn required(mut self) -> Column {
+        self.options.required = true;
+        self
+    }
+
+    /// The same column, marked as hidden.
+    pub const fn hidden(mut self) -> Column {
+        self.options.hidden = true;
+        self
+    }
+}
+
+impl ColumnType {
+    /// The osquery (and SQLite declared) type name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColumnType::Text => "TEXT",
+            ColumnType::Integer => "INTEGER",
+            ColumnType::Bigint => "BIGINT",
+            ColumnType::Double => "DOUBLE",
+        }
+    }
+}
+
+/// One table: its name, what it shows, and its columns in row order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TableSpec {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub columns: &'static [Column],
+}
+
+impl TableSpec {
+    /// The position of a column.
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+}
+
+/// A cell. `Integer` serves both INTEGER and BIGINT columns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Text(String),
+    Integer(i64),
+    Double(f64),
+    Null,
+}
+
+impl Value {
+    /// Whether this value may stand in a column of type `ty` (`Null` may
+    /// stand anywhere, though the generators never produce it).
+    pub fn fits(&self, ty: ColumnType) -> bool {
+        matches!(
+            (self, ty),
+            (Value::Text(_), ColumnType::Text)
+                | (Value::Integer(_), ColumnType::Integer | ColumnType::Bigint)
+                | (Value::Double(_), ColumnType::Double)
+                | (Value::Null, _)
+        )
+    }
+
+    /// As JSON: numbers stay numbers.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Text(s) => serde_json::Value::String(s.clone()),
+            Value::Integer(i) => (*i).into(),
+            Value::Double(d) => serde_json::Number::from_f64(*d)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+            Value::Null => serde_json::Value::Null,
+        }
+    }
+
+    /// As osquery's Thrift rows carry every cell: a string (`Null` is empty).
+    pub fn to_osquery_string(&self) -> String {
+        match self {
+            Value::Text(s) => s.clone(),
+            Value::Integer(i) => i.to_string(),
+            Value::Double(d) => d.to_string(),
+            Value::Null => String::new(),
+        }
+    }
+}
+
+/// A row: one value per column, in column order.
+pub type Row = Vec<Value>;
+
+/// Equality constraints pushed down from a query: column name to the values
+/// it was compared with, as strings (osquery sends them so). A generator
+/// may return any superset of the matching rows: osquery and SQLite filter
+/// again. Several values for one column (`IN (...)`) mean any of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Constraints {
+    eq: BTreeMap<String, Vec<String>>,
+}
+
+impl Constraints {
+    /// No constraints: every row.
+    pub fn new() -> Constraints {
+        Constraints::default()
+    }
+
+    /// Adds `column = value`.
+    pub fn add_eq(&mut self, column: &str, value: impl Into<String>) {
+        let v = value.into();
+        let vals = self.eq.entry(column.to_string()).or_default();
+        if !vals.contains(&v) {
+            vals.push(v);
+        }
+    }
+
+    /// The same constraints plus `column = value`.
+    pub fn with_eq(mut self, column: &str, value: impl Into<String>) -> Constraints {
+        self.add_eq(column, value);
+        self
+    }
+
+    /// The values `column` must equal one of, or `None` when unconstrained.
+    pub fn eq(&self, column: &str) -> Option<&[String]> {
+        self.eq.get(column).map(Vec::as_slice)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.eq.is_empty()
+    }
+}
+
+/// Where the host's state is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sources {
+    /// The pool root (`/var/lib/jailer`).
+    pub pool_root: PathBuf,
+    /// `/proc`.
+    pub proc_root: PathBuf,
+    /// The cgroup root (`/sys/fs/cgroup`); recorded cgroup paths under
+    /// `/sys/fs/cgroup` are read under it instead.
+    pub cgroup_root: PathBuf,
+}
+
+impl Sources {
+    /// The real host's paths with the given pool root.
+    pub fn host(pool_root: impl Into<PathBuf>) -> Sources {
+        Sources {
+            pool_root: pool_root.into(),
+            proc_root: PathBuf::from("/proc"),
+            cgroup_root: PathBuf::from(cgroup::HOST_CGROUP_ROOT),
+        }
+    }
+}
+
+/// Why a query failed. A broken jail is never one of these: it is logged and
+/// skipped, or shown partly filled.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("no table named {name:?}; the tables are {}", table_names())]
+    UnknownTable { name: String },
+    #[error("cannot list jails in {}", path.display())]
+    ListJails {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("query failed")]
+    Sql {
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("only read-only statements are allowed: {sql:?}")]
+    NotReadOnly { sql: String },
+    #[error("give exactly one SQL statement: {sql:?}")]
+    OneStatement { sql: String },
+}
+
+fn table_names() -> String {
+    tables()
+        .iter()
+        .map(|t| t.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every table.
+pub fn tables() -> &'static [TableSpec] {
+    specs::TABLES
+}
+
+/// The table named `name`.
+pub fn table(name: &str) -> Option<&'static TableSpec> {
+    tables().iter().find(|t| t.name == name)
+}
+
+/// Every table's name, description and columns, as `--spec` prints them:
+/// `[{"name", "description", "columns": [{"name", "type", "options":
+/// {"index", "required", "hidden"}, "description"}]}]`.
+pub fn spec_json() -> serde_json::Value {
+    serde_json::to_value(tables()).unwrap_or(serde_json::Value::Null)
+}
+
+/// The rows of `table` that may match `c` (a superset: callers filter again).
+/// Only an unknown table or an unreadable pool fails; a broken jail is
+/// logged with `tracing::warn` and skipped or partly filled.
+pub fn generate(table: &str, src: &Sources, c: &Constraints) -> Result<Vec<Row>, TableError> {
+    gen::generate(table, src, c)
+}
+
+/// `docs/tables.md`, rendered from the specs.
+pub fn markdown() -> String {
+    let mut s = String::from(
+        "# Tables\n\n<!-- Generated from the column specs in tables/src/specs.rs by \
+         `UPDATE_DOCS=1 cargo test -p jailer-tables --test docs`; do not edit. -->\n\n\
+         Types follow osquery: TEXT, INTEGER, BIGINT, DOUBLE. Times are UNIX seconds, \
+         booleans are 0 or 1, and unknown or unlimited numbers are -1. An `index` column \
+         narrows the work when a query compares it with `=` (or `IN`).\n",
+    );
+    for t in tables() {
+        s.push_str(&format!("\n## `{}`\n\n{}\n\n", t.name, t.description));
+        s.push_str("| column | type | options | description |\n|---|---|---|---|\n");
+        for c in t.columns {
+            let mut opts = Vec::new();
+            if c.options.index {
+                opts.push("index");
+            }
+            if c.options.required {
+                opts.push("required");
+            }
+            if c.options.hidden {
+                opts.push("hidden");
+            }
+            s.push_str(&format!(
+                "| `{}` | {} | {} | {} |\n",
+                c.name,
+                c.ty.as_str(),
+                opts.join(", "),
+                c.description.replace('|', "\\|")
+            ));
+        }
+    }
+    s
 }
 
 #[cfg(test)]
@@ -75,5 +326,57 @@ mod tests {
             serde_json::to_value(ColumnType::Bigint).expect("json"),
             "BIGINT"
         );
+    }
+
+    #[test]
+    fn specs_are_well_formed() {
+        let mut names = std::collections::BTreeSet::new();
+        for t in tables() {
+            assert!(names.insert(t.name), "duplicate table {}", t.name);
+            let mut cols = std::collections::BTreeSet::new();
+            for c in t.columns {
+                assert!(cols.insert(c.name), "{}.{} twice", t.name, c.name);
+                assert!(!c.description.is_empty(), "{}.{}", t.name, c.name);
+            }
+            let key = if t.name == "jails" { "name" } else { "jail" };
+            assert!(
+                t.columns[0].name == key && t.columns[0].options.index,
+                "{}",
+                t.name
+            );
+        }
+        let spec = spec_json();
+        assert_eq!(spec.as_array().map(Vec::len), Some(6));
+        assert_eq!(spec[1]["name"], "jail_processes");
+        assert_eq!(spec[1]["columns"][1]["name"], "pid");
+        assert_eq!(spec[1]["columns"][1]["options"]["index"], true);
+        assert_eq!(spec[0]["columns"][16]["type"], "DOUBLE");
+    }
+
+    #[test]
+    fn constraints_collect_values() {
+        let c = Constraints::new()
+            .with_eq("jail", "a")
+            .with_eq("jail", "b")
+            .with_eq("jail", "a");
+        assert_eq!(c.eq("jail"), Some(&["a".to_string(), "b".to_string()][..]));
+        assert_eq!(c.eq("pid"), None);
+        assert!(Constraints::new().is_empty());
+    }
+
+    #[test]
+    fn unknown_table_is_an_error() {
+        let src = Sources::host("/nonexistent");
+        let e = generate("nope", &src, &Constraints::new()).expect_err("unknown");
+        assert!(e.to_string().contains("jail_processes"), "{e}");
+    }
+
+    #[test]
+    fn values_render() {
+        assert_eq!(Value::Integer(-1).to_osquery_string(), "-1");
+        assert_eq!(Value::Double(0.5).to_osquery_string(), "0.5");
+        assert_eq!(Value::Double(2.0).to_json(), serde_json::json!(2.0));
+        assert!(Value::Integer(1).fits(ColumnType::Bigint));
+        assert!(!Value::Text(String::new()).fits(ColumnType::Integer));
     }
 }

@@ -6,3 +6,5 @@
 pub mod btrfs;
 pub mod loopdev;
 pub mod mount;
+pub mod mountapi;
+pub mod net;

@@ -1,0 +1,124 @@
+//! [`TableSource`] over `jailer-tables`: ProdNG's real tables.
+
+use crate::context::Equalities;
+use crate::source::{options, Cells, ColumnDef, Paths, SourceError, TableDef, TableSource};
+use jailer_tables::{Constraints, Sources, TableError, Value};
+
+/// The jail tables of one pool.
+#[derive(Debug, Clone)]
+pub struct JailTables {
+    sources: Sources,
+}
+
+impl JailTables {
+    pub fn new(paths: &Paths) -> JailTables {
+        JailTables {
+            sources: Sources {
+                pool_root: paths.pool_root.clone(),
+                proc_root: paths.proc_root.clone(),
+                cgroup_root: paths.cgroup_root.clone(),
+            },
+        }
+    }
+}
+
+/// Every table's columns as `--spec` prints them.
+pub fn spec_json() -> serde_json::Value {
+    jailer_tables::spec_json()
+}
+
+/// A cell as osquery's rows carry it; NULL is left out of the row.
+fn cell(v: Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        v => Some(v.to_osquery_string()),
+    }
+}
+
+impl TableSource for JailTables {
+    fn tables(&self) -> Vec<TableDef> {
+        jailer_tables::tables()
+            .iter()
+            .map(|t| TableDef {
+                name: t.name.to_string(),
+                columns: t
+                    .columns
+                    .iter()
+                    .map(|c| ColumnDef {
+                        name: c.name.to_string(),
+                        ty: c.ty.as_str(),
+                        options: u32::from(c.options.index) * options::INDEX
+                            + u32::from(c.options.required) * options::REQUIRED
+                            + u32::from(c.options.hidden) * options::HIDDEN,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn generate(&self, table: &str, eq: &Equalities) -> Result<Vec<Cells>, SourceError> {
+        let mut c = Constraints::new();
+        for (column, values) in eq.iter() {
+            for v in values {
+                c.add_eq(column, v.as_str());
+            }
+        }
+        match jailer_tables::generate(table, &self.sources, &c) {
+            Ok(rows) => Ok(rows
+                .into_iter()
+                .map(|r| r.into_iter().map(cell).collect())
+                .collect()),
+            Err(TableError::UnknownTable { name }) => Err(SourceError::UnknownTable(name)),
+            Err(e) => Err(SourceError::Generate {
+                table: table.to_string(),
+                source: Box::new(e),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_is_registered_with_osquery_types_and_options() {
+        let defs = JailTables::new(&Paths {
+            pool_root: "/nonexistent".into(),
+            proc_root: "/proc".into(),
+            cgroup_root: "/sys/fs/cgroup".into(),
+        })
+        .tables();
+        let names: Vec<&str> = defs.iter().map(|d| d.name.as_str()).collect();
+        for t in [
+            "jails",
+            "jail_processes",
+            "jail_mappings",
+            "jail_capabilities",
+            "jail_mounts",
+            "jail_resources",
+        ] {
+            assert!(names.contains(&t), "{t} missing from {names:?}");
+        }
+        for d in &defs {
+            for c in &d.columns {
+                assert!(["TEXT", "INTEGER", "BIGINT", "DOUBLE"].contains(&c.ty));
+                assert_eq!(
+                    c.options & !(options::INDEX | options::REQUIRED | options::HIDDEN),
+                    0
+                );
+            }
+        }
+        let jails = defs.iter().find(|d| d.name == "jails").expect("jails");
+        assert_eq!(jails.columns[0].name, "name");
+        assert_eq!(jails.columns[0].options & options::INDEX, options::INDEX);
+    }
+
+    #[test]
+    fn nulls_are_left_out_numbers_are_decimal() {
+        assert_eq!(cell(Value::Null), None);
+        assert_eq!(cell(Value::Integer(-1)).as_deref(), Some("-1"));
+        assert_eq!(cell(Value::Double(0.5)).as_deref(), Some("0.5"));
+        assert_eq!(cell(Value::Text("web".into())).as_deref(), Some("web"));
+    }
+}

@@ -1,0 +1,329 @@
+//! A jail's control group: limits, membership, freezing, killing, cleanup.
+//!
+//! Built on cgroups-rs, which detects the hierarchy by itself: cgroup v1
+//! (one directory per controller, as on these development machines) or the
+//! unified v2 hierarchy (most production hosts). Each jail's group is
+//! `jailer/NAME` under every controller jailer uses.
+
+use crate::name::Name;
+use crate::record::CgroupRef;
+use cgroups_rs::{hierarchies, Cgroup, CgroupPid, MaxValue, Resources};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// v1 controllers a jail gets a group in.
+const V1_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids", "freezer", "blkio"];
+/// CFS period in microseconds.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// What went wrong with a jail's cgroup.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("cannot create cgroup jailer/{name}")]
+    Create {
+        name: Name,
+        #[source]
+        source: cgroups_rs::error::Error,
+    },
+    #[error("cannot set limits on cgroup jailer/{name} (is the controller enabled?)")]
+    Limits {
+        name: Name,
+        #[source]
+        source: cgroups_rs::error::Error,
+    },
+    #[error("cannot move pid {pid} into cgroup jailer/{name}")]
+    Attach {
+        name: Name,
+        pid: i32,
+        #[source]
+        source: cgroups_rs::error::Error,
+    },
+    #[error("cannot {what} cgroup jailer/{name}")]
+    Op {
+        name: Name,
+        what: &'static str,
+        #[source]
+        source: cgroups_rs::error::Error,
+    },
+    #[error("cannot remove cgroup jailer/{name}: processes are still in it")]
+    Busy { name: Name },
+}
+
+/// Limits from the jail's spec.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    pub pids: Option<u64>,
+}
+
+/// A jail's control group.
+pub struct JailCgroup {
+    name: Name,
+    cg: Cgroup,
+}
+
+impl std::fmt::Debug for JailCgroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JailCgroup")
+            .field("name", &self.name)
+            .field("v2", &self.cg.v2())
+            .finish()
+    }
+}
+
+fn rel(name: &Name) -> String {
+    format!("jailer/{name}")
+}
+
+fn hierarchy() -> Box<dyn cgroups_rs::Hierarchy> {
+    hierarchies::auto()
+}
+
+/// Whether the host uses the unified (v2) hierarchy.
+pub fn is_v2() -> bool {
+    hierarchies::is_cgroup2_unified_mode()
+}
+
+impl JailCgroup {
+    /// Creates (or reuses) the jail's group and applies `limits`.
+    pub fn create(name: &Name, limits: &Limits) -> Result<JailCgroup, CgroupError> {
+        let h = hierarchy();
+        let v2 = h.v2();
+        let controllers: Option<Vec<String>> = if v2 {
+            None
+        } else {
+            Some(V1_CONTROLLERS.iter().map(|s| s.to_string()).collect())
+        };
+        let cg = Cgroup::new_with_specified_controllers(h, rel(name), controllers).map_err(
+            |source| CgroupError::Create {
+                name: name.clone(),
+                source,
+            },
+        )?;
+        let mut res = Resources::default();
+        if let Some(m) = limits.memory {
+            let m = i64::try_from(m).unwrap_or(i64::MAX);
+            res.memory.memory_hard_limit = Some(m);
+        }
+        if let Some(c) = limits.cpus {
+            res.cpu.quota = Some((c * CPU_PERIOD_US as f64).round() as i64);
+            res.cpu.period = Some(CPU_PERIOD_US);
+        }
+        if let Some(p) = limits.pids {
+            res.pid.maximum_number_of_processes =
+                Some(MaxValue::Value(i64::try_from(p).unwrap_or(i64::MAX)));
+        }
+        let jc = JailCgroup {
+            name: name.clone(),
+            cg,
+        };
+        jc.cg.apply(&res).map_err(|source| CgroupError::Limits {
+            name: name.clone(),
+            source,
+        })?;
+        // Swap must not extend the memory limit.
+        if let Some(m) = limits.memory {
+            let (file, value) = if v2 {
+                ("memory.swap.max", "0".to_string())
+            } else {
+                ("memory.memsw.limit_in_bytes", m.to_string())
+            };
+            if let Some(dir) = jc.dir("memory") {
+                let p = dir.join(file);
+                if p.exists() {
+                    let _ = std::fs::write(p, value);
+                }
+            }
+        }
+        Ok(jc)
+    }
+
+    /// The jail's existing group (it may be gone).
+    pub fn load(name: &Name) -> JailCgroup {
+        let h = hierarchy();
+        let controllers: Option<Vec<String>> = if h.v2() {
+            None
+        } else {
+            Some(V1_CONTROLLERS.iter().map(|s| s.to_string()).collect())
+        };
+        JailCgroup {
+            name: name.clone(),
+            cg: Cgroup::load_with_specified_controllers(
+                h,
+                rel(name),
+                controllers.unwrap_or_default(),
+            ),
+        }
+    }
+
+    pub fn exists(&self) -> bool {
+        self.cg.exists()
+    }
+
+    /// The directory of `controller` (v1), or the unified directory (v2).
+    pub fn dir(&self, controller: &str) -> Option<PathBuf> {
+        self.cg
+            .subsystems()
+            .iter()
+            .map(|s| s.to_controller().path().to_path_buf())
+            .find(|p| {
+                self.cg.v2()
+                    || p.components().any(|c| {
+                        c.as_os_str()
+                            .to_str()
+                            .is_some_and(|s| s.split(',').any(|x| x == controller))
+                    })
+            })
+    }
+
+    /// Where the group lives, for the jail's record.
+    pub fn reference(&self) -> CgroupRef {
+        let mut paths = BTreeMap::new();
+        if self.cg.v2() {
+            if let Some(d) = self.dir("") {
+                paths.insert("unified".to_string(), d);
+            }
+        } else {
+            for c in V1_CONTROLLERS {
+                if let Some(d) = self.dir(c) {
+                    paths.insert((*c).to_string(), d);
+                }
+            }
+        }
+        CgroupRef {
+            version: if self.cg.v2() { 2 } else { 1 },
+            paths,
+        }
+    }
+
+    /// Moves process `pid` (all its threads) into the group.
+    pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
+        let p = CgroupPid::from(u64::try_from(pid).unwrap_or(0));
+        self.cg
+            .add_task_by_tgid(p)
+            .map_err(|source| CgroupError::Attach {
+                name: self.name.clone(),
+                pid,
+                source,
+            })
+    }
+
+    /// The processes in the group (from the pids controller on v1).
+    pub fn procs(&self) -> Vec<i32> {
+        let Some(dir) = self.dir("pids") else {
+            return Vec::new();
+        };
+        read_procs(&dir)
+    }
+
+    fn freezer(&self) -> Option<&cgroups_rs::freezer::FreezerController> {
+        self.cg
+            .controller_of::<cgroups_rs::freezer::FreezerController>()
+    }
+
+    /// Freezes every process of the group.
+    pub fn freeze(&self) -> Result<(), CgroupError> {
+        let op = |source| CgroupError::Op {
+            name: self.name.clone(),
+            what: "freeze",
+            source,
+        };
+        match self.freezer() {
+            Some(f) => f.freeze().map_err(op),
+            None => Ok(()),
+        }
+    }
+
+    /// Thaws the group.
+    pub fn thaw(&self) -> Result<(), CgroupError> {
+        let op = |source| CgroupError::Op {
+            name: self.name.clone(),
+            what: "thaw",
+            source,
+        };
+        match self.freezer() {
+            Some(f) => f.thaw().map_err(op),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the group is frozen.
+    pub fn is_frozen(&self) -> bool {
+        use cgroups_rs::freezer::FreezerState;
+        self.freezer()
+            .and_then(|f| f.state().ok())
+            .is_some_and(|s| matches!(s, FreezerState::Frozen | FreezerState::Freezing))
+    }
+
+    /// Sends `signal` to every process of the group. SIGKILL on v2 uses
+    /// `cgroup.kill` where the kernel has it (no pid races). A frozen group
+    /// is thawed after signalling, so the signal is delivered.
+    pub fn signal_all(&self, signal: nix::sys::signal::Signal) {
+        use nix::sys::signal::{kill, Signal};
+        if signal == Signal::SIGKILL && self.cg.v2() && self.cg.kill().is_ok() {
+            return;
+        }
+        for pid in self.procs() {
+            let _ = kill(nix::unistd::Pid::from_raw(pid), signal);
+        }
+        if signal == Signal::SIGKILL && self.is_frozen() {
+            let _ = self.thaw();
+        }
+    }
+
+    /// OOM kills recorded in the group.
+    pub fn oom_kills(&self) -> u64 {
+        let Some(dir) = self.dir("memory") else {
+            return 0;
+        };
+        let file = if self.cg.v2() {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        std::fs::read_to_string(dir.join(file))
+            .ok()
+            .and_then(|t| {
+                t.lines().find_map(|l| {
+                    l.strip_prefix("oom_kill ")
+                        .and_then(|v| v.trim().parse().ok())
+                })
+            })
+            .unwrap_or(0)
+    }
+
+    /// Removes the group in every controller. Fails while processes remain.
+    pub fn delete(&self) -> Result<(), CgroupError> {
+        if !self.exists() {
+            return Ok(());
+        }
+        if !self.procs().is_empty() {
+            return Err(CgroupError::Busy {
+                name: self.name.clone(),
+            });
+        }
+        self.cg.delete().map_err(|source| CgroupError::Op {
+            name: self.name.clone(),
+            what: "remove",
+            source,
+        })
+    }
+}
+
+/// The pids in `dir/cgroup.procs`, and in its descendants' on v2.
+pub fn read_procs(dir: &Path) -> Vec<i32> {
+    let mut out: Vec<i32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(read_procs(&e.path()));
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}

@@ -1,0 +1,664 @@
+//! Running jails: start (through a per-jail monitor), stop, kill, freeze,
+//! thaw, and the reconciliation of records with what the kernel reports.
+//!
+//! `start` re-executes `jailer` as the jail's monitor (`jailer __monitor`),
+//! a small process that outlives the CLI: it makes the cgroup, clones the
+//! jail's init into new namespaces, maps its ids, hands it an idmapped view of
+//! the rootfs, reports the exec (or its error) back, then reaps init, records
+//! its exit in `exit.json` and releases the cgroup. The jail's own setup, the
+//! ordered list of steps inside the new namespaces, is [`init::setup`].
+
+pub mod exec;
+pub mod init;
+
+use crate::cgroup::{CgroupError, JailCgroup, Limits};
+use crate::fsutil::{atomic_write, FsError};
+use crate::name::Name;
+use crate::pool::{Pool, PoolError};
+use crate::record::{self, ExitRecord, JailRecord, ProcRef, RecordError, Runtime, State};
+use crate::sys::mountapi::{self, MountApiError};
+use nix::sys::signal::Signal;
+use std::io::{BufRead, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What went wrong running a jail.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("no jail named {name}; `jailer ls` lists the jails")]
+    Unknown { name: Name },
+    #[error("jail {name} is broken")]
+    Broken {
+        name: Name,
+        #[source]
+        source: RecordError,
+    },
+    #[error("jail {name} is {state}: cannot {verb} it{hint}")]
+    Illegal {
+        name: Name,
+        state: State,
+        verb: &'static str,
+        hint: &'static str,
+    },
+    #[error("jail {name} has no command; recreate it with `jailer create {name} --template T -- COMMAND`")]
+    NoCommand { name: Name },
+    #[error("jail {name} failed to start: {message}")]
+    StartFailed { name: Name, message: String },
+    #[error("cannot run the monitor for jail {name}")]
+    Monitor {
+        name: Name,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    MountApi(#[from] MountApiError),
+    #[error("cannot record jail {name}")]
+    Record {
+        name: Name,
+        #[source]
+        source: FsError,
+    },
+    #[error("{what} for jail {name}")]
+    Sys {
+        name: Name,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("jail {name} did not stop within {secs} s after SIGKILL")]
+    StopTimeout { name: Name, secs: u64 },
+}
+
+impl From<FsError> for RuntimeError {
+    fn from(e: FsError) -> Self {
+        RuntimeError::Pool(PoolError::Fs(e))
+    }
+}
+
+fn sys<'a>(name: &'a Name, what: &'static str) -> impl FnOnce(std::io::Error) -> RuntimeError + 'a {
+    move |source| RuntimeError::Sys {
+        name: name.clone(),
+        what,
+        source,
+    }
+}
+
+/// Host paths the runtime reads; parameters so tests can point elsewhere.
+const PROC: &str = "/proc";
+
+/// `jails/NAME/exit.json`.
+pub fn exit_path(pool: &Pool, name: &Name) -> PathBuf {
+    pool.jail_dir(name).join("exit.json")
+}
+
+/// `jails/NAME/console.log`: the init's stdout and stderr, and the monitor's
+/// messages.
+pub fn log_path(pool: &Pool, name: &Name) -> PathBuf {
+    pool.jail_dir(name).join("console.log")
+}
+
+fn read(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
+    pool.ensure_ready()?;
+    if !pool.jail_dir(name).exists() {
+        return Err(RuntimeError::Unknown { name: name.clone() });
+    }
+    record::read_jail(&pool.jail_json(name)).map_err(|source| RuntimeError::Broken {
+        name: name.clone(),
+        source,
+    })
+}
+
+fn write(pool: &Pool, rec: &JailRecord) -> Result<(), RuntimeError> {
+    let json = serde_json::to_vec_pretty(rec).unwrap_or_default();
+    atomic_write(&pool.jail_json(rec.name()), &json).map_err(|source| RuntimeError::Record {
+        name: rec.name().clone(),
+        source,
+    })
+}
+
+/// Applies what happened while nobody watched: a record that says running
+/// whose init or monitor is gone becomes `stopped`, with the exit status the
+/// monitor recorded, and whatever the jail still holds (a cgroup with
+/// stragglers) is released. Call with the jail's lock held.
+fn reconcile(pool: &Pool, rec: &mut JailRecord) -> Result<(), RuntimeError> {
+    let observed = record::observed_state(Path::new(PROC), rec);
+    if !(matches!(rec.state, State::Running | State::Frozen) && observed == State::Stopped) {
+        return Ok(());
+    }
+    let name = rec.name().clone();
+    let cg = JailCgroup::load(&name);
+    if cg.exists() {
+        cg.signal_all(Signal::SIGKILL);
+        wait_empty(&cg, Duration::from_secs(5));
+        cg.delete()?;
+    }
+    let exit: Option<ExitRecord> = record::read_json(&exit_path(pool, &name)).ok();
+    rec.state = State::Stopped;
+    rec.runtime = None;
+    rec.finished_at = Some(exit.map_or_else(record::now, |e| e.finished_at));
+    rec.exit_code = exit.and_then(|e| e.exit_code.or(e.signal.map(|s| 128 + s)));
+    write(pool, rec)
+}
+
+fn wait_empty(cg: &JailCgroup, limit: Duration) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if cg.procs().is_empty() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cg.procs().is_empty()
+}
+
+/// The record with its state as observed (running records whose processes
+/// are gone read `stopped`), without writing anything: for `ls`, `inspect`.
+pub fn observe(pool: &Pool, mut rec: JailRecord) -> JailRecord {
+    let observed = record::observed_state(Path::new(PROC), &rec);
+    if observed != rec.state {
+        let exit: Option<ExitRecord> = record::read_json(&exit_path(pool, rec.name())).ok();
+        rec.state = observed;
+        rec.runtime = None;
+        if let Some(e) = exit {
+            rec.finished_at = Some(e.finished_at);
+            rec.exit_code = e.exit_code.or(e.signal.map(|s| 128 + s));
+        }
+    }
+    rec
+}
+
+/// `jailer start NAME`: runs the jail's command as its init, through a
+/// monitor that outlives this process. Returns once the command is exec'd,
+/// or with the reason it could not be.
+pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
+    let _lock = pool.lock("jail", name, true)?;
+    let mut rec = read(pool, name)?;
+    reconcile(pool, &mut rec)?;
+    match rec.state {
+        State::Created | State::Stopped => {}
+        s => {
+            return Err(RuntimeError::Illegal {
+                name: name.clone(),
+                state: s,
+                verb: "start",
+                hint: if s == State::Creating {
+                    ""
+                } else {
+                    "; stop it first"
+                },
+            })
+        }
+    }
+    if rec.spec.command.is_empty() {
+        return Err(RuntimeError::NoCommand { name: name.clone() });
+    }
+    let _ = std::fs::remove_file(exit_path(pool, name));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(pool, name))
+        .map_err(sys(name, "cannot open the console log"))?;
+    let exe = std::env::current_exe().map_err(|source| RuntimeError::Monitor {
+        name: name.clone(),
+        source,
+    })?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--root")
+        .arg(pool.root())
+        .arg("__monitor")
+        .arg(name.as_str())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .env_remove("JAILER_LOG");
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid() is async-signal-safe; nothing else runs in the
+        // pre-exec hook. The monitor gets its own session so that the CLI's
+        // terminal and process group signals never reach it.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(|_| ())
+                    .map_err(std::io::Error::from)
+            });
+        }
+    }
+    let mut child = cmd.spawn().map_err(|source| RuntimeError::Monitor {
+        name: name.clone(),
+        source,
+    })?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    let line = line.trim();
+    let Some(rest) = line.strip_prefix("ok ") else {
+        let _ = child.wait();
+        let message = line.strip_prefix("error ").unwrap_or(if line.is_empty() {
+            "the monitor exited without a report; see `jailer logs`"
+        } else {
+            line
+        });
+        return Err(RuntimeError::StartFailed {
+            name: name.clone(),
+            message: message.to_string(),
+        });
+    };
+    let parsed: Result<Runtime, _> = serde_json::from_str(rest);
+    let runtime = parsed.map_err(|e| RuntimeError::StartFailed {
+        name: name.clone(),
+        message: format!("unreadable monitor report: {e}"),
+    })?;
+    rec.state = State::Running;
+    rec.runtime = Some(runtime);
+    rec.started_at = Some(record::now());
+    rec.finished_at = None;
+    rec.exit_code = None;
+    write(pool, &rec)?;
+    // The monitor is not our child to reap: it was reparented when we exit;
+    // dropping `child` does not wait for it.
+    Ok(rec)
+}
+
+/// Like [`Signal::from_str`], accepting `TERM`, `SIGTERM`, `15`.
+pub fn parse_signal(s: &str) -> Option<Signal> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let up = s.to_ascii_uppercase();
+    let full = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    full.parse().ok()
+}
+
+fn running(pool: &Pool, name: &Name, verb: &'static str) -> Result<JailRecord, RuntimeError> {
+    let mut rec = read(pool, name)?;
+    reconcile(pool, &mut rec)?;
+    match rec.state {
+        State::Running | State::Frozen => Ok(rec),
+        s => Err(RuntimeError::Illegal {
+            name: name.clone(),
+            state: s,
+            verb,
+            hint: "; start it first",
+        }),
+    }
+}
+
+/// `jailer kill NAME [--signal SIG]`: signals every process of the jail.
+pub fn kill(pool: &Pool, name: &Name, signal: Signal) -> Result<(), RuntimeError> {
+    let _lock = pool.lock("jail", name, true)?;
+    running(pool, name, "signal")?;
+    JailCgroup::load(name).signal_all(signal);
+    Ok(())
+}
+
+/// `jailer freeze NAME`.
+pub fn freeze(pool: &Pool, name: &Name) -> Result<(), RuntimeError> {
+    let _lock = pool.lock("jail", name, true)?;
+    let mut rec = running(pool, name, "freeze")?;
+    if rec.state == State::Frozen {
+        return Err(RuntimeError::Illegal {
+            name: name.clone(),
+            state: rec.state,
+            verb: "freeze",
+            hint: " (already)",
+        });
+    }
+    JailCgroup::load(name).freeze()?;
+    rec.state = State::Frozen;
+    write(pool, &rec)
+}
+
+/// `jailer thaw NAME`.
+pub fn thaw(pool: &Pool, name: &Name) -> Result<(), RuntimeError> {
+    let _lock = pool.lock("jail", name, true)?;
+    let mut rec = running(pool, name, "thaw")?;
+    if rec.state != State::Frozen {
+        return Err(RuntimeError::Illegal {
+            name: name.clone(),
+            state: rec.state,
+            verb: "thaw",
+            hint: " (it is not frozen)",
+        });
+    }
+    JailCgroup::load(name).thaw()?;
+    rec.state = State::Running;
+    write(pool, &rec)
+}
+
+/// `jailer stop NAME [--timeout S]`: SIGTERM to init, then after `timeout`
+/// SIGKILL to every process of the jail; returns when everything the jail
+/// held is released.
+pub fn stop(pool: &Pool, name: &Name, timeout: Duration) -> Result<JailRecord, RuntimeError> {
+    let _lock = pool.lock("jail", name, true)?;
+    let rec = running(pool, name, "stop")?;
+    stop_locked(pool, rec, timeout)
+}
+
+fn stop_locked(
+    pool: &Pool,
+    mut rec: JailRecord,
+    timeout: Duration,
+) -> Result<JailRecord, RuntimeError> {
+    let name = rec.name().clone();
+    let proc_root = Path::new(PROC);
+    let Some(rt) = rec.runtime.clone() else {
+        reconcile(pool, &mut rec)?;
+        return Ok(rec);
+    };
+    let cg = JailCgroup::load(&name);
+    let init = nix::unistd::Pid::from_raw(rt.init.pid);
+    if record::is_alive(proc_root, &rt.init) {
+        let _ = nix::sys::signal::kill(init, Signal::SIGTERM);
+        if rec.state == State::Frozen {
+            // A frozen init cannot act on SIGTERM: give it the chance.
+            let _ = cg.thaw();
+        }
+    }
+    let t = Instant::now();
+    while t.elapsed() < timeout && record::is_alive(proc_root, &rt.init) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cg.signal_all(Signal::SIGKILL);
+    // The monitor reaps init, writes exit.json and removes the cgroup.
+    let t = Instant::now();
+    let limit = Duration::from_secs(10);
+    while t.elapsed() < limit
+        && (record::is_alive(proc_root, &rt.monitor) || record::is_alive(proc_root, &rt.init))
+    {
+        cg.signal_all(Signal::SIGKILL);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if record::is_alive(proc_root, &rt.init) {
+        return Err(RuntimeError::StopTimeout {
+            name,
+            secs: limit.as_secs(),
+        });
+    }
+    reconcile(pool, &mut rec)?;
+    Ok(rec)
+}
+
+/// Stops the jail if it runs (for `rm --force`), with the jail's lock held by
+/// the caller.
+pub fn stop_if_running(pool: &Pool, name: &Name) -> Result<(), RuntimeError> {
+    let mut rec = read(pool, name)?;
+    reconcile(pool, &mut rec)?;
+    if matches!(rec.state, State::Running | State::Frozen) {
+        stop_locked(pool, rec, Duration::from_secs(10))?;
+    }
+    Ok(())
+}
+
+/// Writes a status line for the CLI to the monitor's stdout and closes it.
+fn report(line: &str) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    // Point fd 1 at /dev/null so the CLI sees EOF.
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+    }
+}
+
+/// Entry point of `jailer __monitor NAME`. Runs for the jail's whole life.
+pub fn monitor_main(pool: &Pool, name: &Name) -> i32 {
+    // Terminal and session signals must not take the jail down.
+    for s in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
+        // SAFETY: SIG_IGN installs no handler code; always sound.
+        let _ = unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigIgn) };
+    }
+    let rec = match read(pool, name) {
+        Ok(r) => r,
+        Err(e) => {
+            report(&format!("error {}", crate::error_chain(&e)));
+            return 1;
+        }
+    };
+    let limits = Limits {
+        memory: rec.spec.memory,
+        cpus: rec.spec.cpus,
+        pids: rec.spec.pids,
+    };
+    let cg = match JailCgroup::create(name, &limits) {
+        Ok(c) => c,
+        Err(e) => {
+            report(&format!("error {}", crate::error_chain(&e)));
+            return 1;
+        }
+    };
+    let started = match launch(pool, &rec, &cg) {
+        Ok(s) => s,
+        Err(e) => {
+            cg.signal_all(Signal::SIGKILL);
+            wait_empty(&cg, Duration::from_secs(5));
+            let _ = cg.delete();
+            let msg = match &e {
+                RuntimeError::StartFailed { message, .. } => message.clone(),
+                other => crate::error_chain(other),
+            };
+            report(&format!("error {msg}"));
+            eprintln!("jailer-monitor: {name}: start failed: {msg}");
+            return 1;
+        }
+    };
+    let me = nix::unistd::getpid().as_raw();
+    let proc_root = Path::new(PROC);
+    let runtime = Runtime {
+        boot_id: record::boot_id(proc_root).unwrap_or_default(),
+        monitor: ProcRef {
+            pid: me,
+            start_time: record::proc_start_time(proc_root, me).unwrap_or(0),
+        },
+        init: ProcRef {
+            pid: started.as_raw(),
+            start_time: record::proc_start_time(proc_root, started.as_raw()).unwrap_or(0),
+        },
+        cgroup: cg.reference(),
+    };
+    report(&format!(
+        "ok {}",
+        serde_json::to_string(&runtime).unwrap_or_default()
+    ));
+
+    // Reap init (the only child); record how it ended.
+    use nix::sys::wait::{waitpid, WaitStatus};
+    let (code, signal) = loop {
+        match waitpid(started, None) {
+            Ok(WaitStatus::Exited(_, c)) => break (Some(c), None),
+            Ok(WaitStatus::Signaled(_, s, _)) => break (None, Some(s as i32)),
+            Ok(_) => continue,
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => break (None, None),
+        }
+    };
+    let exit = ExitRecord {
+        exit_code: code,
+        signal,
+        oom_killed: cg.oom_kills() > 0,
+        finished_at: record::now(),
+    };
+    let json = serde_json::to_vec_pretty(&exit).unwrap_or_default();
+    if let Err(e) = atomic_write(&exit_path(pool, name), &json) {
+        eprintln!("jailer-monitor: {name}: {}", crate::error_chain(&e));
+    }
+    // Init's death killed its pid namespace; anything joined only to the
+    // cgroup goes too. Then release the cgroup in every controller.
+    cg.signal_all(Signal::SIGKILL);
+    wait_empty(&cg, Duration::from_secs(10));
+    if let Err(e) = cg.delete() {
+        eprintln!("jailer-monitor: {name}: {}", crate::error_chain(&e));
+    }
+    0
+}
+
+/// Clones the jail's init and waits until it has exec'd its command.
+fn launch(
+    pool: &Pool,
+    rec: &JailRecord,
+    cg: &JailCgroup,
+) -> Result<nix::unistd::Pid, RuntimeError> {
+    let name = rec.name();
+    let rootfs = pool.jail_rootfs(name);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(pool, name))
+        .map_err(sys(name, "cannot open the console log"))?;
+    let plan = init::Plan::new(rec, &rootfs, None).map_err(|e| RuntimeError::StartFailed {
+        name: name.clone(),
+        message: e,
+    })?;
+    let (parent_sock, child_sock) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| sys(name, "cannot make a socket pair")(e.into()))?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| sys(name, "cannot make a pipe")(e.into()))?;
+
+    let child = init::spawn(&plan, child_sock, err_w, log.as_fd())
+        .map_err(|e| sys(name, "cannot clone the jail's init")(e.into()))?;
+    let setup = (|| -> Result<(), RuntimeError> {
+        write_id_maps(name, child, rec)?;
+        cg.add(child.as_raw())?;
+        let userns = std::fs::File::open(format!("/proc/{child}/ns/user"))
+            .map_err(sys(name, "cannot open the jail's user namespace"))?;
+        let tree = mountapi::clone_tree(&rootfs)?;
+        mountapi::idmap(tree.as_fd(), userns.as_fd(), &rootfs)?;
+        init::send_go(&parent_sock, tree.as_fd())
+            .map_err(|e| sys(name, "cannot hand the rootfs to the jail's init")(e.into()))?;
+        Ok(())
+    })();
+    if let Err(e) = setup {
+        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(child, None);
+        return Err(e);
+    }
+    drop(parent_sock);
+    // The pipe is close-on-exec: EOF means the command was exec'd; anything
+    // else is the setup step that failed.
+    let mut msg = String::new();
+    let mut f = std::fs::File::from(err_r);
+    let _ = std::io::Read::read_to_string(&mut f, &mut msg);
+    if !msg.is_empty() {
+        let _ = nix::sys::wait::waitpid(child, None);
+        return Err(RuntimeError::StartFailed {
+            name: name.clone(),
+            message: msg,
+        });
+    }
+    Ok(child)
+}
+
+fn write_id_maps(name: &Name, pid: nix::unistd::Pid, rec: &JailRecord) -> Result<(), RuntimeError> {
+    let ids = rec.ids;
+    std::fs::write(
+        format!("/proc/{pid}/uid_map"),
+        format!("0 {} {}\n", ids.uid_base, ids.count),
+    )
+    .map_err(sys(name, "cannot write the uid map"))?;
+    std::fs::write(
+        format!("/proc/{pid}/gid_map"),
+        format!("0 {} {}\n", ids.gid_base, ids.count),
+    )
+    .map_err(sys(name, "cannot write the gid map"))
+}
+
+/// An owned fd, for the child side (kept here so `init` needs no imports).
+pub type Fd = OwnedFd;
+
+/// Blocks until `p` has exited (a pidfd, so no polling loop and no pid
+/// reuse race: the start time is checked after the pidfd is open).
+fn wait_exit(p: &ProcRef) {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid, 0) };
+    let Ok(fd) = i32::try_from(fd) else { return };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: the kernel just returned this fd; we own it.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    if !record::is_alive(Path::new(PROC), p) {
+        return;
+    }
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    loop {
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::Error::EINTR) => continue,
+            _ => return,
+        }
+    }
+}
+
+/// Waits until the jail's init has exited and its monitor has released
+/// everything, then returns the stopped record (with the exit status).
+pub fn wait(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
+    let rec = read(pool, name)?;
+    if let Some(rt) = &rec.runtime {
+        wait_exit(&rt.init);
+        wait_exit(&rt.monitor);
+    }
+    let _lock = pool.lock("jail", name, true)?;
+    let mut rec = read(pool, name)?;
+    reconcile(pool, &mut rec)?;
+    Ok(rec)
+}
+
+/// `jailer logs NAME [--follow]`: copies the console log to `out`; with
+/// `follow`, keeps copying until the jail stops.
+pub fn logs(
+    pool: &Pool,
+    name: &Name,
+    follow: bool,
+    out: &mut dyn Write,
+) -> Result<(), RuntimeError> {
+    use std::io::Read;
+    read(pool, name)?;
+    let path = log_path(pool, name);
+    let mut f = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !follow => return Ok(()),
+        Err(e) => return Err(sys(name, "cannot read the console log")(e)),
+    };
+    let mut buf = vec![0u8; 64 << 10];
+    let mut drain = |f: &mut std::fs::File| -> Result<(), RuntimeError> {
+        loop {
+            let n = f
+                .read(&mut buf)
+                .map_err(sys(name, "cannot read the console log"))?;
+            if n == 0 {
+                return Ok(());
+            }
+            out.write_all(&buf[..n])
+                .and_then(|()| out.flush())
+                .map_err(sys(name, "cannot write the log out"))?;
+        }
+    };
+    loop {
+        drain(&mut f)?;
+        if !follow {
+            return Ok(());
+        }
+        let rec = observe(pool, read(pool, name)?);
+        if !matches!(rec.state, State::Running | State::Frozen) {
+            // What the jail wrote before it stopped.
+            return drain(&mut f);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,409 @@
+//! The jail's init: cloned by the monitor into new user, mount, pid, uts, ipc
+//! and net namespaces, it builds its own world and execs the jail's command.
+//!
+//! Everything that needs memory is prepared in [`Plan`] before the clone; the
+//! child then runs [`setup`], one step per line, and reports the first step
+//! that fails through a close-on-exec pipe.
+
+use crate::record::JailRecord;
+use crate::seccomp;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::unistd::{Gid, Pid, Uid};
+use std::ffi::CString;
+use std::io::{IoSlice, IoSliceMut, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+/// Host device nodes bind-mounted into the jail's `/dev`.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Everything the child needs, prepared before the clone.
+pub struct Plan {
+    rootfs: PathBuf,
+    hostname: String,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    path: String,
+    caps: caps::CapsHashSet,
+    filters: Vec<seccompiler::BpfProgram>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("rootfs", &self.rootfs)
+            .field("hostname", &self.hostname)
+            .field("argv", &self.argv)
+            .field("caps", &self.caps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plan {
+    /// The plan for `rec`'s init, or for `command` run in the jail by
+    /// `jailer exec`.
+    pub fn new(
+        rec: &JailRecord,
+        rootfs: &Path,
+        command: Option<&[String]>,
+    ) -> Result<Plan, String> {
+        let spec = &rec.spec;
+        let cstr = |s: &str| CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"));
+        let argv = command
+            .unwrap_or(&spec.command)
+            .iter()
+            .map(|a| cstr(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut env = vec![
+            ("HOME".to_string(), "/root".to_string()),
+            ("HOSTNAME".to_string(), spec.hostname.clone()),
+            ("PATH".to_string(), DEFAULT_PATH.to_string()),
+            ("TERM".to_string(), "xterm".to_string()),
+            ("container".to_string(), "jailer".to_string()),
+        ];
+        for (k, v) in &spec.env {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| DEFAULT_PATH.to_string());
+        let env = env
+            .iter()
+            .map(|(k, v)| cstr(&format!("{k}={v}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let caps = spec
+            .capabilities
+            .iter()
+            .map(|c| {
+                c.to_ascii_uppercase()
+                    .parse::<caps::Capability>()
+                    .map_err(|_| format!("unknown capability {c}"))
+            })
+            .collect::<Result<_, _>>()?;
+        let filters = seccomp::build(&spec.seccomp).map_err(|e| crate::error_chain(&e))?;
+        if argv.is_empty() {
+            return Err("no command to run".into());
+        }
+        Ok(Plan {
+            rootfs: rootfs.to_path_buf(),
+            hostname: spec.hostname.clone(),
+            argv,
+            env,
+            path,
+            caps,
+            filters,
+        })
+    }
+}
+
+/// Clones the init. The child blocks until [`send_go`].
+pub fn spawn(plan: &Plan, sock: OwnedFd, err_w: OwnedFd, log: BorrowedFd<'_>) -> nix::Result<Pid> {
+    let flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNET;
+    let mut stack = vec![0u8; 1 << 20];
+    let log_fd = log.as_raw_fd();
+    let sock_fd = sock.as_raw_fd();
+    let err_fd = err_w.as_raw_fd();
+    let cb = Box::new(move || -> isize {
+        match setup(plan, sock_fd, log_fd) {
+            Ok(never) => match never {},
+            Err(msg) => {
+                // SAFETY: err_fd is the child's copy of the pipe's write end,
+                // open until exit; ManuallyDrop keeps us from closing it twice.
+                let mut f =
+                    std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(err_fd) });
+                let _ = f.write_all(msg.as_bytes());
+                127
+            }
+        }
+    });
+    // SAFETY: the monitor is single-threaded, so the child's copy of the
+    // address space has no lock held by another thread; the callback only
+    // uses memory prepared before the clone (the plan) and the fds above,
+    // and the stack outlives the call in the parent (the child has its own
+    // copy of it, since CLONE_VM is not set).
+    let pid = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) };
+    drop(sock);
+    drop(err_w);
+    pid
+}
+
+/// Tells the child to go, handing it the idmapped rootfs tree.
+pub fn send_go(sock: &OwnedFd, tree: BorrowedFd<'_>) -> nix::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds = [tree.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(b"g")],
+        &cmsg,
+        MsgFlags::empty(),
+        None,
+    )?;
+    Ok(())
+}
+
+fn recv_go(sock: RawFd) -> Result<OwnedFd, String> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut buf = [0u8; 1];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(|e| format!("waiting for the monitor: {e}"))?;
+    for c in msg
+        .cmsgs()
+        .map_err(|e| format!("reading the rootfs handle: {e}"))?
+    {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(fd) = fds.first() {
+                // SAFETY: SCM_RIGHTS just installed this fd in our table; we own it.
+                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+            }
+        }
+    }
+    Err("the monitor sent no rootfs".into())
+}
+
+fn step<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> Result<T, String> {
+    r.map_err(|e| format!("{what}: {e}"))
+}
+
+/// A directory inside the new root that must be a real directory (a jail
+/// could have replaced it with a symlink pointing anywhere).
+fn jail_dir(root: &Path, rel: &str) -> Result<PathBuf, String> {
+    let p = root.join(rel);
+    match std::fs::symlink_metadata(&p) {
+        Ok(m) if m.is_dir() => Ok(p),
+        Ok(_) => Err(format!("/{rel} in the jail is not a directory")),
+        Err(_) => {
+            step(&format!("mkdir /{rel}"), std::fs::create_dir(&p))?;
+            Ok(p)
+        }
+    }
+}
+
+fn bind_file(src: &str, dst: &Path) -> Result<(), String> {
+    step(
+        &format!("create {}", dst.display()),
+        std::fs::File::create(dst),
+    )?;
+    step(
+        &format!("bind {src}"),
+        mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>),
+    )
+}
+
+fn symlink(target: &str, link: &Path) -> Result<(), String> {
+    step(
+        &format!("symlink {}", link.display()),
+        std::os::unix::fs::symlink(target, link),
+    )
+}
+
+/// The jail's setup, in order. Runs in the cloned child; returns only on
+/// error.
+fn setup(plan: &Plan, sock: RawFd, log: RawFd) -> Result<std::convert::Infallible, String> {
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let root = plan.rootfs.as_path();
+    // 0. Die with the monitor; wait for it to map our ids and cgroup.
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes an integer signal and no pointers.
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    step("set the parent-death signal", nix::errno::Errno::result(r))?;
+    let tree = recv_go(sock)?;
+    // 1. Become root of the new user namespace (host: the jail's id base).
+    step(
+        "setgid 0",
+        nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)),
+    )?;
+    step("setgroups", nix::unistd::setgroups(&[]))?;
+    step(
+        "setuid 0",
+        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)),
+    )?;
+    // 2. A cgroup namespace rooted at the jail's cgroup (we are in it now).
+    step(
+        "unshare the cgroup namespace",
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP),
+    )?;
+    // 3. Private propagation: nothing we mount leaks back to the host.
+    step(
+        "make mounts private",
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        ),
+    )?;
+    // 4. The rootfs, idmapped: files owned by 0 on disk are root's here.
+    step(
+        "attach the rootfs",
+        crate::sys::mountapi::attach(std::os::fd::AsFd::as_fd(&tree), root),
+    )?;
+    drop(tree);
+    // 5. /proc for our pid namespace, /sys read-only.
+    let proc_dir = jail_dir(root, "proc")?;
+    step(
+        "mount /proc",
+        mount(
+            Some("proc"),
+            &proc_dir,
+            Some("proc"),
+            nosuid_nodev_noexec,
+            None::<&str>,
+        ),
+    )?;
+    let sys_dir = jail_dir(root, "sys")?;
+    step(
+        "mount /sys",
+        mount(
+            Some("sysfs"),
+            &sys_dir,
+            Some("sysfs"),
+            nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+            None::<&str>,
+        ),
+    )?;
+    // 6. A minimal /dev.
+    let dev = jail_dir(root, "dev")?;
+    step(
+        "mount /dev",
+        mount(
+            Some("tmpfs"),
+            &dev,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("mode=755,size=65536k"),
+        ),
+    )?;
+    for d in DEVICES {
+        bind_file(&format!("/dev/{d}"), &dev.join(d))?;
+    }
+    let pts = dev.join("pts");
+    step("mkdir /dev/pts", std::fs::create_dir(&pts))?;
+    step(
+        "mount /dev/pts",
+        mount(
+            Some("devpts"),
+            &pts,
+            Some("devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        ),
+    )?;
+    symlink("pts/ptmx", &dev.join("ptmx"))?;
+    let shm = dev.join("shm");
+    step("mkdir /dev/shm", std::fs::create_dir(&shm))?;
+    step(
+        "mount /dev/shm",
+        mount(
+            Some("shm"),
+            &shm,
+            Some("tmpfs"),
+            nosuid_nodev_noexec,
+            Some("mode=1777,size=65536k"),
+        ),
+    )?;
+    let mq = dev.join("mqueue");
+    step("mkdir /dev/mqueue", std::fs::create_dir(&mq))?;
+    step(
+        "mount /dev/mqueue",
+        mount(
+            Some("mqueue"),
+            &mq,
+            Some("mqueue"),
+            nosuid_nodev_noexec,
+            None::<&str>,
+        ),
+    )?;
+    symlink("/proc/self/fd", &dev.join("fd"))?;
+    for (i, n) in ["stdin", "stdout", "stderr"].iter().enumerate() {
+        symlink(&format!("/proc/self/fd/{i}"), &dev.join(n))?;
+    }
+    // 7. Hostname and loopback.
+    step("set the hostname", nix::unistd::sethostname(&plan.hostname))?;
+    step("bring up lo", crate::sys::net::loopback_up())?;
+    // 8. pivot_root into the rootfs; detach the old root.
+    step("chdir to the rootfs", nix::unistd::chdir(root))?;
+    step("pivot_root", nix::unistd::pivot_root(".", "."))?;
+    step("detach the old root", umount2(".", MntFlags::MNT_DETACH))?;
+    step("chdir /", nix::unistd::chdir("/"))?;
+    // 9. stdio: nothing in, the console log out.
+    let null = step("open /dev/null", std::fs::File::open("/dev/null"))?;
+    step("stdin", nix::unistd::dup2(null.as_raw_fd(), 0))?;
+    step("stdout", nix::unistd::dup2(log, 1))?;
+    step("stderr", nix::unistd::dup2(log, 2))?;
+    drop(null);
+    // 10. Privileges drop here: capabilities, no_new_privs, seccomp, exec.
+    restrict(&plan.caps, &plan.filters)?;
+    Err(plan.exec())
+}
+
+impl Plan {
+    /// Execs the command (searching the plan's PATH); returns the error.
+    pub fn exec(&self) -> String {
+        std::env::set_var("PATH", &self.path);
+        let e = nix::unistd::execvpe(&self.argv[0], &self.argv, &self.env).err();
+        format!(
+            "exec {}: {}",
+            self.argv[0].to_string_lossy(),
+            e.map(|e| e.desc()).unwrap_or("failed")
+        )
+    }
+
+    pub fn caps(&self) -> &caps::CapsHashSet {
+        &self.caps
+    }
+
+    pub fn filters(&self) -> &[seccompiler::BpfProgram] {
+        &self.filters
+    }
+}
+
+/// Cuts the capability sets to `keep` (bounding, permitted, effective;
+/// inheritable and ambient emptied), sets no_new_privs and installs the
+/// seccomp filters. Shared by init and `jailer exec`.
+pub fn restrict(
+    keep: &caps::CapsHashSet,
+    filters: &[seccompiler::BpfProgram],
+) -> Result<(), String> {
+    use caps::CapSet;
+    for c in caps::all() {
+        if !keep.contains(&c) {
+            step(
+                "drop a bounding capability",
+                caps::drop(None, CapSet::Bounding, c),
+            )?;
+        }
+    }
+    step(
+        "clear ambient capabilities",
+        caps::clear(None, CapSet::Ambient),
+    )?;
+    step(
+        "clear inheritable capabilities",
+        caps::clear(None, CapSet::Inheritable),
+    )?;
+    step(
+        "set effective capabilities",
+        caps::set(None, CapSet::Effective, keep),
+    )?;
+    step(
+        "set permitted capabilities",
+        caps::set(None, CapSet::Permitted, keep),
+    )?;
+    // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1) takes integers only.
+    let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    step("set no_new_privs", nix::errno::Errno::result(r))?;
+    step("install the seccomp filter", seccomp::install(filters))
+}

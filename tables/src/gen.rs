@@ -1,0 +1,520 @@
+//! The generators: one function per table, each turning the pool's records,
+//! `/proc` and cgroupfs into rows in its spec's column order.
+
+use crate::capnames;
+use crate::cgroup::{Cgroup, Limit};
+use crate::procfs::{self, IdMap, Proc};
+use crate::{Constraints, Row, Sources, TableError, Value};
+use jailer::name::Name;
+use jailer::pool::Pool;
+use jailer::record::{self, JailRecord, RecordError, Runtime, State};
+use jailer::spec::{MacvlanAddress, NetSpec};
+use std::cell::OnceCell;
+
+pub fn generate(table: &str, src: &Sources, c: &Constraints) -> Result<Vec<Row>, TableError> {
+    let ctx = Ctx::new(src);
+    match table {
+        "jails" => ctx.jails(c),
+        "jail_processes" => ctx.processes(c),
+        "jail_mappings" => ctx.mappings(c),
+        "jail_capabilities" => ctx.capabilities(c),
+        "jail_mounts" => ctx.mounts(c),
+        "jail_resources" => ctx.resources(c),
+        _ => Err(TableError::UnknownTable {
+            name: table.to_string(),
+        }),
+    }
+}
+
+fn text(s: impl Into<String>) -> Value {
+    Value::Text(s.into())
+}
+fn int(v: i64) -> Value {
+    Value::Integer(v)
+}
+fn uint(v: u64) -> Value {
+    Value::Integer(i64::try_from(v).unwrap_or(i64::MAX))
+}
+fn opt(v: Option<u64>) -> Value {
+    v.map_or(int(-1), uint)
+}
+fn limit_int(l: Limit) -> Value {
+    match l {
+        Limit::Value(v) => int(v as i64),
+        Limit::Unlimited | Limit::Unknown => int(-1),
+    }
+}
+fn limit_dbl(l: Limit) -> Value {
+    match l {
+        Limit::Value(v) => Value::Double(v),
+        Limit::Unlimited | Limit::Unknown => Value::Double(-1.0),
+    }
+}
+
+/// A jail as read from the pool.
+enum Entry {
+    Ok(Box<Jail>),
+    /// Its `jail.json` is missing, unreadable or corrupt.
+    Broken {
+        name: Name,
+    },
+}
+
+struct Jail {
+    rec: JailRecord,
+    /// As observed: a dead "running" jail is stopped.
+    state: State,
+}
+
+impl Jail {
+    /// The runtime of a jail that really runs.
+    fn live(&self) -> Option<&Runtime> {
+        match self.state {
+            State::Running | State::Frozen => self.rec.runtime.as_ref(),
+            _ => None,
+        }
+    }
+    fn name(&self) -> &str {
+        self.rec.spec.name.as_str()
+    }
+}
+
+struct Ctx<'a> {
+    src: &'a Sources,
+    pool: Pool,
+    proc: Proc<'a>,
+    clk_tck: u64,
+    btime: OnceCell<Option<u64>>,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(src: &'a Sources) -> Ctx<'a> {
+        Ctx {
+            src,
+            pool: Pool::new(&src.pool_root),
+            proc: Proc {
+                root: &src.proc_root,
+            },
+            clk_tck: procfs::clk_tck(),
+            btime: OnceCell::new(),
+        }
+    }
+
+    /// The jails a query needs: only those named by `key = ...` when the
+    /// query constrains it (nothing else in the pool is read), else all.
+    fn load(&self, c: &Constraints, key: &str) -> Result<Vec<Entry>, TableError> {
+        let names: Vec<Name> = match c.eq(key) {
+            Some(vals) => {
+                // A value that is no valid name matches no jail.
+                let mut n: Vec<Name> = vals.iter().filter_map(|v| Name::new(v).ok()).collect();
+                n.sort();
+                n.dedup();
+                n.retain(|n| self.pool.jail_dir(n).symlink_metadata().is_ok());
+                n
+            }
+            None => self.all_names()?,
+        };
+        Ok(names.into_iter().map(|n| self.load_one(n)).collect())
+    }
+
+    fn all_names(&self) -> Result<Vec<Name>, TableError> {
+        let dir = self.pool.jails_dir();
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            // No pool yet: no jails.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(TableError::ListJails { path: dir, source }),
+        };
+        let mut names: Vec<Name> = rd
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| Name::new(&e.file_name().to_string_lossy()).ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn load_one(&self, name: Name) -> Entry {
+        let path = self.pool.jail_json(&name);
+        let why = match record::read_jail(&path) {
+            Ok(rec) if rec.spec.name == name => {
+                let state = record::observed_state(&self.src.proc_root, &rec);
+                return Entry::Ok(Box::new(Jail { rec, state }));
+            }
+            Ok(rec) => format!("{} records the jail {}", path.display(), rec.spec.name),
+            Err(RecordError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                format!("{} is missing", path.display())
+            }
+            Err(e) => jailer::error_chain(&e),
+        };
+        tracing::warn!(jail = %name, "broken jail skipped: {why}");
+        Entry::Broken { name }
+    }
+
+    /// The running jails among those a query needs.
+    fn live(&self, c: &Constraints) -> Result<Vec<Jail>, TableError> {
+        Ok(self
+            .load(c, "jail")?
+            .into_iter()
+            .filter_map(|e| match e {
+                Entry::Ok(j) if j.live().is_some() => Some(*j),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The pids in a running jail's cgroup; none (with a warning) when it
+    /// cannot be read.
+    fn pids(&self, j: &Jail, rt: &Runtime) -> Vec<i64> {
+        match Cgroup::new(&self.src.cgroup_root, &rt.cgroup).pids() {
+            Ok(p) => p,
+            Err(err) => {
+                tracing::warn!(jail = j.name(), %err, "cannot list the jail's processes");
+                Vec::new()
+            }
+        }
+    }
+
+    fn btime(&self) -> Option<u64> {
+        *self.btime.get_or_init(|| self.proc.btime())
+    }
+
+    fn jails(&self, c: &Constraints) -> Result<Vec<Row>, TableError> {
+        Ok(self
+            .load(c, "name")?
+            .into_iter()
+            .map(|e| match e {
+                Entry::Ok(j) => self.jail_row(&j),
+                Entry::Broken { name } => self.broken_row(&name),
+            })
+            .collect())
+    }
+
+    fn jail_row(&self, j: &Jail) -> Row {
+        let rec = &j.rec;
+        let spec = &rec.spec;
+        let live = j.live();
+        let init = live.map(|rt| i64::from(rt.init.pid));
+        let ns = |kind: &str| text(init.map(|p| self.proc.ns(p, kind)).unwrap_or_default());
+        let ip = match &spec.net {
+            NetSpec::None => String::new(),
+            NetSpec::Macvlan { address, .. } => match address {
+                MacvlanAddress::Static { ip, .. } => ip.to_string(),
+                MacvlanAddress::Dhcp => init
+                    .and_then(|p| self.proc.read(p, "net/fib_trie").ok())
+                    .and_then(|s| procfs::parse_fib_trie_local(&s).into_iter().next())
+                    .unwrap_or_default(),
+            },
+        };
+        let cgroup_path = live
+            .and_then(|rt| {
+                let p = &rt.cgroup.paths;
+                p.get("unified")
+                    .or_else(|| p.get("memory"))
+                    .or_else(|| p.values().next())
+            })
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // The monitor writes exit.json when init exits; a record still
+        // saying running has not caught up with it.
+        let exit = if live.is_none() && rec.started_at.is_some() {
+            record::read_json::<record::ExitRecord>(
+                &self.pool.jail_dir(&spec.name).join("exit.json"),
+            )
+            .ok()
+            .filter(|x| rec.finished_at.map_or(true, |f| x.finished_at >= f))
+        } else {
+            None
+        };
+        let finished_at = exit.map(|x| x.finished_at).or(rec.finished_at);
+        let exit_code = match exit {
+            Some(x) => x.exit_code.or(x.signal.map(|s| 128 + s)),
+            None => rec.exit_code,
+        };
+        vec![
+            text(spec.name.as_str()),
+            text(rec.id.as_str()),
+            text(j.state.as_str()),
+            text(spec.template.as_str()),
+            text(spec.command.join(" ")),
+            text(spec.hostname.as_str()),
+            text(self.pool.jail_rootfs(&spec.name).to_string_lossy()),
+            int(init.unwrap_or(-1)),
+            int(live.map_or(-1, |rt| i64::from(rt.monitor.pid))),
+            uint(u64::from(rec.ids.uid_base)),
+            uint(u64::from(rec.ids.gid_base)),
+            uint(u64::from(rec.ids.count)),
+            text(spec.net.to_string()),
+            text(ip),
+            text(""),
+            opt(spec.memory),
+            Value::Double(spec.cpus.unwrap_or(-1.0)),
+            opt(spec.pids),
+            text(cgroup_path),
+            uint(rec.created_at),
+            opt(rec.started_at),
+            opt(finished_at),
+            int(exit_code.map_or(-1, i64::from)),
+            ns("pid"),
+            ns("mnt"),
+            ns("net"),
+            ns("user"),
+            ns("uts"),
+            ns("ipc"),
+            ns("cgroup"),
+        ]
+    }
+
+    fn broken_row(&self, name: &Name) -> Row {
+        let mut row = vec![
+            text(name.as_str()),
+            text(""),
+            text("broken"),
+            text(""),
+            text(""),
+            text(""),
+            text(self.pool.jail_rootfs(name).to_string_lossy()),
+        ];
+        row.extend((0..5).map(|_| int(-1))); // pid .. id_count
+        row.extend((0..3).map(|_| text(""))); // network, ip, mac
+        row.extend([int(-1), Value::Double(-1.0), int(-1), text("")]);
+        row.extend((0..4).map(|_| int(-1))); // times, exit_code
+        row.extend((0..7).map(|_| text(""))); // namespaces
+        row
+    }
+
+    fn processes(&self, c: &Constraints) -> Result<Vec<Row>, TableError> {
+        let wanted: Option<Vec<i64>> = c
+            .eq("pid")
+            .map(|v| v.iter().filter_map(|p| p.trim().parse().ok()).collect());
+        let mut rows = Vec::new();
+        for j in self.live(c)? {
+            let Some(rt) = j.live() else { continue };
+            for pid in self.pids(&j, rt) {
+                if wanted.as_ref().is_some_and(|w| !w.contains(&pid)) {
+                    continue;
+                }
+                if let Some(row) = self.process_row(&j, pid) {
+                    rows.push(row);
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    fn process_row(&self, j: &Jail, pid: i64) -> Option<Row> {
+        // A process that exited since its cgroup was listed is left out.
+        let stat = self.proc.stat(pid)?;
+        let st = self.proc.status(pid)?;
+        let cmdline = std::fs::read(self.proc.pid_path(pid, "cmdline"))
+            .map(|b| procfs::parse_cmdline(&b))
+            .unwrap_or_default();
+        let path = std::fs::read_link(self.proc.pid_path(pid, "exe"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ids = j.rec.ids;
+        let inside = |host: i64, base: u32| {
+            let (base, count) = (i64::from(base), i64::from(ids.count));
+            if host >= base && host < base + count {
+                host - base
+            } else {
+                -1
+            }
+        };
+        let [uid, euid, ..] = st.uid.unwrap_or([-1; 4]);
+        let [gid, egid, ..] = st.gid.unwrap_or([-1; 4]);
+        let tck = self.clk_tck.max(1);
+        let start_time = self
+            .btime()
+            .map(|b| b + stat.starttime / tck)
+            .map_or(-1, |t| i64::try_from(t).unwrap_or(-1));
+        let ms = |ticks: u64| uint(ticks.saturating_mul(1000) / tck);
+        let kb = |v: Option<i64>| int(v.map_or(-1, |k| k.saturating_mul(1024)));
+        Some(vec![
+            text(j.name()),
+            int(pid),
+            int(st.nspid.last().copied().unwrap_or(-1)),
+            int(stat.ppid),
+            text(st.name.unwrap_or(stat.comm)),
+            text(path),
+            text(cmdline),
+            text(stat.state),
+            int(uid),
+            int(gid),
+            int(euid),
+            int(egid),
+            int(if uid < 0 {
+                -1
+            } else {
+                inside(uid, ids.uid_base)
+            }),
+            int(if gid < 0 {
+                -1
+            } else {
+                inside(gid, ids.gid_base)
+            }),
+            int(start_time),
+            ms(stat.utime),
+            ms(stat.stime),
+            kb(st.vm_rss_kb),
+            kb(st.vm_size_kb),
+            int(st.threads.unwrap_or(stat.num_threads)),
+            int(st.no_new_privs.unwrap_or(0)),
+            int(st.seccomp.unwrap_or(-1)),
+        ])
+    }
+
+    fn mappings(&self, c: &Constraints) -> Result<Vec<Row>, TableError> {
+        let mut rows = Vec::new();
+        for j in self.live(c)? {
+            let Some(rt) = j.live() else { continue };
+            let ids = j.rec.ids;
+            for (kind, file, base) in [
+                ("uid", "uid_map", ids.uid_base),
+                ("gid", "gid_map", ids.gid_base),
+            ] {
+                let actual = match self.proc.read(i64::from(rt.init.pid), file) {
+                    Ok(s) => procfs::parse_id_map(&s),
+                    Err(err) => {
+                        tracing::warn!(jail = j.name(), %err, "cannot read the jail's {file}");
+                        continue;
+                    }
+                };
+                let expected = IdMap {
+                    inside: 0,
+                    outside: i64::from(base),
+                    count: i64::from(ids.count),
+                };
+                let row = |m: &IdMap, status: &str| {
+                    vec![
+                        text(j.name()),
+                        text(kind),
+                        int(m.inside),
+                        int(m.outside),
+                        int(m.count),
+                        text(status),
+                    ]
+                };
+                let ok = actual.contains(&expected);
+                rows.push(row(&expected, if ok { "ok" } else { "missing" }));
+                for m in actual.iter().filter(|m| **m != expected) {
+                    rows.push(row(m, "unexpected"));
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    fn capabilities(&self, c: &Constraints) -> Result<Vec<Row>, TableError> {
+        let mut rows = Vec::new();
+        for j in self.live(c)? {
+            let Some(rt) = j.live() else { continue };
+            let mut spec_mask = 0u64;
+            let mut spec_unknown = Vec::new();
+            for name in &j.rec.spec.capabilities {
+                match capnames::bit(name) {
+                    Some(b) => spec_mask |= 1 << b,
+                    None => spec_unknown.push(name.as_str()),
+                }
+            }
+            for pid in self.pids(&j, rt) {
+                let Some(st) = self.proc.status(pid) else {
+                    continue;
+                };
+                let sets = [
+                    ("effective", st.cap_eff, true),
+                    ("permitted", st.cap_prm, true),
+                    ("inheritable", st.cap_inh, false),
+                    ("bounding", st.cap_bnd, true),
+                    ("ambient", st.cap_amb, false),
+                ];
+                for (set, held, from_spec) in sets {
+                    let Some(held) = held else { continue };
+                    let expected = if from_spec { spec_mask } else { 0 };
+                    let row = |cap: String, e: bool, a: bool| {
+                        let status = match (e, a) {
+                            (true, false) => "missing",
+                            (false, true) => "unexpected",
+                            _ => "ok",
+                        };
+                        vec![
+                            text(j.name()),
+                            int(pid),
+                            text(cap),
+                            text(set),
+                            int(i64::from(e)),
+                            int(i64::from(a)),
+                            text(status),
+                        ]
+                    };
+                    for b in capnames::bits(expected | held) {
+                        let bit = 1u64 << b;
+                        rows.push(row(capnames::name(b), expected & bit != 0, held & bit != 0));
+                    }
+                    if from_spec {
+                        for name in &spec_unknown {
+                            rows.push(row(name.to_string(), true, false));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    fn mounts(&self, c: &Constraints) -> Result<Vec<Row>, TableError> {
+        let mut rows = Vec::new();
+        for j in self.live(c)? {
+            let Some(rt) = j.live() else { continue };
+            let info = match self.proc.read(i64::from(rt.init.pid), "mountinfo") {
+                Ok(s) => procfs::parse_mountinfo(&s),
+                Err(err) => {
+                    tracing::warn!(jail = j.name(), %err, "cannot read the jail's mountinfo");
+                    continue;
+                }
+            };
+            for m in info {
+                let ro = m.read_only();
+                rows.push(vec![
+                    text(j.name()),
+                    text(m.mount_point),
+                    text(m.source),
+                    text(m.fstype),
+                    text(m.options),
+                    int(i64::from(ro)),
+                ]);
+            }
+        }
+        Ok(rows)
+    }
+
+    fn resources(&self, c: &Constraints) -> Result<Vec<Row>, TableError> {
+        let mut rows = Vec::new();
+        for j in self.live(c)? {
+            let Some(rt) = j.live() else { continue };
+            let cg = Cgroup::new(&self.src.cgroup_root, &rt.cgroup);
+            let r = cg.resources(self.clk_tck);
+            rows.push(vec![
+                text(j.name()),
+                int(i64::from(cg.version)),
+                opt(r.cpu_usage_usec),
+                opt(r.cpu_user_usec),
+                opt(r.cpu_system_usec),
+                opt(r.cpu_throttled_usec),
+                limit_dbl(r.cpu_limit),
+                opt(r.memory_current),
+                opt(r.memory_peak),
+                limit_int(r.memory_limit),
+                opt(r.memory_oom_kills),
+                opt(r.pids_current),
+                limit_int(r.pids_limit),
+                opt(r.io_read_bytes),
+                opt(r.io_write_bytes),
+                int(i64::from(r.frozen.unwrap_or(false))),
+            ]);
+        }
+        Ok(rows)
+    }
+}
