@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_pkgs=(btrfs-progs debootstrap zstd libcap2-bin e2fsprogs util-linux tar)
+need_pkgs=(btrfs-progs debootstrap zstd libcap2-bin e2fsprogs util-linux tar python3 python3-venv)
 missing=()
 for p in "${need_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -26,3 +26,5 @@ echo "== cargo test"
 # Privileged tests share one scratch pool and a few loop devices; they run
 # with two threads at most.
 cargo test --workspace --locked -- --test-threads=2
+echo "== osquery extension protocol tests (Thrift, against a Python stand-in core)"
+tests/osquery/run.sh

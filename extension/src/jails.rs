@@ -1,8 +1,8 @@
 //! [`TableSource`] over `jailer-tables`: ProdNG's real tables.
 
 use crate::context::Equalities;
-use crate::source::{options, Cells, ColumnDef, Paths, SourceError, TableDef, TableSource};
-use jailer_tables::{Constraints, Sources, TableError, Value};
+use crate::source::{options, ColumnDef, Paths, Row, SourceError, TableDef, TableSource};
+use jailer_tables::{Constraints, Sources, TableError};
 
 /// The jail tables of one pool.
 #[derive(Debug, Clone)]
@@ -27,14 +27,6 @@ pub fn spec_json() -> serde_json::Value {
     jailer_tables::spec_json()
 }
 
-/// A cell as osquery's rows carry it; NULL is left out of the row.
-fn cell(v: Value) -> Option<String> {
-    match v {
-        Value::Null => None,
-        v => Some(v.to_osquery_string()),
-    }
-}
-
 impl TableSource for JailTables {
     fn tables(&self) -> Vec<TableDef> {
         jailer_tables::tables()
@@ -56,7 +48,7 @@ impl TableSource for JailTables {
             .collect()
     }
 
-    fn generate(&self, table: &str, eq: &Equalities) -> Result<Vec<Cells>, SourceError> {
+    fn generate(&self, table: &str, eq: &Equalities) -> Result<Vec<Row>, SourceError> {
         let mut c = Constraints::new();
         for (column, values) in eq.iter() {
             for v in values {
@@ -64,10 +56,7 @@ impl TableSource for JailTables {
             }
         }
         match jailer_tables::generate(table, &self.sources, &c) {
-            Ok(rows) => Ok(rows
-                .into_iter()
-                .map(|r| r.into_iter().map(cell).collect())
-                .collect()),
+            Ok(rows) => Ok(rows),
             Err(TableError::UnknownTable { name }) => Err(SourceError::UnknownTable(name)),
             Err(e) => Err(SourceError::Generate {
                 table: table.to_string(),
@@ -112,13 +101,5 @@ mod tests {
         let jails = defs.iter().find(|d| d.name == "jails").expect("jails");
         assert_eq!(jails.columns[0].name, "name");
         assert_eq!(jails.columns[0].options & options::INDEX, options::INDEX);
-    }
-
-    #[test]
-    fn nulls_are_left_out_numbers_are_decimal() {
-        assert_eq!(cell(Value::Null), None);
-        assert_eq!(cell(Value::Integer(-1)).as_deref(), Some("-1"));
-        assert_eq!(cell(Value::Double(0.5)).as_deref(), Some("0.5"));
-        assert_eq!(cell(Value::Text("web".into())).as_deref(), Some("web"));
     }
 }

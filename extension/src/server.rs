@@ -5,28 +5,38 @@
 //! serves each connection (osquery opens one per call, and several calls
 //! may be in flight from different query threads). No async runtime: the
 //! extension idles in a few hundred kilobytes of its own heap.
+//!
+//! `ping` and `shutdown` go through the generated Thrift code; `call` is
+//! read here and its reply streamed (see [`crate::registry::Reply`]).
 
 use crate::osquery_thrift::{
     ExtensionPluginRequest, ExtensionResponse, ExtensionStatus, ExtensionSyncHandler,
-    ExtensionSyncProcessor,
+    TExtensionProcessFunctions,
 };
 use crate::registry::Tables;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
-use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
+use thrift::protocol::{
+    TBinaryInputProtocol, TBinaryOutputProtocol, TFieldIdentifier, TInputProtocol,
+    TMessageIdentifier, TMessageType, TOutputProtocol, TStructIdentifier, TType,
+};
 use thrift::server::TProcessor;
 use thrift::transport::{TBufferedReadTransport, TBufferedWriteTransport};
+use thrift::{ApplicationError, ApplicationErrorKind};
 
-/// Connections served at once; more are closed at once (osquery retries).
+/// Connections served at once; one more is closed at once.
 const MAX_CONNECTIONS: usize = 64;
 /// A connection idle this long is closed, so a stuck client holds no thread.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Replies are written in chunks of this size.
+const WRITE_BUFFER: usize = 64 * 1024;
 
 /// What the server tells the main loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,13 +90,141 @@ impl ExtensionSyncHandler for Handler {
         item: String,
         request: ExtensionPluginRequest,
     ) -> thrift::Result<ExtensionResponse> {
-        Ok(self.tables.call(&registry, &item, &request))
+        // Not reached: `Processor` streams calls itself.
+        Ok(self.tables.call(&registry, &item, &request).into_response())
     }
 
     fn handle_shutdown(&self) -> thrift::Result<()> {
         tracing::info!("osquery asked the extension to shut down");
         self.shutdown.store(true, Ordering::SeqCst);
         Ok(())
+    }
+}
+
+/// An `accept` failure that passes (out of file descriptors or memory, or
+/// a client that gave up).
+fn is_transient(e: &io::Error) -> bool {
+    use nix::errno::Errno;
+    e.raw_os_error().is_some_and(|n| {
+        [
+            Errno::EMFILE,
+            Errno::ENFILE,
+            Errno::ENOBUFS,
+            Errno::ENOMEM,
+            Errno::ECONNABORTED,
+            Errno::EPROTO,
+        ]
+        .contains(&Errno::from_raw(n))
+    })
+}
+
+/// One of the [`MAX_CONNECTIONS`] connection slots, given back on drop.
+struct Slot {
+    active: Arc<AtomicUsize>,
+    /// Connections open with this one.
+    count: usize,
+}
+
+impl Slot {
+    fn take(active: &Arc<AtomicUsize>) -> Slot {
+        let count = active.fetch_add(1, Ordering::SeqCst) + 1;
+        Slot {
+            active: active.clone(),
+            count,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// osquery's `Extension` service over [`Handler`].
+struct Processor {
+    handler: Handler,
+}
+
+impl TProcessor for Processor {
+    fn process(
+        &self,
+        i: &mut dyn TInputProtocol,
+        o: &mut dyn TOutputProtocol,
+    ) -> thrift::Result<()> {
+        let msg = i.read_message_begin()?;
+        let seq = msg.sequence_number;
+        match msg.name.as_str() {
+            "ping" => TExtensionProcessFunctions::process_ping(&self.handler, seq, i, o),
+            "shutdown" => TExtensionProcessFunctions::process_shutdown(&self.handler, seq, i, o),
+            "call" => {
+                let (registry, item, request) = read_call_args(i)?;
+                i.read_message_end()?;
+                let reply = self.handler.tables.call(&registry, &item, &request);
+                o.write_message_begin(&TMessageIdentifier::new("call", TMessageType::Reply, seq))?;
+                o.write_struct_begin(&TStructIdentifier::new("call_result"))?;
+                o.write_field_begin(&TFieldIdentifier::new("success", TType::Struct, 0))?;
+                reply.write(o)?;
+                o.write_field_end()?;
+                o.write_field_stop()?;
+                o.write_struct_end()?;
+                o.write_message_end()?;
+                o.flush()
+            }
+            other => {
+                i.skip(TType::Struct)?;
+                i.read_message_end()?;
+                let err = ApplicationError::new(
+                    ApplicationErrorKind::UnknownMethod,
+                    format!("unknown method {other:?}"),
+                );
+                o.write_message_begin(&TMessageIdentifier::new(
+                    other,
+                    TMessageType::Exception,
+                    seq,
+                ))?;
+                thrift::Error::write_application_error_to_out_protocol(&err, o)?;
+                o.write_message_end()?;
+                o.flush()
+            }
+        }
+    }
+}
+
+/// The arguments of `call`: 1 registry, 2 item, 3 request.
+fn read_call_args(
+    i: &mut dyn TInputProtocol,
+) -> thrift::Result<(String, String, ExtensionPluginRequest)> {
+    let (mut registry, mut item, mut request) = (None, None, None);
+    i.read_struct_begin()?;
+    loop {
+        let field = i.read_field_begin()?;
+        match (field.field_type, field.id) {
+            (TType::Stop, _) => break,
+            (TType::String, Some(1)) => registry = Some(i.read_string()?),
+            (TType::String, Some(2)) => item = Some(i.read_string()?),
+            (TType::Map, Some(3)) => {
+                let m = i.read_map_begin()?;
+                let mut req = ExtensionPluginRequest::new();
+                for _ in 0..m.size {
+                    let k = i.read_string()?;
+                    let v = i.read_string()?;
+                    req.insert(k, v);
+                }
+                i.read_map_end()?;
+                request = Some(req);
+            }
+            (t, _) => i.skip(t)?,
+        }
+        i.read_field_end()?;
+    }
+    i.read_struct_end()?;
+    match (registry, item, request) {
+        (Some(r), Some(it), Some(req)) => Ok((r, it, req)),
+        _ => Err(thrift::Error::Protocol(thrift::ProtocolError::new(
+            thrift::ProtocolErrorKind::InvalidData,
+            "call needs registry, item and request",
+        ))),
     }
 }
 
@@ -126,11 +264,13 @@ impl ExtensionSocket {
     /// Serves the socket on a background thread; events go to `events`.
     pub fn serve(self, tables: Tables, uuid: i64, events: Sender<Event>) -> io::Result<()> {
         let shutdown = Arc::new(AtomicBool::new(false));
-        let processor = Arc::new(ExtensionSyncProcessor::new(Handler {
-            tables,
-            uuid,
-            shutdown: shutdown.clone(),
-        }));
+        let processor = Arc::new(Processor {
+            handler: Handler {
+                tables,
+                uuid,
+                shutdown: shutdown.clone(),
+            },
+        });
         let active = Arc::new(AtomicUsize::new(0));
         let listener = self.listener;
         std::thread::Builder::new()
@@ -140,33 +280,41 @@ impl ExtensionSocket {
                     let stream = match conn {
                         Ok(s) => s,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) if is_transient(&e) => {
+                            tracing::warn!("extension socket: {e}; retrying");
+                            std::thread::sleep(Duration::from_millis(100));
+                            continue;
+                        }
                         Err(e) => {
                             tracing::error!("extension socket stopped accepting: {e}");
                             let _ = events.send(Event::ListenerFailed);
                             return;
                         }
                     };
-                    if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-                        active.fetch_sub(1, Ordering::SeqCst);
+                    let slot = Slot::take(&active);
+                    if slot.count > MAX_CONNECTIONS {
                         tracing::warn!("too many connections to the extension socket; closing one");
                         continue;
                     }
-                    let (processor, events, conn_count, shutdown) = (
-                        processor.clone(),
-                        events.clone(),
-                        active.clone(),
-                        shutdown.clone(),
-                    );
+                    let (processor, events, shutdown) =
+                        (processor.clone(), events.clone(), shutdown.clone());
                     let spawned =
                         std::thread::Builder::new()
                             .name("conn".into())
                             .spawn(move || {
-                                serve_connection(&processor, stream, &shutdown, &events);
-                                conn_count.fetch_sub(1, Ordering::SeqCst);
+                                let _slot = slot;
+                                // Garbage on the socket may make the Thrift
+                                // library panic (a negative length, say): that
+                                // ends this connection, not the extension.
+                                let served = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                    serve_connection(&processor, stream, &shutdown, &events)
+                                }));
+                                if served.is_err() {
+                                    tracing::warn!("dropped a connection that sent malformed data");
+                                }
                             });
                     if let Err(e) = spawned {
                         tracing::warn!("cannot start a connection thread: {e}");
-                        active.fetch_sub(1, Ordering::SeqCst);
                     }
                 }
             })
@@ -176,7 +324,7 @@ impl ExtensionSocket {
 
 /// Serves calls on one connection until the client closes it.
 fn serve_connection(
-    processor: &ExtensionSyncProcessor<Handler>,
+    processor: &Processor,
     stream: UnixStream,
     shutdown: &AtomicBool,
     events: &Sender<Event>,
@@ -188,9 +336,19 @@ fn serve_connection(
         return;
     };
     let mut i_prot = TBinaryInputProtocol::new(TBufferedReadTransport::new(rx), true);
-    let mut o_prot = TBinaryOutputProtocol::new(TBufferedWriteTransport::new(stream), true);
+    let mut o_prot = TBinaryOutputProtocol::new(
+        TBufferedWriteTransport::with_capacity(WRITE_BUFFER, stream),
+        true,
+    );
     loop {
+        let started = std::time::Instant::now();
         let result = processor.process(&mut i_prot, &mut o_prot);
+        if result.is_ok() {
+            tracing::debug!(
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "call answered"
+            );
+        }
         // The processor has written (and flushed) the reply by now, so a
         // `shutdown` caller gets its answer before the process goes away.
         if shutdown.load(Ordering::SeqCst) {

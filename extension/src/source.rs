@@ -28,9 +28,7 @@ pub struct TableDef {
     pub columns: Vec<ColumnDef>,
 }
 
-/// A row: one value per column of its table, in the table's column order;
-/// `None` is SQL NULL.
-pub type Cells = Vec<Option<String>>;
+pub use jailer_tables::{Row, Value};
 
 /// Why a table could not be generated.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +48,8 @@ pub trait TableSource: Send + Sync {
     /// Every table with its columns; asked once, at registration.
     fn tables(&self) -> Vec<TableDef>;
     /// The rows of `table`, narrowed (or not) by `eq`.
-    fn generate(&self, table: &str, eq: &Equalities) -> Result<Vec<Cells>, SourceError>;
+    /// Each row holds one value per column, in the table's column order.
+    fn generate(&self, table: &str, eq: &Equalities) -> Result<Vec<Row>, SourceError>;
 }
 
 /// The host paths the read path looks at.

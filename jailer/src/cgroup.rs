@@ -3,10 +3,10 @@
 //! Built on cgroups-rs, which detects the hierarchy by itself: cgroup v1
 //! (one directory per controller, as on these development machines) or the
 //! unified v2 hierarchy (most production hosts). Each jail's group is
-//! `jailer/NAME` under every controller jailer uses.
+//! `jailer/NAME-ID` under every controller jailer uses.
 
 use crate::name::Name;
-use crate::record::CgroupRef;
+use crate::record::{CgroupRef, JailRecord};
 use cgroups_rs::{hierarchies, Cgroup, CgroupPid, MaxValue, Resources};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,33 +19,33 @@ const CPU_PERIOD_US: u64 = 100_000;
 /// What went wrong with a jail's cgroup.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    #[error("cannot create cgroup jailer/{name}")]
+    #[error("cannot create the cgroup of jail {name}")]
     Create {
         name: Name,
         #[source]
         source: cgroups_rs::error::Error,
     },
-    #[error("cannot set limits on cgroup jailer/{name} (is the controller enabled?)")]
+    #[error("cannot set limits on the cgroup of jail {name} (is the controller enabled?)")]
     Limits {
         name: Name,
         #[source]
         source: cgroups_rs::error::Error,
     },
-    #[error("cannot move pid {pid} into cgroup jailer/{name}")]
+    #[error("cannot move pid {pid} into the cgroup of jail {name}")]
     Attach {
         name: Name,
         pid: i32,
         #[source]
         source: cgroups_rs::error::Error,
     },
-    #[error("cannot {what} cgroup jailer/{name}")]
+    #[error("cannot {what} the cgroup of jail {name}")]
     Op {
         name: Name,
         what: &'static str,
         #[source]
         source: cgroups_rs::error::Error,
     },
-    #[error("cannot remove cgroup jailer/{name}: processes are still in it")]
+    #[error("cannot remove the cgroup of jail {name}: processes are still in it")]
     Busy { name: Name },
 }
 
@@ -72,8 +72,11 @@ impl std::fmt::Debug for JailCgroup {
     }
 }
 
-fn rel(name: &Name) -> String {
-    format!("jailer/{name}")
+/// `jailer/NAME-ID`: the jail's id (random per create) keeps two pools, or
+/// a jail re-created under the same name, from ever sharing a group.
+fn rel(name: &Name, id: &str) -> String {
+    let short: String = id.chars().take(12).collect();
+    format!("jailer/{name}-{short}")
 }
 
 fn hierarchy() -> Box<dyn cgroups_rs::Hierarchy> {
@@ -87,7 +90,8 @@ pub fn is_v2() -> bool {
 
 impl JailCgroup {
     /// Creates (or reuses) the jail's group and applies `limits`.
-    pub fn create(name: &Name, limits: &Limits) -> Result<JailCgroup, CgroupError> {
+    pub fn create(rec: &JailRecord, limits: &Limits) -> Result<JailCgroup, CgroupError> {
+        let name = rec.name();
         let h = hierarchy();
         let v2 = h.v2();
         let controllers: Option<Vec<String>> = if v2 {
@@ -95,12 +99,11 @@ impl JailCgroup {
         } else {
             Some(V1_CONTROLLERS.iter().map(|s| s.to_string()).collect())
         };
-        let cg = Cgroup::new_with_specified_controllers(h, rel(name), controllers).map_err(
-            |source| CgroupError::Create {
+        let cg = Cgroup::new_with_specified_controllers(h, rel(name, &rec.id), controllers)
+            .map_err(|source| CgroupError::Create {
                 name: name.clone(),
                 source,
-            },
-        )?;
+            })?;
         let mut res = Resources::default();
         if let Some(m) = limits.memory {
             let m = i64::try_from(m).unwrap_or(i64::MAX);
@@ -140,7 +143,8 @@ impl JailCgroup {
     }
 
     /// The jail's existing group (it may be gone).
-    pub fn load(name: &Name) -> JailCgroup {
+    pub fn load(rec: &JailRecord) -> JailCgroup {
+        let name = rec.name();
         let h = hierarchy();
         let controllers: Option<Vec<String>> = if h.v2() {
             None
@@ -151,7 +155,7 @@ impl JailCgroup {
             name: name.clone(),
             cg: Cgroup::load_with_specified_controllers(
                 h,
-                rel(name),
+                rel(name, &rec.id),
                 controllers.unwrap_or_default(),
             ),
         }

@@ -172,6 +172,7 @@ pub fn create(pool: &Pool, spec: JailSpec) -> Result<JailRecord, JailError> {
         started_at: None,
         finished_at: None,
         exit_code: None,
+        oom_killed: false,
         runtime: None,
     };
     // The record goes in first, unsynced. The snapshot then commits a btrfs

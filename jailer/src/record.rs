@@ -63,6 +63,9 @@ pub struct JailRecord {
     pub started_at: Option<u64>,
     pub finished_at: Option<u64>,
     pub exit_code: Option<i32>,
+    /// The kernel's OOM killer acted in the jail during its last run.
+    #[serde(default)]
+    pub oom_killed: bool,
     /// Set while the jail runs (state `running` or `frozen`).
     #[serde(default)]
     pub runtime: Option<Runtime>,
@@ -112,18 +115,28 @@ pub struct ExitRecord {
     pub finished_at: u64,
 }
 
-/// Start time (field 22) of `/proc/PID/stat` under `proc_root`.
-pub fn proc_start_time(proc_root: &Path, pid: i32) -> Option<u64> {
+/// State (field 3) and start time (field 22) of `/proc/PID/stat`.
+fn proc_stat(proc_root: &Path, pid: i32) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: skip to
     // the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
 }
 
-/// Whether `p` is still the process it was recorded as.
+/// Start time (field 22) of `/proc/PID/stat` under `proc_root`.
+pub fn proc_start_time(proc_root: &Path, pid: i32) -> Option<u64> {
+    proc_stat(proc_root, pid).map(|(_, t)| t)
+}
+
+/// Whether `p` is still the process it was recorded as, and not a zombie
+/// (an exited monitor whose new parent has not reaped it yet).
 pub fn is_alive(proc_root: &Path, p: &ProcRef) -> bool {
-    proc_start_time(proc_root, p.pid) == Some(p.start_time)
+    proc_stat(proc_root, p.pid)
+        .is_some_and(|(state, t)| t == p.start_time && !matches!(state, 'Z' | 'X'))
 }
 
 /// The boot id of the running kernel, from `proc_root/sys/kernel/random/boot_id`.
@@ -299,6 +312,7 @@ mod tests {
             started_at: Some(1),
             finished_at: None,
             exit_code: None,
+            oom_killed: false,
             runtime: Some(rt.clone()),
         };
         assert_eq!(observed_state(p, &rec), State::Running);

@@ -131,18 +131,18 @@ fn reconcile(pool: &Pool, rec: &mut JailRecord) -> Result<(), RuntimeError> {
     if !(matches!(rec.state, State::Running | State::Frozen) && observed == State::Stopped) {
         return Ok(());
     }
-    let name = rec.name().clone();
-    let cg = JailCgroup::load(&name);
+    let cg = JailCgroup::load(rec);
     if cg.exists() {
         cg.signal_all(Signal::SIGKILL);
         wait_empty(&cg, Duration::from_secs(5));
         cg.delete()?;
     }
-    let exit: Option<ExitRecord> = record::read_json(&exit_path(pool, &name)).ok();
+    let exit: Option<ExitRecord> = record::read_json(&exit_path(pool, rec.name())).ok();
     rec.state = State::Stopped;
     rec.runtime = None;
     rec.finished_at = Some(exit.map_or_else(record::now, |e| e.finished_at));
     rec.exit_code = exit.and_then(|e| e.exit_code.or(e.signal.map(|s| 128 + s)));
+    rec.oom_killed = exit.is_some_and(|e| e.oom_killed);
     write(pool, rec)
 }
 
@@ -168,6 +168,7 @@ pub fn observe(pool: &Pool, mut rec: JailRecord) -> JailRecord {
         if let Some(e) = exit {
             rec.finished_at = Some(e.finished_at);
             rec.exit_code = e.exit_code.or(e.signal.map(|s| 128 + s));
+            rec.oom_killed = e.oom_killed;
         }
     }
     rec
@@ -261,6 +262,7 @@ pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
     rec.started_at = Some(record::now());
     rec.finished_at = None;
     rec.exit_code = None;
+    rec.oom_killed = false;
     write(pool, &rec)?;
     // The monitor is not our child to reap: it was reparented when we exit;
     // dropping `child` does not wait for it.
@@ -298,8 +300,8 @@ fn running(pool: &Pool, name: &Name, verb: &'static str) -> Result<JailRecord, R
 /// `jailer kill NAME [--signal SIG]`: signals every process of the jail.
 pub fn kill(pool: &Pool, name: &Name, signal: Signal) -> Result<(), RuntimeError> {
     let _lock = pool.lock("jail", name, true)?;
-    running(pool, name, "signal")?;
-    JailCgroup::load(name).signal_all(signal);
+    let rec = running(pool, name, "signal")?;
+    JailCgroup::load(&rec).signal_all(signal);
     Ok(())
 }
 
@@ -315,7 +317,7 @@ pub fn freeze(pool: &Pool, name: &Name) -> Result<(), RuntimeError> {
             hint: " (already)",
         });
     }
-    JailCgroup::load(name).freeze()?;
+    JailCgroup::load(&rec).freeze()?;
     rec.state = State::Frozen;
     write(pool, &rec)
 }
@@ -332,7 +334,7 @@ pub fn thaw(pool: &Pool, name: &Name) -> Result<(), RuntimeError> {
             hint: " (it is not frozen)",
         });
     }
-    JailCgroup::load(name).thaw()?;
+    JailCgroup::load(&rec).thaw()?;
     rec.state = State::Running;
     write(pool, &rec)
 }
@@ -357,7 +359,7 @@ fn stop_locked(
         reconcile(pool, &mut rec)?;
         return Ok(rec);
     };
-    let cg = JailCgroup::load(&name);
+    let cg = JailCgroup::load(&rec);
     let init = nix::unistd::Pid::from_raw(rt.init.pid);
     if record::is_alive(proc_root, &rt.init) {
         let _ = nix::sys::signal::kill(init, Signal::SIGTERM);
@@ -431,7 +433,7 @@ pub fn monitor_main(pool: &Pool, name: &Name) -> i32 {
         cpus: rec.spec.cpus,
         pids: rec.spec.pids,
     };
-    let cg = match JailCgroup::create(name, &limits) {
+    let cg = match JailCgroup::create(&rec, &limits) {
         Ok(c) => c,
         Err(e) => {
             report(&format!("error {}", crate::error_chain(&e)));

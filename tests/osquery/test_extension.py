@@ -4,8 +4,13 @@ Thrift protocol (Facebook's generated Python code on the other side)."""
 import json
 import os
 import signal
+import socket
+import struct
 import threading
 import time
+
+from osquery.extensions.ExtensionManager import Client as ExtensionManagerClient
+from thrift.Thrift import TApplicationException
 
 from conftest import INTERVAL, wait_for
 from standin import ExtensionConnection, StandIn, eq_context
@@ -187,6 +192,40 @@ def test_malformed_context_is_an_error_status_and_the_extension_lives_on(registe
     assert ext.alive()
     with ExtensionConnection(core.path, uuid) as c:
         assert c.ping().code == 0
+
+
+def test_garbage_on_the_socket_drops_that_connection_only(registered):
+    core, ext, uuid, info, registry = registered
+    path = "%s.%d" % (core.path, uuid)
+    call_header = struct.pack(">ii", -2147418111, 4) + b"call" + struct.pack(">i", 1)
+    for junk in [
+        b"\x00" * 3,
+        b"GET / HTTP/1.1\r\n\r\n",
+        os.urandom(4096),
+        # A call whose first string claims a negative length.
+        call_header + b"\x0b\x00\x01" + struct.pack(">i", -1),
+        # ... or 2 GiB that never come.
+        call_header + b"\x0b\x00\x01" + struct.pack(">i", 0x7FFFFFFF),
+    ]:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(junk)
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(65536):
+            pass
+        s.close()
+    assert ext.alive(), ext.log()
+    with ExtensionConnection(core.path, uuid) as c:
+        assert c.ping().code == 0
+        assert [r["name"] for r in ok(c.generate("jails", eq_context("name", "db")))] == ["db"]
+    # Unknown methods get a Thrift exception, not a hang.
+    with ExtensionConnection(core.path, uuid) as c:
+        try:
+            ExtensionManagerClient(c.client._iprot).extensions()
+            raise AssertionError("extensions() answered")
+        except TApplicationException as e:
+            assert e.type == TApplicationException.UNKNOWN_METHOD
 
 
 def test_unknown_table_registry_and_action_are_error_statuses(registered):

@@ -87,7 +87,7 @@ pub fn exec(pool: &Pool, name: &Name, command: &[String]) -> Result<i32, Runtime
             hint: "; it stopped meanwhile",
         });
     }
-    let cg = JailCgroup::load(name);
+    let cg = JailCgroup::load(&rec);
     // SAFETY: the CLI is single-threaded here (no runtime, no worker
     // threads), so the child may run arbitrary code after fork.
     match unsafe { nix::unistd::fork() } {
@@ -187,7 +187,7 @@ pub fn ps(pool: &Pool, name: &Name) -> Result<Vec<ProcessInfo>, RuntimeError> {
     let base = i64::from(rec.ids.uid_base);
     let count = i64::from(rec.ids.count);
     let mut out = Vec::new();
-    for pid in JailCgroup::load(name).procs() {
+    for pid in JailCgroup::load(&rec).procs() {
         let dir = Path::new(super::PROC).join(pid.to_string());
         let Ok(status) = std::fs::read_to_string(dir.join("status")) else {
             continue;

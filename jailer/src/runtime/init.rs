@@ -214,10 +214,7 @@ fn symlink(target: &str, link: &Path) -> Result<(), String> {
 fn setup(plan: &Plan, sock: RawFd, log: RawFd) -> Result<std::convert::Infallible, String> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let root = plan.rootfs.as_path();
-    // 0. Die with the monitor; wait for it to map our ids and cgroup.
-    // SAFETY: prctl(PR_SET_PDEATHSIG) takes an integer signal and no pointers.
-    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    step("set the parent-death signal", nix::errno::Errno::result(r))?;
+    // 0. Wait for the monitor to map our ids and move us into the cgroup.
     let tree = recv_go(sock)?;
     // 1. Become root of the new user namespace (host: the jail's id base).
     step(
@@ -344,8 +341,14 @@ fn setup(plan: &Plan, sock: RawFd, log: RawFd) -> Result<std::convert::Infallibl
     step("stdout", nix::unistd::dup2(log, 1))?;
     step("stderr", nix::unistd::dup2(log, 2))?;
     drop(null);
-    // 10. Privileges drop here: capabilities, no_new_privs, seccomp, exec.
+    // 10. Privileges drop here: capabilities, no_new_privs, seccomp.
     restrict(&plan.caps, &plan.filters)?;
+    // 11. Die with the monitor. Set last: every credential change above
+    // clears the parent-death signal.
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes an integer signal and no pointers.
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    step("set the parent-death signal", nix::errno::Errno::result(r))?;
+    // 12. exec.
     Err(plan.exec())
 }
 

@@ -10,6 +10,7 @@
 mod btrfs;
 mod cli;
 mod import;
+mod runtime;
 mod scratch;
 
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -24,6 +25,26 @@ pub fn scratch() -> &'static Scratch {
     SCRATCH
         .get()
         .expect("scratch filesystem set up before tests run")
+}
+
+static DEBIAN: OnceLock<Result<std::path::PathBuf, String>> = OnceLock::new();
+
+/// A pool with a debootstrap minbase template `deb`, made once per run
+/// (about a minute) and shared by the tests that run real jails; each test
+/// uses its own jail names.
+pub fn debian_pool() -> Result<std::path::PathBuf, String> {
+    DEBIAN
+        .get_or_init(|| {
+            let root = cli::fresh_pool("debian")?;
+            // For quick local iterations only: JAILER_TEST_ROOTFS names an
+            // existing debootstrap tree to import instead.
+            match std::env::var("JAILER_TEST_ROOTFS") {
+                Ok(dir) => cli::ok(&root, &["template", "import", "deb", &dir])?,
+                Err(_) => cli::ok(&root, &["template", "debootstrap", "deb"])?,
+            };
+            Ok(root)
+        })
+        .clone()
 }
 
 /// Turns a `Result<(), String>` test body into a libtest-mimic outcome.
@@ -61,6 +82,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(btrfs::trials());
     trials.extend(cli::trials());
     trials.extend(import::trials());
+    trials.extend(runtime::trials());
 
     let ci = std::env::var("CI").map(|v| v == "true").unwrap_or(false);
     if let Err(reason) = prerequisites() {

@@ -107,7 +107,16 @@ pub fn mounts_below(path: &Path) -> Vec<String> {
 /// Unmounts every mount at or below `path` (deepest first), by exact path.
 pub fn unmount_below(path: &Path) {
     for mp in mounts_below(path) {
-        let _ = Command::new("umount").arg(&mp).status();
+        let ok = Command::new("umount")
+            .arg(&mp)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            // Busy (a straggler holds it): detach it now, the kernel frees
+            // it with the last reference.
+            let _ = Command::new("umount").arg("-l").arg(&mp).status();
+        }
     }
 }
 

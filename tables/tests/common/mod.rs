@@ -126,6 +126,7 @@ impl Fx {
             started_at: None,
             finished_at: None,
             exit_code: None,
+            oom_killed: false,
             runtime: None,
         }
     }
