@@ -83,6 +83,9 @@ pub enum Cmd {
     Start {
         /// The jail.
         name: String,
+        /// Wait for the command to exit and exit with its status.
+        #[arg(long, short)]
+        wait: bool,
     },
     /// Stop a jail: SIGTERM to its init, then SIGKILL to every process.
     Stop {
@@ -411,8 +414,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 );
             }
         }
-        Cmd::Start { name: n } => {
-            let rec = runtime::start(&pool, &name(&n)?)?;
+        Cmd::Start { name: n, wait } => {
+            let n = name(&n)?;
+            let rec = runtime::start(&pool, &n)?;
+            if wait {
+                let done = runtime::wait(&pool, &n)?;
+                if args.json {
+                    print_json(&done)?;
+                }
+                let code = done.exit_code.unwrap_or(255);
+                return Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)));
+            }
             report(&rec, args.json, "started")?;
         }
         Cmd::Stop { name: n, timeout } => {

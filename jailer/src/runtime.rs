@@ -12,7 +12,7 @@ pub mod exec;
 pub mod init;
 
 use crate::cgroup::{CgroupError, JailCgroup, Limits};
-use crate::fsutil::{atomic_write, FsError};
+use crate::fsutil::FsError;
 use crate::name::Name;
 use crate::pool::{Pool, PoolError};
 use crate::record::{self, ExitRecord, JailRecord, ProcRef, RecordError, Runtime, State};
@@ -114,12 +114,20 @@ fn read(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
     })
 }
 
+/// Records a state transition. Atomic (temp file, rename) but not fsynced:
+/// what a transition records is re-derived from the kernel after a crash
+/// (the boot id and start times tell a dead jail from a running one), and a
+/// rename over an existing file on btrfs flushes its data first, so a crash
+/// leaves the old record or the new one, never an empty one. The spec and
+/// the id range, which cannot be re-derived, were written durably by create.
 fn write(pool: &Pool, rec: &JailRecord) -> Result<(), RuntimeError> {
     let json = serde_json::to_vec_pretty(rec).unwrap_or_default();
-    atomic_write(&pool.jail_json(rec.name()), &json).map_err(|source| RuntimeError::Record {
-        name: rec.name().clone(),
-        source,
-    })
+    crate::fsutil::write_unsynced(&pool.jail_json(rec.name()), &json)
+        .map(drop)
+        .map_err(|source| RuntimeError::Record {
+            name: rec.name().clone(),
+            source,
+        })
 }
 
 /// Applies what happened while nobody watched: a record that says running
@@ -492,7 +500,9 @@ pub fn monitor_main(pool: &Pool, name: &Name) -> i32 {
         finished_at: record::now(),
     };
     let json = serde_json::to_vec_pretty(&exit).unwrap_or_default();
-    if let Err(e) = atomic_write(&exit_path(pool, name), &json) {
+    // Best effort, like the transitions: after a crash the jail is stopped
+    // whatever this says.
+    if let Err(e) = crate::fsutil::write_unsynced(&exit_path(pool, name), &json) {
         eprintln!("jailer-monitor: {name}: {}", crate::error_chain(&e));
     }
     // Init's death killed its pid namespace; anything joined only to the
@@ -536,13 +546,19 @@ fn launch(
         .map_err(|e| sys(name, "cannot clone the jail's init")(e.into()))?;
     let setup = (|| -> Result<(), RuntimeError> {
         write_id_maps(name, child, rec)?;
-        cg.add(child.as_raw())?;
         let userns = std::fs::File::open(format!("/proc/{child}/ns/user"))
             .map_err(sys(name, "cannot open the jail's user namespace"))?;
         let tree = mountapi::clone_tree(&rootfs)?;
         mountapi::idmap(tree.as_fd(), userns.as_fd(), &rootfs)?;
-        init::send_go(&parent_sock, tree.as_fd())
+        init::send_go(&parent_sock, Some(tree.as_fd()))
             .map_err(|e| sys(name, "cannot hand the rootfs to the jail's init")(e.into()))?;
+        // Moving a task between v1 cgroups waits for an RCU grace period
+        // (milliseconds): let init build its mounts meanwhile. It waits for
+        // this second message before it enters its cgroup namespace and
+        // execs, so nothing of the jail's runs outside its cgroup.
+        cg.add(child.as_raw())?;
+        init::send_go(&parent_sock, None)
+            .map_err(|e| sys(name, "cannot signal the jail's init")(e.into()))?;
         Ok(())
     })();
     if let Err(e) = setup {

@@ -12,7 +12,7 @@ use nix::sched::CloneFlags;
 use nix::unistd::{Gid, Pid, Uid};
 use std::ffi::CString;
 use std::io::{IoSlice, IoSliceMut, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 /// Host device nodes bind-mounted into the jail's `/dev`.
@@ -137,11 +137,16 @@ pub fn spawn(plan: &Plan, sock: OwnedFd, err_w: OwnedFd, log: BorrowedFd<'_>) ->
     pid
 }
 
-/// Tells the child to go, handing it the idmapped rootfs tree.
-pub fn send_go(sock: &OwnedFd, tree: BorrowedFd<'_>) -> nix::Result<()> {
+/// Tells the child to go on: first with the idmapped rootfs tree (ids are
+/// mapped), then without (it is in its cgroup).
+pub fn send_go(sock: &OwnedFd, tree: Option<BorrowedFd<'_>>) -> nix::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    let fds = [tree.as_raw_fd()];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let fds = tree.map(|t| [t.as_raw_fd()]);
+    let cmsg: Vec<ControlMessage<'_>> = fds
+        .as_ref()
+        .map(|f| ControlMessage::ScmRights(f))
+        .into_iter()
+        .collect();
     sendmsg::<()>(
         sock.as_raw_fd(),
         &[IoSlice::new(b"g")],
@@ -150,6 +155,16 @@ pub fn send_go(sock: &OwnedFd, tree: BorrowedFd<'_>) -> nix::Result<()> {
         None,
     )?;
     Ok(())
+}
+
+/// Waits for the monitor's second message: we are in the jail's cgroup.
+fn recv_cgroup_ready(sock: RawFd) -> Result<(), String> {
+    let mut buf = [0u8; 1];
+    match nix::sys::socket::recv(sock, &mut buf, nix::sys::socket::MsgFlags::empty()) {
+        Ok(1) => Ok(()),
+        Ok(_) => Err("the monitor went away before placing us in our cgroup".into()),
+        Err(e) => Err(format!("waiting for the cgroup: {e}")),
+    }
 }
 
 fn recv_go(sock: RawFd) -> Result<OwnedFd, String> {
@@ -213,9 +228,22 @@ fn symlink(target: &str, link: &Path) -> Result<(), String> {
 /// error.
 fn setup(plan: &Plan, sock: RawFd, log: RawFd) -> Result<std::convert::Infallible, String> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let root = plan.rootfs.as_path();
-    // 0. Wait for the monitor to map our ids and move us into the cgroup.
+    // 0. Wait for the monitor to map our ids.
     let tree = recv_go(sock)?;
+    // Hold the rootfs by fd while we may still walk its path: once we are
+    // the jail's root, a 0700 directory above the pool is closed to us.
+    let target = step(
+        "open the rootfs",
+        nix::fcntl::open(
+            &plan.rootfs,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ),
+    )?;
+    // SAFETY: open(2) just returned this fd; we own it.
+    let target = unsafe { OwnedFd::from_raw_fd(target) };
     // 1. Become root of the new user namespace (host: the jail's id base).
     step(
         "setgid 0",
@@ -226,12 +254,7 @@ fn setup(plan: &Plan, sock: RawFd, log: RawFd) -> Result<std::convert::Infallibl
         "setuid 0",
         nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)),
     )?;
-    // 2. A cgroup namespace rooted at the jail's cgroup (we are in it now).
-    step(
-        "unshare the cgroup namespace",
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP),
-    )?;
-    // 3. Private propagation: nothing we mount leaks back to the host.
+    // 2. Private propagation: nothing we mount leaks back to the host.
     step(
         "make mounts private",
         mount(
@@ -242,13 +265,18 @@ fn setup(plan: &Plan, sock: RawFd, log: RawFd) -> Result<std::convert::Infallibl
             None::<&str>,
         ),
     )?;
-    // 4. The rootfs, idmapped: files owned by 0 on disk are root's here.
+    // 3. The rootfs, idmapped: files owned by 0 on disk are root's here.
+    // From now on every path is relative to it (our cwd).
     step(
         "attach the rootfs",
-        crate::sys::mountapi::attach(std::os::fd::AsFd::as_fd(&tree), root),
+        crate::sys::mountapi::attach_at(tree.as_fd(), target.as_fd(), &plan.rootfs)
+            .map_err(|e| crate::error_chain(&e)),
     )?;
+    step("enter the rootfs", nix::unistd::fchdir(tree.as_raw_fd()))?;
     drop(tree);
-    // 5. /proc for our pid namespace, /sys read-only.
+    drop(target);
+    let root = Path::new(".");
+    // 4. /proc for our pid namespace, /sys read-only.
     let proc_dir = jail_dir(root, "proc")?;
     step(
         "mount /proc",
@@ -271,7 +299,7 @@ fn setup(plan: &Plan, sock: RawFd, log: RawFd) -> Result<std::convert::Infallibl
             None::<&str>,
         ),
     )?;
-    // 6. A minimal /dev.
+    // 5. A minimal /dev.
     let dev = jail_dir(root, "dev")?;
     step(
         "mount /dev",
@@ -327,20 +355,26 @@ fn setup(plan: &Plan, sock: RawFd, log: RawFd) -> Result<std::convert::Infallibl
     for (i, n) in ["stdin", "stdout", "stderr"].iter().enumerate() {
         symlink(&format!("/proc/self/fd/{i}"), &dev.join(n))?;
     }
-    // 7. Hostname and loopback.
+    // 6. Hostname and loopback.
     step("set the hostname", nix::unistd::sethostname(&plan.hostname))?;
     step("bring up lo", crate::sys::net::loopback_up())?;
-    // 8. pivot_root into the rootfs; detach the old root.
-    step("chdir to the rootfs", nix::unistd::chdir(root))?;
+    // 7. pivot_root into the rootfs (our cwd); detach the old root.
     step("pivot_root", nix::unistd::pivot_root(".", "."))?;
     step("detach the old root", umount2(".", MntFlags::MNT_DETACH))?;
     step("chdir /", nix::unistd::chdir("/"))?;
-    // 9. stdio: nothing in, the console log out.
+    // 8. stdio: nothing in, the console log out.
     let null = step("open /dev/null", std::fs::File::open("/dev/null"))?;
     step("stdin", nix::unistd::dup2(null.as_raw_fd(), 0))?;
     step("stdout", nix::unistd::dup2(log, 1))?;
     step("stderr", nix::unistd::dup2(log, 2))?;
     drop(null);
+    // 9. Once the monitor has moved us into the jail's cgroup (it did so
+    // while we built the mounts), a cgroup namespace rooted there.
+    recv_cgroup_ready(sock)?;
+    step(
+        "unshare the cgroup namespace",
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP),
+    )?;
     // 10. Privileges drop here: capabilities, no_new_privs, seccomp.
     restrict(&plan.caps, &plan.filters)?;
     // 11. Die with the monitor. Set last: every credential change above

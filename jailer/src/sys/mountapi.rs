@@ -14,6 +14,7 @@ const AT_RECURSIVE: libc::c_uint = 0x8000;
 const AT_EMPTY_PATH: libc::c_uint = 0x1000;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x0000_0040;
 
 /// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0) from `include/uapi/linux/mount.h`.
 #[repr(C)]
@@ -133,6 +134,35 @@ pub fn attach(tree: BorrowedFd<'_>, target: &Path) -> Result<(), MountApiError> 
     if r < 0 {
         return Err(MountApiError::Move {
             target: target.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// Attaches the detached tree `tree` on the directory `target` (an fd, so
+/// the caller need not be able to walk the target's path any more).
+pub fn attach_at(
+    tree: BorrowedFd<'_>,
+    target: BorrowedFd<'_>,
+    what: &Path,
+) -> Result<(), MountApiError> {
+    let empty = c"";
+    // SAFETY: move_mount(2) reads the two empty NUL-terminated paths during
+    // the call only; both fds are open.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(MountApiError::Move {
+            target: what.to_path_buf(),
             source: std::io::Error::last_os_error(),
         });
     }

@@ -39,6 +39,13 @@ impl Scratch {
             .prefix("jailer-test-")
             .tempdir()
             .map_err(|e| e.to_string())?;
+        // Like mkdtemp: closed to others. Jails must start from a pool whose
+        // path their (unprivileged) root cannot walk.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| e.to_string())?;
+        }
         let image = dir.path().join("scratch.img");
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;

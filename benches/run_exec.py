@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Benchmark: running a jail against crun and unshare+chroot, in one run.
+
+On one scratch pool (a loop-mounted btrfs image in a temp dir, released by
+exact name at the end), medians over --runs, interleaved:
+  * jailer run --rm       create from snapshot, start with full isolation
+                          (user, mount, pid, uts, ipc, net, cgroup namespaces,
+                          idmapped rootfs, caps, seccomp, cgroup limits),
+                          wait for /bin/true, remove
+  * jailer start --wait   start-to-exit of /bin/true in an existing jail
+  * jailer exec           /bin/true in a running jail
+  * crun run              an OCI bundle of the same tree with the same
+                          namespaces and a 65,536-id user mapping
+                          (--cgroup-manager=disabled: hybrid cgroup host)
+  * crun exec             /bin/true in a running crun container
+  * unshare + chroot      the same namespaces, no /proc, /dev, caps, seccomp
+Prints a Markdown table for docs/performance.md.
+
+Usage (root): benches/run_exec.py [--runs 30] [--rootfs DIR]
+Needs: cargo build --release -p jailer; apt-get install crun
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JAILER = os.path.join(REPO, "target", "release", "jailer")
+CRUN_IDS = 1879048192  # a host id range no jail of this pool uses
+
+
+def run(*args, check=True):
+    r = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if check and r.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed: {r.stderr.decode()}")
+    return r
+
+
+def timed(*args):
+    t = time.perf_counter()
+    r = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    dt = time.perf_counter() - t
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed: {r.stderr.decode()}")
+    return dt
+
+
+def crun_bundle(bundle, rootfs):
+    os.makedirs(bundle, exist_ok=True)
+    subprocess.run(["crun", "spec"], cwd=bundle, check=True)
+    with open(os.path.join(bundle, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["process"]["terminal"] = False
+    cfg["process"]["args"] = ["/bin/true"]
+    cfg["root"] = {"path": rootfs, "readonly": False}
+    cfg["hostname"] = "bench"
+    lin = cfg["linux"]
+    lin["namespaces"] = [{"type": t} for t in
+                         ["pid", "network", "ipc", "uts", "mount", "user", "cgroup"]]
+    lin["uidMappings"] = [{"containerID": 0, "hostID": CRUN_IDS, "size": 65536}]
+    lin["gidMappings"] = [{"containerID": 0, "hostID": CRUN_IDS, "size": 65536}]
+    lin.pop("resources", None)
+    # No cgroup mount: the cgroup manager is disabled on this hybrid host.
+    cfg["mounts"] = [m for m in cfg["mounts"] if m["type"] != "cgroup"]
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        json.dump(cfg, f)
+
+
+def private_mount_namespace_without_cgroup2():
+    """crun 1.8 refuses a hybrid host whose cgroup2 hierarchy holds any
+    controller (here: hugetlb), even with --cgroup-manager=disabled. Give this
+    benchmark (and every process it starts, jailer included) a private mount
+    namespace in which /sys/fs/cgroup/unified is not mounted."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x00020000) != 0:  # CLONE_NEWNS
+        sys.exit(f"unshare(CLONE_NEWNS): {os.strerror(ctypes.get_errno())}")
+    run("mount", "--make-rprivate", "/")
+    if os.path.ismount("/sys/fs/cgroup/unified"):
+        run("umount", "/sys/fs/cgroup/unified")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--rootfs", help="an existing debootstrap tree to import")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run_exec.py needs root")
+    if not os.path.exists(JAILER) or not shutil.which("crun"):
+        sys.exit("needs target/release/jailer (cargo build --release -p jailer) and crun")
+    private_mount_namespace_without_cgroup2()
+    tmp = tempfile.mkdtemp(prefix="jailer-bench-")
+    # crun resolves the bundle's path as the container's root user: the
+    # directory must be searchable by others (jailer does not need this).
+    os.chmod(tmp, 0o755)
+    root = os.path.join(tmp, "pool")
+    image = root + ".img"
+    crun_root = os.path.join(tmp, "crun-state")
+    started = []
+    try:
+        J = lambda *x: run(JAILER, "--root", root, *x)
+        J("init", "--size", "8G")
+        if a.rootfs:
+            J("template", "import", "base", a.rootfs)
+        else:
+            J("template", "debootstrap", "base")
+        tpl = os.path.join(root, "templates", "base", "rootfs")
+        bundle = os.path.join(root, "bundle")
+        os.mkdir(bundle)
+        crootfs = os.path.join(bundle, "rootfs")
+        run("btrfs", "subvolume", "snapshot", tpl, crootfs)
+        crun_bundle(bundle, crootfs)
+        crun = ["crun", "--root", crun_root, "--cgroup-manager=disabled"]
+
+        J("create", "starter", "--template", "base", "--", "/bin/true")
+        J("create", "sleeper", "--template", "base", "--", "/bin/sleep", "100000")
+        J("start", "sleeper")
+        started.append("sleeper")
+        # A long-running crun container for exec.
+        sleeper_bundle = os.path.join(tmp, "sleeper-bundle")
+        shutil.copytree(bundle, sleeper_bundle, symlinks=True, ignore=shutil.ignore_patterns("rootfs"))
+        with open(os.path.join(sleeper_bundle, "config.json")) as f:
+            cfg = json.load(f)
+        cfg["process"]["args"] = ["/bin/sleep", "100000"]
+        with open(os.path.join(sleeper_bundle, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        # The detached container inherits crun's stdio: give it none, or
+        # waiting for crun's output would wait for the container.
+        subprocess.run([*crun, "run", "--detach", "--bundle", sleeper_bundle, "crun-sleeper"],
+                       check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+        res = {k: [] for k in ["run_rm", "start_wait", "exec", "crun_run", "crun_exec", "unshare"]}
+        for i in range(a.runs):
+            res["run_rm"].append(timed(JAILER, "--root", root, "run", "--rm", f"r{i}",
+                                       "--template", "base", "--", "/bin/true"))
+            res["start_wait"].append(timed(JAILER, "--root", root, "start", "--wait", "starter"))
+            res["exec"].append(timed(JAILER, "--root", root, "exec", "sleeper", "--", "/bin/true"))
+            res["crun_run"].append(timed(*crun, "run", "--bundle", bundle, f"c{i}"))
+            res["crun_exec"].append(timed(*crun, "exec", "crun-sleeper", "/bin/true"))
+            res["unshare"].append(timed("unshare", "--mount", "--pid", "--fork", "--uts", "--ipc",
+                                        "--net", "--user", "--map-root-user", "chroot", crootfs,
+                                        "/bin/true"))
+        med = {k: statistics.median(v) * 1000 for k, v in res.items()}
+        print(f"runs: {a.runs}; kernel {os.uname().release}; "
+              f"crun {subprocess.run(['crun', '--version'], capture_output=True, text=True).stdout.split()[2]}")
+        print()
+        print("| what | median (ms) |")
+        print("|---|---:|")
+        for k, label in [("run_rm", "`jailer run --rm` /bin/true (create, start, wait, rm)"),
+                         ("start_wait", "`jailer start --wait` /bin/true (start-to-exit)"),
+                         ("crun_run", "`crun run` /bin/true (start-to-exit)"),
+                         ("unshare", "`unshare` + `chroot` /bin/true"),
+                         ("exec", "`jailer exec` /bin/true"),
+                         ("crun_exec", "`crun exec` /bin/true")]:
+            print(f"| {label} | {med[k]:.1f} |")
+        print()
+        print(f"start-to-exit, jailer / crun run: {med['start_wait'] / med['crun_run']:.2f}x (target <= 1.0x)")
+        print(f"create-run-remove, jailer run --rm / crun run: {med['run_rm'] / med['crun_run']:.2f}x (target < 2x)")
+        print(f"exec, jailer / crun: {med['exec'] / med['crun_exec']:.2f}x")
+    finally:
+        subprocess.run(["crun", "--root", crun_root, "kill", "crun-sleeper", "KILL"],
+                       stderr=subprocess.DEVNULL)
+        time.sleep(0.2)
+        subprocess.run(["crun", "--root", crun_root, "delete", "-f", "crun-sleeper"],
+                       stderr=subprocess.DEVNULL)
+        for n in started:
+            subprocess.run([JAILER, "--root", root, "rm", "--force", n],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["umount", root], stderr=subprocess.DEVNULL)
+        for dev in os.listdir("/sys/block"):
+            bf = f"/sys/block/{dev}/loop/backing_file"
+            if os.path.exists(bf) and open(bf).read().strip() == image:
+                subprocess.run(["losetup", "-d", f"/dev/{dev}"])
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
