@@ -2,7 +2,9 @@
 //! tables to osquery over its Thrift extension protocol.
 //!
 //! osquery starts it with `--socket PATH --timeout SECS --interval SECS
-//! [--verbose]`; `--root` points at the pool, `--spec` prints the tables.
+//! [--verbose]`; `--root` points at the pool, `--spec` prints the tables,
+//! and `--query SQL [--json]` runs one query over them in embedded SQLite
+//! and exits (what `jailer query` runs).
 //!
 //! The protocol is spoken with the `thrift` crate and types generated from
 //! `thrift/osquery.thrift`, not with osquery-rust-ng 2.0: that crate keeps its
@@ -25,6 +27,7 @@ mod manager;
 )]
 #[rustfmt::skip]
 mod osquery_thrift;
+mod query;
 mod registry;
 mod run;
 mod server;
@@ -62,8 +65,15 @@ struct Args {
     )]
     root: PathBuf,
     /// Print every table's columns as JSON and exit
-    #[arg(long)]
+    #[arg(long, conflicts_with = "query")]
     spec: bool,
+    /// Run one read-only SQL query over the tables in embedded SQLite,
+    /// print the result as a table and exit (no osquery needed)
+    #[arg(long, value_name = "SQL", allow_hyphen_values = true)]
+    query: Option<String>,
+    /// With --query: print the rows as a JSON array of objects
+    #[arg(long, requires = "query")]
+    json: bool,
     /// Where /proc is read (tests and benchmarks)
     #[arg(long, value_name = "DIR", default_value = "/proc", hide = true)]
     proc_root: PathBuf,
@@ -114,6 +124,20 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             }
             _ => Ok(()),
         };
+    }
+    if let Some(sql) = &args.query {
+        let src = jailer_tables::Sources {
+            pool_root: args.root,
+            proc_root: args.proc_root,
+            cgroup_root: args.cgroup_root,
+        };
+        let format = if args.json {
+            query::Format::Json
+        } else {
+            query::Format::Table
+        };
+        query::run(&src, sql, format, &mut std::io::stdout().lock())?;
+        return Ok(());
     }
     let paths = source::Paths {
         pool_root: args.root,

@@ -143,6 +143,20 @@ pub enum Cmd {
         #[arg(long)]
         rm: bool,
     },
+    /// Run one read-only SQL query over the jail tables (embedded SQLite).
+    ///
+    /// The tables osquery sees through jailer-extension (jails,
+    /// jail_processes, jail_mappings, jail_capabilities, jail_mounts,
+    /// jail_resources; see docs/tables.md), for hosts without osquery.
+    /// `WHERE name = ...` on jails and `WHERE jail = ...` on the others read
+    /// only that jail. Runs the jailer-extension binary found next to jailer
+    /// or in PATH. Example: jailer query "SELECT j.name, p.pid, p.cmdline
+    /// FROM jails j JOIN jail_processes p ON p.jail = j.name" --json
+    Query {
+        /// One SQL statement (SELECT or WITH); writes are refused.
+        #[arg(allow_hyphen_values = true)]
+        sql: String,
+    },
     /// Internal: the per-jail monitor (started by `jailer start`).
     #[command(name = "__monitor", hide = true)]
     Monitor { name: String },
@@ -217,6 +231,10 @@ pub struct CreateArgs {
     /// Maximum number of processes.
     #[arg(long)]
     pub pids: Option<String>,
+    /// Relative I/O weight, 1-10000 (100 is the default); applied where the
+    /// host's I/O controller supports weights.
+    #[arg(long = "io-weight", value_name = "N")]
+    pub io_weight: Option<String>,
     /// Add a capability to the default set (e.g. net_raw; ALL).
     #[arg(long = "cap-add", value_name = "CAP")]
     pub cap_add: Vec<String>,
@@ -311,6 +329,7 @@ fn create(pool: &Pool, c: CreateArgs) -> Result<jailer::record::JailRecord> {
         memory: c.memory,
         cpus: c.cpus,
         pids: c.pids,
+        io_weight: c.io_weight,
         cap_add: c.cap_add,
         cap_drop: c.cap_drop,
         net: c.net,
@@ -511,6 +530,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)));
         }
+        Cmd::Query { sql } => return query(&args.root, &sql, args.json, args.verbose),
         Cmd::Monitor { name: n } => {
             let code = runtime::monitor_main(&pool, &name(&n)?);
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
@@ -573,6 +593,56 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The binary `jailer query` runs: `jailer-extension` next to the running
+/// `jailer` (`exe_dir`), else in `path` (PATH), else installed for osquery.
+fn find_extension(
+    exe_dir: Option<&std::path::Path>,
+    path: Option<&std::ffi::OsStr>,
+) -> Option<PathBuf> {
+    const NAME: &str = "jailer-extension";
+    const INSTALLED: &str = "/usr/lib/osquery/extensions/jailer.ext";
+    let runnable = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    exe_dir
+        .map(|d| d.join(NAME))
+        .into_iter()
+        .chain(path.into_iter().flat_map(std::env::split_paths).map(|d| d.join(NAME)))
+        .chain(std::iter::once(PathBuf::from(INSTALLED)))
+        .find(|p| runnable(p))
+}
+
+/// `jailer query`: replaces this process with `jailer-extension --query`,
+/// so its output, errors and exit status are the query's.
+fn query(root: &std::path::Path, sql: &str, json: bool, verbose: u8) -> Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().ok();
+    let ext = find_extension(
+        exe.as_deref().and_then(std::path::Path::parent),
+        std::env::var_os("PATH").as_deref(),
+    )
+    .with_context(|| {
+        format!(
+            "jailer query runs jailer-extension, which is not next to {}, in PATH or at \
+             /usr/lib/osquery/extensions/jailer.ext: install it, or build it with \
+             `cargo build -p jailer-extension`",
+            exe.as_deref()
+                .map_or("jailer".into(), |e| e.display().to_string())
+        )
+    })?;
+    let mut cmd = std::process::Command::new(&ext);
+    cmd.arg("--root").arg(root).arg(format!("--query={sql}"));
+    if json {
+        cmd.arg("--json");
+    }
+    if verbose > 0 {
+        cmd.arg("--verbose");
+    }
+    let e = cmd.exec();
+    Err(e).with_context(|| format!("cannot run {}", ext.display()))
 }
 
 fn template_cmd(pool: &Pool, cmd: TemplateCmd, json: bool, verbose: bool) -> Result<ExitCode> {

@@ -440,6 +440,7 @@ pub fn monitor_main(pool: &Pool, name: &Name) -> i32 {
         memory: rec.spec.memory,
         cpus: rec.spec.cpus,
         pids: rec.spec.pids,
+        io_weight: rec.spec.io_weight,
     };
     let cg = match JailCgroup::create(&rec, &limits) {
         Ok(c) => c,

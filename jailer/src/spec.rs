@@ -39,6 +39,10 @@ pub enum SpecError {
     Cpus { value: String },
     #[error("invalid pids limit {value:?}: use a positive whole number")]
     Pids { value: String },
+    #[error(
+        "invalid I/O weight {value:?}: use a whole number from 1 to 10000 (100 is the default)"
+    )]
+    IoWeight { value: String },
     #[error("unknown capability {value:?}: use a name like cap_net_raw or NET_RAW (see capabilities(7)), or ALL")]
     Capability { value: String },
     #[error("invalid environment variable {value:?}: use KEY=VALUE with KEY made of A-Z, a-z, 0-9, '_' and not starting with a digit")]
@@ -94,6 +98,16 @@ pub fn parse_cpus(s: &str) -> Result<f64, SpecError> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v <= 4096.0 => Ok(v),
         _ => Err(SpecError::Cpus {
+            value: s.to_string(),
+        }),
+    }
+}
+
+/// Parses an I/O weight (1 to 10000).
+pub fn parse_io_weight(s: &str) -> Result<u16, SpecError> {
+    match s.trim().parse::<u16>() {
+        Ok(v) if (1..=10000).contains(&v) => Ok(v),
+        _ => Err(SpecError::IoWeight {
             value: s.to_string(),
         }),
     }
@@ -285,6 +299,10 @@ pub struct JailSpec {
     pub cpus: Option<f64>,
     /// Maximum number of processes.
     pub pids: Option<u64>,
+    /// Relative I/O weight, 1 to 10000 (cgroup v2 `io.weight` scale; 100 is
+    /// the default), applied where the host's I/O controller supports it.
+    #[serde(default)]
+    pub io_weight: Option<u16>,
     /// Capabilities added to and dropped from [`DEFAULT_CAPS`], as given.
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
@@ -309,6 +327,7 @@ pub struct RawSpec {
     pub memory: Option<String>,
     pub cpus: Option<String>,
     pub pids: Option<String>,
+    pub io_weight: Option<String>,
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub net: Option<String>,
@@ -371,6 +390,7 @@ impl RawSpec {
             memory: self.memory.as_deref().map(parse_size).transpose()?,
             cpus: self.cpus.as_deref().map(parse_cpus).transpose()?,
             pids: self.pids.as_deref().map(parse_pids).transpose()?,
+            io_weight: self.io_weight.as_deref().map(parse_io_weight).transpose()?,
             cap_add,
             cap_drop,
             capabilities,

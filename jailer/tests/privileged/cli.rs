@@ -659,6 +659,11 @@ fn bad_input() -> Result<(), String> {
         &["create", "x", "--template", "base", "--env", "1=2"],
         &["environment"],
     )?;
+    fails(
+        &root,
+        &["create", "x", "--template", "base", "--io-weight", "0"],
+        &["I/O weight"],
+    )?;
     fails(&root, &["init", "--size", "big"], &["invalid size"])?;
     ok(&root, &["create", "x", "--template", "base"])?;
     fails(

@@ -621,6 +621,8 @@ fn exec() -> Result<(), String> {
 fn transitions() -> Result<(), String> {
     let root = pool()?;
     let _j = jail(&root, "rt-trans");
+    // An I/O weight is accepted and never stops a start, whether or not the
+    // host's I/O scheduler supports weights.
     ok(
         &root,
         &[
@@ -628,6 +630,8 @@ fn transitions() -> Result<(), String> {
             "rt-trans",
             "--template",
             "deb",
+            "--io-weight",
+            "200",
             "--",
             "/bin/sleep",
             "1000",
