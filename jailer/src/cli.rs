@@ -322,7 +322,12 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
 }
 
 fn create(pool: &Pool, c: CreateArgs) -> Result<jailer::record::JailRecord> {
-    let raw = RawSpec {
+    let spec = raw_spec(c).validate()?;
+    Ok(jail::create(pool, spec)?)
+}
+
+fn raw_spec(c: CreateArgs) -> RawSpec {
+    RawSpec {
         name: c.name,
         template: c.template,
         hostname: c.hostname,
@@ -337,9 +342,7 @@ fn create(pool: &Pool, c: CreateArgs) -> Result<jailer::record::JailRecord> {
         command: c.command,
         seccomp_unconfined: c.seccomp == "unconfined",
         seccomp_allow: c.seccomp_allow,
-    };
-    let spec = raw.validate()?;
-    Ok(jail::create(pool, spec)?)
+    }
 }
 
 /// Prints a lifecycle verb's outcome.
@@ -506,13 +509,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
             runtime::logs(&pool, &name(&n)?, follow, &mut std::io::stdout())?;
         }
         Cmd::Run { create: c, rm } => {
-            let rec = create(&pool, c)?;
-            let n = rec.name().clone();
-            let started = runtime::start(&pool, &n);
-            let rec = match started {
+            let spec = raw_spec(c).validate()?;
+            let n = spec.name.clone();
+            let rec = match runtime::run(&pool, spec) {
                 Ok(r) => r,
                 Err(e) => {
-                    if rm {
+                    // A jail that exists but did not start: --rm removes it.
+                    if rm && !matches!(e, jail::JailError::Exists { .. }) {
                         let _ = jail::remove(&pool, &n, true);
                     }
                     return Err(e.into());
@@ -610,7 +613,11 @@ fn find_extension(
     exe_dir
         .map(|d| d.join(NAME))
         .into_iter()
-        .chain(path.into_iter().flat_map(std::env::split_paths).map(|d| d.join(NAME)))
+        .chain(
+            path.into_iter()
+                .flat_map(std::env::split_paths)
+                .map(|d| d.join(NAME)),
+        )
         .chain(std::iter::once(PathBuf::from(INSTALLED)))
         .find(|p| runnable(p))
 }

@@ -135,10 +135,22 @@ fn all_records(pool: &Pool) -> Vec<JailRecord> {
 /// `jailer create`: snapshots the template and records the jail in state
 /// `created`. Its cost does not depend on the template's size.
 pub fn create(pool: &Pool, spec: JailSpec) -> Result<JailRecord, JailError> {
+    create_with(pool, spec, |_| Ok(())).map(|(rec, _lock, ())| rec)
+}
+
+/// [`create`], running `before_snapshot` once the record is written and
+/// before the snapshot (`jailer run` starts the jail's monitor there, so its
+/// setup overlaps the snapshot's commit). Returns the jail's lock, still
+/// held, and what the hook returned.
+pub fn create_with<H>(
+    pool: &Pool,
+    spec: JailSpec,
+    before_snapshot: impl FnOnce(&JailRecord) -> Result<H, JailError>,
+) -> Result<(JailRecord, crate::fsutil::Lock, H), JailError> {
     pool.ensure_ready()?;
     let name = spec.name.clone();
     template::get(pool, &spec.template)?;
-    let _lock = pool.lock("jail", &name, false)?;
+    let lock = pool.lock("jail", &name, false)?;
     match record::read_jail(&pool.jail_json(&name)) {
         Ok(r) if !is_incomplete(pool, &r) => return Err(JailError::Exists { name }),
         // An interrupted create (we hold the lock, so nobody is finishing
@@ -189,6 +201,7 @@ pub fn create(pool: &Pool, spec: JailSpec) -> Result<JailRecord, JailError> {
         })
         .and_then(|file| {
             let syncer = std::thread::spawn(move || file.sync_all());
+            let hooked = before_snapshot(&rec);
             let snap = btrfs::snapshot(
                 &pool.template_rootfs(&rec.spec.template),
                 &pool.jail_rootfs(&name),
@@ -209,15 +222,19 @@ pub fn create(pool: &Pool, spec: JailSpec) -> Result<JailRecord, JailError> {
                         source,
                     },
                 });
-            snap.and(synced)
+            let hooked = hooked?;
+            snap.and(synced)?;
+            Ok(hooked)
         });
-    if let Err(e) = result {
-        if let Err(cleanup) = clear(pool, &name) {
-            tracing::warn!(jail = %name, error = %crate::error_chain(&cleanup), "cleanup after failed create failed");
+    match result {
+        Ok(h) => Ok((rec, lock, h)),
+        Err(e) => {
+            if let Err(cleanup) = clear(pool, &name) {
+                tracing::warn!(jail = %name, error = %crate::error_chain(&cleanup), "cleanup after failed create failed");
+            }
+            Err(e)
         }
-        return Err(e);
     }
-    Ok(rec)
 }
 
 /// One jail as `ls` shows it: its record, or why it is broken.

@@ -204,6 +204,47 @@ pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
             })
         }
     }
+    let monitor = spawn_monitor(pool, &rec)?;
+    finish_start(pool, rec, monitor)
+}
+
+/// `jailer run`: creates the jail and starts it. The monitor is spawned
+/// before the snapshot is taken, so the cgroup set-up (an RCU grace period
+/// per task moved on cgroup v1) overlaps the snapshot's transaction commit.
+pub fn run(pool: &Pool, spec: crate::spec::JailSpec) -> Result<JailRecord, crate::jail::JailError> {
+    if spec.command.is_empty() {
+        return Err(RuntimeError::NoCommand { name: spec.name }.into());
+    }
+    let (rec, _lock, monitor) =
+        crate::jail::create_with(pool, spec, |rec| Ok(spawn_monitor(pool, rec)?))?;
+    Ok(finish_start(pool, rec, monitor)?)
+}
+
+/// A monitor that has been spawned but not yet told that the rootfs is
+/// ready. Dropped unfinished, it is told to give up and reaped.
+#[derive(Debug)]
+pub struct Monitor {
+    name: Name,
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    detached: bool,
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if !self.detached {
+            // EOF on its stdin: the monitor releases what it made and exits.
+            self.stdin.take();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Spawns the jail's monitor (`jailer __monitor NAME`) in its own session.
+/// It prepares the cgroup and the init's namespaces, then waits for the
+/// word that the rootfs is ready.
+fn spawn_monitor(pool: &Pool, rec: &JailRecord) -> Result<Monitor, RuntimeError> {
+    let name = rec.name();
     if rec.spec.command.is_empty() {
         return Err(RuntimeError::NoCommand { name: name.clone() });
     }
@@ -222,7 +263,7 @@ pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
         .arg(pool.root())
         .arg("__monitor")
         .arg(name.as_str())
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .env_remove("JAILER_LOG");
@@ -243,20 +284,39 @@ pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
         name: name.clone(),
         source,
     })?;
+    let stdin = child.stdin.take();
+    Ok(Monitor {
+        name: name.clone(),
+        child,
+        stdin,
+        detached: false,
+    })
+}
+
+/// Tells the monitor the rootfs is ready, waits for its report (the exec, or
+/// why it failed) and records the running jail.
+fn finish_start(
+    pool: &Pool,
+    mut rec: JailRecord,
+    mut m: Monitor,
+) -> Result<JailRecord, RuntimeError> {
+    let name = m.name.clone();
+    if let Some(mut stdin) = m.stdin.take() {
+        let _ = stdin.write_all(b"r");
+    }
     let mut line = String::new();
-    if let Some(out) = child.stdout.take() {
+    if let Some(out) = m.child.stdout.take() {
         let _ = std::io::BufReader::new(out).read_line(&mut line);
     }
     let line = line.trim();
     let Some(rest) = line.strip_prefix("ok ") else {
-        let _ = child.wait();
         let message = line.strip_prefix("error ").unwrap_or(if line.is_empty() {
             "the monitor exited without a report; see `jailer logs`"
         } else {
             line
         });
         return Err(RuntimeError::StartFailed {
-            name: name.clone(),
+            name,
             message: message.to_string(),
         });
     };
@@ -265,6 +325,8 @@ pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
         name: name.clone(),
         message: format!("unreadable monitor report: {e}"),
     })?;
+    // The monitor now lives on its own; it is reparented when we exit.
+    m.detached = true;
     rec.state = State::Running;
     rec.runtime = Some(runtime);
     rec.started_at = Some(record::now());
@@ -272,8 +334,6 @@ pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
     rec.exit_code = None;
     rec.oom_killed = false;
     write(pool, &rec)?;
-    // The monitor is not our child to reap: it was reparented when we exit;
-    // dropping `child` does not wait for it.
     Ok(rec)
 }
 
@@ -547,17 +607,31 @@ fn launch(
         .map_err(|e| sys(name, "cannot clone the jail's init")(e.into()))?;
     let setup = (|| -> Result<(), RuntimeError> {
         write_id_maps(name, child, rec)?;
-        let userns = std::fs::File::open(format!("/proc/{child}/ns/user"))
-            .map_err(sys(name, "cannot open the jail's user namespace"))?;
-        let tree = mountapi::clone_tree(&rootfs)?;
-        mountapi::idmap(tree.as_fd(), userns.as_fd(), &rootfs)?;
-        init::send_go(&parent_sock, Some(tree.as_fd()))
-            .map_err(|e| sys(name, "cannot hand the rootfs to the jail's init")(e.into()))?;
         // Moving a task between v1 cgroups waits for an RCU grace period
-        // (milliseconds): let init build its mounts meanwhile. It waits for
-        // this second message before it enters its cgroup namespace and
-        // execs, so nothing of the jail's runs outside its cgroup.
-        cg.add(child.as_raw())?;
+        // (milliseconds): a thread does it while this one waits for the
+        // rootfs (under `jailer run`, its snapshot is being committed) and
+        // init builds its mounts. Init waits for the second message below
+        // before it enters its cgroup namespace and execs, so nothing of the
+        // jail's runs outside its cgroup. (The clone above happened while
+        // this process had one thread.)
+        let pid = child.as_raw();
+        let placing = std::thread::scope(|scope| {
+            let placing = scope.spawn(|| cg.add(pid));
+            let ready = rootfs_ready(name);
+            let handed = ready.and_then(|()| {
+                let userns = std::fs::File::open(format!("/proc/{child}/ns/user"))
+                    .map_err(sys(name, "cannot open the jail's user namespace"))?;
+                let tree = mountapi::clone_tree(&rootfs)?;
+                mountapi::idmap(tree.as_fd(), userns.as_fd(), &rootfs)?;
+                init::send_go(&parent_sock, Some(tree.as_fd()))
+                    .map_err(|e| sys(name, "cannot hand the rootfs to the jail's init")(e.into()))
+            });
+            let placed = placing
+                .join()
+                .unwrap_or_else(|_| Err(CgroupError::Busy { name: name.clone() }));
+            handed.and(placed.map_err(RuntimeError::from))
+        });
+        placing?;
         init::send_go(&parent_sock, None)
             .map_err(|e| sys(name, "cannot signal the jail's init")(e.into()))?;
         Ok(())
@@ -581,6 +655,18 @@ fn launch(
         });
     }
     Ok(child)
+}
+
+/// Waits for the CLI's word (one byte on stdin) that the rootfs exists.
+fn rootfs_ready(name: &Name) -> Result<(), RuntimeError> {
+    let mut b = [0u8; 1];
+    match std::io::Read::read(&mut std::io::stdin(), &mut b) {
+        Ok(1) => Ok(()),
+        _ => Err(RuntimeError::StartFailed {
+            name: name.clone(),
+            message: "start was abandoned before the rootfs was ready".into(),
+        }),
+    }
 }
 
 fn write_id_maps(name: &Name, pid: nix::unistd::Pid, rec: &JailRecord) -> Result<(), RuntimeError> {

@@ -45,7 +45,12 @@ fn pool() -> Result<PathBuf, String> {
 }
 
 /// Creates and starts `name` running `sh -c script`, with extra create args.
-fn start_sh(root: &Path, name: &str, extra: &[&str], script: &str) -> Result<(), String> {
+pub(crate) fn start_sh(
+    root: &Path,
+    name: &str,
+    extra: &[&str],
+    script: &str,
+) -> Result<(), String> {
     let mut args = vec!["create", name, "--template", "deb"];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["--", "/bin/sh", "-c", script]);
@@ -55,7 +60,7 @@ fn start_sh(root: &Path, name: &str, extra: &[&str], script: &str) -> Result<(),
 }
 
 /// Removes a jail whatever its state (test cleanup).
-struct Jail<'a> {
+pub(crate) struct Jail<'a> {
     root: &'a Path,
     name: String,
 }
@@ -66,7 +71,7 @@ impl Drop for Jail<'_> {
     }
 }
 
-fn jail<'a>(root: &'a Path, name: &str) -> Jail<'a> {
+pub(crate) fn jail<'a>(root: &'a Path, name: &str) -> Jail<'a> {
     Jail {
         root,
         name: name.to_string(),
@@ -83,7 +88,7 @@ fn sh(root: &Path, name: &str, script: &str) -> (i32, String, String) {
     )
 }
 
-fn sh_ok(root: &Path, name: &str, script: &str) -> Result<String, String> {
+pub(crate) fn sh_ok(root: &Path, name: &str, script: &str) -> Result<String, String> {
     let (code, out, err) = sh(root, name, script);
     if code != 0 {
         return Err(format!("exec {script:?} in {name}: exit {code}: {err}"));
@@ -91,12 +96,12 @@ fn sh_ok(root: &Path, name: &str, script: &str) -> Result<String, String> {
     Ok(out)
 }
 
-fn inspect(root: &Path, name: &str) -> Result<serde_json::Value, String> {
+pub(crate) fn inspect(root: &Path, name: &str) -> Result<serde_json::Value, String> {
     let out = ok(root, &["inspect", name])?;
     serde_json::from_str(&out).map_err(|e| format!("inspect: {e}: {out}"))
 }
 
-fn init_pid(root: &Path, name: &str) -> Result<i32, String> {
+pub(crate) fn init_pid(root: &Path, name: &str) -> Result<i32, String> {
     inspect(root, name)?["runtime"]["init"]["pid"]
         .as_i64()
         .map(|p| p as i32)
@@ -110,7 +115,7 @@ fn status_of(pid: i32, key: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
 }
 
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let t = Instant::now();
     while t.elapsed() < limit {
         if f() {
@@ -551,6 +556,17 @@ fn stop_timeout() -> Result<(), String> {
         &[],
         "trap 'exit 42' TERM; while true; do sleep 0.1; done",
     )?;
+    // Only once the shell has installed its trap: until then SIGTERM means
+    // nothing to a namespace's init.
+    let pid = init_pid(&root, "rt-term2")?;
+    let trapped = wait_until(Duration::from_secs(10), || {
+        status_of(pid, "SigCgt:")
+            .and_then(|m| u64::from_str_radix(&m, 16).ok())
+            .is_some_and(|m| m & (1 << (libc::SIGTERM - 1)) != 0)
+    });
+    if !trapped {
+        return Err("the shell never installed its SIGTERM trap".into());
+    }
     ok(&root, &["stop", "rt-term2", "--timeout", "10"])?;
     let rec = inspect(&root, "rt-term2")?;
     if rec["exit_code"] != 42 {
