@@ -1,20 +1,25 @@
 #!/usr/bin/env python3
-"""SELECT * FROM jail_processes / jail_capabilities through osquery's Thrift
+"""Usage (from a checkout, as root): python3 benches/osquery_tables.py
+
+SELECT * FROM jail_processes / jail_capabilities through osquery's Thrift
 interface, against `ps` and a plain Python loop over the same /proc files.
 
 Setup: N_JAILS fixture jails recorded as running, whose (fixture) cgroups
 hold N_PROCS real sleeping processes in all; /proc is the real one. The
 extension (release build) registers with the stand-in osquery core of
 tests/osquery; each timed query is one `generate` call on a fresh
-connection, as osqueryd makes it, decoded with Thrift's C-accelerated binary
-protocol (osqueryd decodes in C++). Rounds are interleaved so that load
+connection, as osqueryd makes it, timed to the reply's last byte (osqueryd
+decodes in C++; Python's decoder would dominate, so the replies are decoded
+once, untimed, to check them). Rounds are interleaved so that load
 drift hits every contender alike. Prints medians, the extension's RSS and
 a Markdown table.
 
-Run as root from the repository: `python3 benches/osquery_tables.py`
-(it makes tests/osquery/.venv if needed and runs itself in it). N_JAILS,
-N_PROCS and ROUNDS change the sizes; EXT_LOG=FILE with JAILER_LOG=debug
-keeps the extension's log (per-call timings).
+Needs cargo, python3 and python3-venv (tests/run.sh installs them); it
+builds the release extension, makes tests/osquery/.venv from
+tests/osquery/requirements.txt when missing or stale (as
+tests/osquery/run.sh does; network access to PyPI) and runs itself in it.
+N_JAILS, N_PROCS and ROUNDS change the sizes; EXT_LOG=FILE with
+JAILER_LOG=debug keeps the extension's log (per-call timings).
 """
 
 import json
@@ -38,21 +43,32 @@ ROUNDS = int(os.environ.get("ROUNDS", 15))
 
 
 def ensure_venv():
-    try:
-        import osquery  # noqa: F401
-        from thrift.protocol import fastbinary  # noqa: F401
-        return
-    except ImportError:
-        pass
+    """Runs this script in tests/osquery/.venv, made from requirements.txt
+    (and remade when that file changed, as tests/osquery/run.sh does)."""
+    req = os.path.join(TESTS, "requirements.txt")
+    marker = os.path.join(VENV, ".requirements")
     py = os.path.join(VENV, "bin", "python")
+
+    def current():
+        try:
+            with open(req, "rb") as a, open(marker, "rb") as b:
+                return a.read() == b.read() and os.path.exists(py)
+        except OSError:
+            return False
+
     if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
-        sys.exit("the virtualenv lacks osquery or thrift's fastbinary")
-    if not os.path.exists(py):
+        try:
+            import osquery  # noqa: F401
+            import thrift  # noqa: F401
+        except ImportError as e:
+            sys.exit("%s lacks a package (%s): remove it and run again" % (VENV, e))
+        return
+    if not current():
+        shutil.rmtree(VENV, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
         subprocess.run([os.path.join(VENV, "bin", "pip"), "install", "--quiet",
-                        "--disable-pip-version-check", "-r",
-                        os.path.join(TESTS, "requirements.txt")], check=True)
-        shutil.copy(os.path.join(TESTS, "requirements.txt"), os.path.join(VENV, ".requirements"))
+                        "--disable-pip-version-check", "-r", req], check=True)
+        shutil.copy(req, marker)
     os.execv(py, [py] + sys.argv)
 
 

@@ -22,6 +22,11 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build"
+# `cargo test` builds a package's binaries only for that package's own
+# integration tests: the privileged tests run `jailer query`, which runs the
+# jailer-extension binary next to jailer, so build it first.
+cargo build --workspace --locked
 echo "== cargo test"
 # Privileged tests share one scratch pool and a few loop devices; they run
 # with two threads at most.

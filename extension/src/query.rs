@@ -28,10 +28,16 @@ pub enum Format {
 
 /// Runs `sql` over the tables of `src` and prints the result to `out`.
 /// A reader that goes away (`| head`) is not an error.
-pub fn run(src: &Sources, sql: &str, format: Format, out: &mut dyn Write) -> Result<(), QueryError> {
+pub fn run(
+    src: &Sources,
+    sql: &str,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), QueryError> {
     let (names, rows) = sql::query(src, sql).map_err(|e| match e {
+        // The message may quote the statement: keep it on one line.
         TableError::Sql { source } => QueryError::Sql {
-            message: source.to_string(),
+            message: source.to_string().replace(char::is_control, " "),
         },
         e => QueryError::Table(e),
     })?;
@@ -71,10 +77,7 @@ fn cell(v: &serde_json::Value) -> String {
 
 /// Left-aligned columns two spaces apart under a header of column names.
 fn table(names: &[String], rows: &[Vec<serde_json::Value>]) -> String {
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| r.iter().map(cell).collect())
-        .collect();
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(cell).collect()).collect();
     let mut widths: Vec<usize> = names.iter().map(|n| n.chars().count()).collect();
     for r in &cells {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -149,15 +152,11 @@ mod tests {
     #[test]
     fn table_is_aligned_under_a_header() {
         let out = run_str(
-            "SELECT 1 AS n, 'a b' AS word, NULL AS nothing UNION ALL SELECT 100, 'c', 0.5",
+            "SELECT 1 AS n, 'a b' AS word, NULL AS empty UNION ALL SELECT 100, 'c', 0.5",
             Format::Table,
         )
         .expect("query");
-        assert_eq!(
-            out,
-            "n    word  nothing\n1    a b\n100  c     0.5\n",
-            "{out}"
-        );
+        assert_eq!(out, "n    word  empty\n1    a b\n100  c     0.5\n", "{out}");
         let out = run_str("SELECT 'x\ny' AS v", Format::Table).expect("query");
         assert_eq!(out, "v\nx\\ny\n");
     }
@@ -175,7 +174,10 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
         assert_eq!(v[0]["alpha"], 2);
-        assert_eq!(run_str("SELECT 1 WHERE 0", Format::Json).expect("q"), "[]\n");
+        assert_eq!(
+            run_str("SELECT 1 WHERE 0", Format::Json).expect("q"),
+            "[]\n"
+        );
     }
 
     #[test]
@@ -191,7 +193,12 @@ mod tests {
         assert!(std::error::Error::source(&e).is_none());
         let e = run_str("DELETE FROM jails", Format::Json).expect_err("write");
         assert!(e.to_string().contains("may not be modified"), "{e}");
+        let e = run_str("SELECT\n1 +", Format::Table).expect_err("syntax");
+        assert!(!e.to_string().contains('\n'), "{e}");
         let e = run_str("SELECT 1; SELECT 2", Format::Json).expect_err("two");
-        assert!(matches!(e, QueryError::Table(TableError::OneStatement { .. })), "{e}");
+        assert!(
+            matches!(e, QueryError::Table(TableError::OneStatement { .. })),
+            "{e}"
+        );
     }
 }

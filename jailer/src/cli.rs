@@ -149,9 +149,10 @@ pub enum Cmd {
     /// jail_processes, jail_mappings, jail_capabilities, jail_mounts,
     /// jail_resources; see docs/tables.md), for hosts without osquery.
     /// `WHERE name = ...` on jails and `WHERE jail = ...` on the others read
-    /// only that jail. Runs the jailer-extension binary found next to jailer
-    /// or in PATH. Example: jailer query "SELECT j.name, p.pid, p.cmdline
-    /// FROM jails j JOIN jail_processes p ON p.jail = j.name" --json
+    /// only that jail. Runs jailer-extension: the one next to jailer, else in
+    /// PATH, else /usr/lib/osquery/extensions/jailer.ext. Example: jailer
+    /// query "SELECT j.name, p.pid, p.cmdline FROM jails j JOIN
+    /// jail_processes p ON p.jail = j.name" --json
     Query {
         /// One SQL statement (SELECT or WITH); writes are refused.
         #[arg(allow_hyphen_values = true)]

@@ -292,11 +292,17 @@ impl<'a> Ctx<'a> {
         let mut rows = Vec::new();
         for j in self.live(c)? {
             let Some(rt) = j.live() else { continue };
+            // The jail's pid namespace is init's: its depth below ours.
+            let depth = self
+                .proc
+                .status(i64::from(rt.init.pid))
+                .map(|st| st.nspid.len())
+                .filter(|d| *d > 0);
             for pid in self.pids(&j, rt) {
                 if wanted.as_ref().is_some_and(|w| !w.contains(&pid)) {
                     continue;
                 }
-                if let Some(row) = self.process_row(&j, pid) {
+                if let Some(row) = self.process_row(&j, pid, depth) {
                     rows.push(row);
                 }
             }
@@ -304,7 +310,9 @@ impl<'a> Ctx<'a> {
         Ok(rows)
     }
 
-    fn process_row(&self, j: &Jail, pid: i64) -> Option<Row> {
+    /// `depth`: how many pid namespaces deep the jail's own is (init's
+    /// `NSpid` length), `None` when unknown.
+    fn process_row(&self, j: &Jail, pid: i64, depth: Option<usize>) -> Option<Row> {
         // A process that exited since its cgroup was listed is left out.
         let stat = self.proc.stat(pid)?;
         let st = self.proc.status(pid)?;
@@ -332,10 +340,18 @@ impl<'a> Ctx<'a> {
             .map_or(-1, |t| i64::try_from(t).unwrap_or(-1));
         let ms = |ticks: u64| uint(ticks.saturating_mul(1000) / tck);
         let kb = |v: Option<i64>| int(v.map_or(-1, |k| k.saturating_mul(1024)));
+        // The pid in the jail's namespace, not the innermost one: a process
+        // in the jail's cgroup that has not entered its pid namespace (the
+        // helper of `jailer exec`, which joins the cgroup first) has none,
+        // and one in a namespace nested below the jail's has another.
+        let jail_pid = depth
+            .and_then(|d| st.nspid.get(d - 1))
+            .copied()
+            .unwrap_or(-1);
         Some(vec![
             text(j.name()),
             int(pid),
-            int(st.nspid.last().copied().unwrap_or(-1)),
+            int(jail_pid),
             int(stat.ppid),
             text(st.name.unwrap_or(stat.comm)),
             text(path),

@@ -56,7 +56,8 @@ pub const JAIL_PROCESSES: &[Column] = &[
     big("pid", "Host pid (joins osquery's processes.pid)").index(),
     big(
         "jail_pid",
-        "Pid inside the jail's pid namespace, -1 unknown",
+        "Pid inside the jail's pid namespace; -1 for a process in the jail's cgroup but not in \
+         that namespace (such as the helper of a running `jailer exec`), or unknown",
     ),
     big("parent", "Host pid of the parent"),
     text("name", "Command name (comm)"),

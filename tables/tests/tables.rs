@@ -153,6 +153,36 @@ fn ids_outside_the_range_are_minus_one() {
 }
 
 #[test]
+fn jail_pid_is_the_pid_in_the_jails_own_namespace() {
+    let fx = scene();
+    // In a's cgroup but still in the host's pid namespace (as the helper
+    // of `jailer exec` is, between joining the cgroup and forking into the
+    // jail): its innermost pid is a host pid, not a jail pid.
+    fx.add_proc(&FakeProc::new(1002, 1, "jailer"));
+    // In a pid namespace nested below the jail's: its pid in the jail's.
+    let mut nested = FakeProc::new(1003, 1001, "nested");
+    nested.nspid = vec![1003, 8, 1];
+    fx.add_proc(&nested);
+    std::fs::write(
+        fx.src.cgroup_root.join("pids/jailer/a/cgroup.procs"),
+        "1000\n1002\n1003\n",
+    )
+    .unwrap();
+    let rows = rows(&fx, "jail_processes", &jail("a"));
+    let jail_pid = |pid: i64| {
+        let r = rows
+            .iter()
+            .find(|r| num(get("jail_processes", r, "pid")) == pid)
+            .unwrap();
+        num(get("jail_processes", r, "jail_pid"))
+    };
+    assert_eq!(jail_pid(1000), 1);
+    assert_eq!(jail_pid(1001), 7);
+    assert_eq!(jail_pid(1002), -1);
+    assert_eq!(jail_pid(1003), 8);
+}
+
+#[test]
 fn mappings_compare_spec_and_kernel() {
     let fx = scene();
     let rows = all(&fx, "jail_mappings");

@@ -138,7 +138,12 @@ fn enter(cg: &JailCgroup, fds: &[(std::fs::File, CloneFlags)], plan: &Plan) -> R
     // SAFETY: this process is single-threaded (a fork of the single-threaded CLI).
     match unsafe { nix::unistd::fork() } {
         Err(e) => Err(format!("fork into the pid namespace: {e}")),
-        Ok(ForkResult::Parent { child }) => Ok(wait_code(child)),
+        Ok(ForkResult::Parent { child }) => {
+            // This waiting process sits in the jail's cgroup and user
+            // namespace: it holds no more than the jail's own processes.
+            super::init::restrict(plan.caps(), plan.filters())?;
+            Ok(wait_code(child))
+        }
         Ok(ForkResult::Child) => {
             let r = nix::unistd::chdir("/")
                 .map_err(|e| format!("chdir /: {e}"))
@@ -186,6 +191,18 @@ pub fn ps(pool: &Pool, name: &Name) -> Result<Vec<ProcessInfo>, RuntimeError> {
     }
     let base = i64::from(rec.ids.uid_base);
     let count = i64::from(rec.ids.count);
+    // The jail's pid namespace is at the depth of its init's: a process's
+    // pid there is the NSpid entry at that depth (`jailer exec`'s waiting
+    // helper is in the cgroup but not the namespace: -1).
+    let depth = rec
+        .runtime
+        .as_ref()
+        .and_then(|rt| {
+            let st =
+                std::fs::read_to_string(format!("{}/{}/status", super::PROC, rt.init.pid)).ok()?;
+            status_field(&st, "NSpid:").map(|v| v.split_whitespace().count())
+        })
+        .unwrap_or(0);
     let mut out = Vec::new();
     for pid in JailCgroup::load(&rec).procs() {
         let dir = Path::new(super::PROC).join(pid.to_string());
@@ -193,7 +210,7 @@ pub fn ps(pool: &Pool, name: &Name) -> Result<Vec<ProcessInfo>, RuntimeError> {
             continue;
         };
         let jail_pid = status_field(&status, "NSpid:")
-            .and_then(|v| v.split_whitespace().last())
+            .and_then(|v| v.split_whitespace().nth(depth.checked_sub(1)?))
             .and_then(|v| v.parse().ok())
             .unwrap_or(-1);
         let uid: i64 = status_field(&status, "Uid:")

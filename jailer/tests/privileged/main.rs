@@ -12,6 +12,7 @@ mod cli;
 mod import;
 mod runtime;
 mod scratch;
+mod tables;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::sync::OnceLock;
@@ -83,6 +84,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(cli::trials());
     trials.extend(import::trials());
     trials.extend(runtime::trials());
+    trials.extend(tables::trials());
 
     let ci = std::env::var("CI").map(|v| v == "true").unwrap_or(false);
     if let Err(reason) = prerequisites() {
