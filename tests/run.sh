@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian 12 machine, as root:
 # installs the system packages it needs, checks formatting and lints, then runs
-# the unit tests and the privileged integration tests (a real btrfs pool on a
-# loop device, real debootstrap). Under CI=true a skipped privileged test fails.
+# the unit tests, the privileged integration tests (a real btrfs pool on a
+# loop device, real debootstrap) and the osquery protocol tests, and last the
+# VM lane: the privileged tests again in a qemu guest on Debian 12's kernel
+# with cgroup v2 (tests/vm/run.sh). Under CI=true a skipped test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,3 +35,9 @@ echo "== cargo test"
 cargo test --workspace --locked -- --test-threads=2
 echo "== osquery extension protocol tests (Thrift, against a Python stand-in core)"
 tests/osquery/run.sh
+echo "== VM lane: Debian 12's kernel 6.1 with cgroup v2 (tests/vm/run.sh)"
+if [ "$(id -u)" != 0 ] && [ "${CI:-}" != true ]; then
+    echo "SKIPPED: the VM lane needs root (debootstrap, mknod); run tests/vm/run.sh as root"
+else
+    tests/vm/run.sh
+fi

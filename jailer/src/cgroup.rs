@@ -191,18 +191,22 @@ impl JailCgroup {
     pub fn load(rec: &JailRecord) -> JailCgroup {
         let name = rec.name();
         let h = hierarchy();
-        let controllers: Option<Vec<String>> = if h.v2() {
-            None
+        // On v2 every controller (and the freezer) lives in the one unified
+        // directory: load them all, as `create` does. An empty list would
+        // filter every subsystem out, leaving a handle that cannot attach,
+        // list, freeze or remove anything.
+        let cg = if h.v2() {
+            Cgroup::load(h, rel(name, &rec.id))
         } else {
-            Some(V1_CONTROLLERS.iter().map(|s| s.to_string()).collect())
+            Cgroup::load_with_specified_controllers(
+                h,
+                rel(name, &rec.id),
+                V1_CONTROLLERS.iter().map(|s| s.to_string()).collect(),
+            )
         };
         JailCgroup {
             name: name.clone(),
-            cg: Cgroup::load_with_specified_controllers(
-                h,
-                rel(name, &rec.id),
-                controllers.unwrap_or_default(),
-            ),
+            cg,
         }
     }
 
