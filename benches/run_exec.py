@@ -11,12 +11,22 @@ exact name at the end), medians over --runs, interleaved:
   * jailer exec           /bin/true in a running jail
   * crun run              an OCI bundle of the same tree with the same
                           namespaces and a 65,536-id user mapping
-                          (--cgroup-manager=disabled: hybrid cgroup host)
+                          (--cgroup-manager=disabled: hybrid cgroup host),
+                          the peer the issue names
+  * crun run, cgroupfs    the same bundle with jailer's limits (memory, pids,
+                          cpu) through crun's cgroupfs manager: the same
+                          cgroup work as jailer (possible in the private
+                          mount namespace below, which hides cgroup2)
   * crun exec             /bin/true in a running crun container
   * unshare + chroot      the same namespaces, no /proc, /dev, caps, seccomp
+Each timed command is preceded by a pause (--pause, default 0.1 s) so that
+none of them finds the RCU grace period of another's cgroup move still
+running (moving a task between cgroups waits for one; moves within one
+period of each other share it): every number is what one start on a quiet
+host costs. --pause 0 measures back-to-back commands instead.
 Prints a Markdown table for docs/performance.md.
 
-Usage (root): benches/run_exec.py [--runs 30] [--rootfs DIR]
+Usage (root): benches/run_exec.py [--runs 30] [--pause 0.1] [--rootfs DIR]
 Needs: cargo build --release -p jailer; apt-get install crun
 """
 import argparse
@@ -50,7 +60,10 @@ def timed(*args):
     return dt
 
 
-def crun_bundle(bundle, rootfs):
+LIMITS = ["--memory", "512M", "--pids", "512", "--cpus", "1"]
+
+
+def crun_bundle(bundle, rootfs, cgroups=False):
     os.makedirs(bundle, exist_ok=True)
     subprocess.run(["crun", "spec"], cwd=bundle, check=True)
     with open(os.path.join(bundle, "config.json")) as f:
@@ -65,6 +78,11 @@ def crun_bundle(bundle, rootfs):
     lin["uidMappings"] = [{"containerID": 0, "hostID": CRUN_IDS, "size": 65536}]
     lin["gidMappings"] = [{"containerID": 0, "hostID": CRUN_IDS, "size": 65536}]
     lin.pop("resources", None)
+    if cgroups:
+        # jailer's LIMITS, in OCI terms.
+        lin["resources"] = {"memory": {"limit": 512 << 20}, "pids": {"limit": 512},
+                            "cpu": {"quota": 100000, "period": 100000}}
+        lin["cgroupsPath"] = "/jailer-bench-crun"
     # No cgroup mount: the cgroup manager is disabled on this hybrid host.
     cfg["mounts"] = [m for m in cfg["mounts"] if m["type"] != "cgroup"]
     with open(os.path.join(bundle, "config.json"), "w") as f:
@@ -88,6 +106,8 @@ def private_mount_namespace_without_cgroup2():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--pause", type=float, default=0.1,
+                    help="seconds of quiet before each timed command")
     ap.add_argument("--rootfs", help="an existing debootstrap tree to import")
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -116,10 +136,14 @@ def main():
         crootfs = os.path.join(bundle, "rootfs")
         run("btrfs", "subvolume", "snapshot", tpl, crootfs)
         crun_bundle(bundle, crootfs)
+        cg_bundle = os.path.join(root, "bundle-cg")
+        os.mkdir(cg_bundle)
+        crun_bundle(cg_bundle, crootfs, cgroups=True)
         crun = ["crun", "--root", crun_root, "--cgroup-manager=disabled"]
+        crun_cg = ["crun", "--root", crun_root, "--cgroup-manager=cgroupfs"]
 
-        J("create", "starter", "--template", "base", "--", "/bin/true")
-        J("create", "sleeper", "--template", "base", "--", "/bin/sleep", "100000")
+        J("create", "starter", *LIMITS, "--template", "base", "--", "/bin/true")
+        J("create", "sleeper", *LIMITS, "--template", "base", "--", "/bin/sleep", "100000")
         J("start", "sleeper")
         started.append("sleeper")
         # A long-running crun container for exec.
@@ -136,26 +160,33 @@ def main():
                        check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
 
-        res = {k: [] for k in ["run_rm", "start_wait", "exec", "crun_run", "crun_exec", "unshare"]}
+        ops = {
+            "run_rm": lambda i: (JAILER, "--root", root, "run", "--rm", f"r{i}", *LIMITS,
+                                 "--template", "base", "--", "/bin/true"),
+            "start_wait": lambda i: (JAILER, "--root", root, "start", "--wait", "starter"),
+            "exec": lambda i: (JAILER, "--root", root, "exec", "sleeper", "--", "/bin/true"),
+            "crun_run": lambda i: (*crun, "run", "--bundle", bundle, f"c{i}"),
+            "crun_cg_run": lambda i: (*crun_cg, "run", "--bundle", cg_bundle, f"g{i}"),
+            "crun_exec": lambda i: (*crun, "exec", "crun-sleeper", "/bin/true"),
+            "unshare": lambda i: ("unshare", "--mount", "--pid", "--fork", "--uts", "--ipc",
+                                  "--net", "--user", "--map-root-user", "chroot", crootfs,
+                                  "/bin/true"),
+        }
+        res = {k: [] for k in ops}
         for i in range(a.runs):
-            res["run_rm"].append(timed(JAILER, "--root", root, "run", "--rm", f"r{i}",
-                                       "--template", "base", "--", "/bin/true"))
-            res["start_wait"].append(timed(JAILER, "--root", root, "start", "--wait", "starter"))
-            res["exec"].append(timed(JAILER, "--root", root, "exec", "sleeper", "--", "/bin/true"))
-            res["crun_run"].append(timed(*crun, "run", "--bundle", bundle, f"c{i}"))
-            res["crun_exec"].append(timed(*crun, "exec", "crun-sleeper", "/bin/true"))
-            res["unshare"].append(timed("unshare", "--mount", "--pid", "--fork", "--uts", "--ipc",
-                                        "--net", "--user", "--map-root-user", "chroot", crootfs,
-                                        "/bin/true"))
+            for k, cmd in ops.items():
+                time.sleep(a.pause)
+                res[k].append(timed(*cmd(i)))
         med = {k: statistics.median(v) * 1000 for k, v in res.items()}
-        print(f"runs: {a.runs}; kernel {os.uname().release}; "
+        print(f"runs: {a.runs}; pause {a.pause} s; kernel {os.uname().release}; "
               f"crun {subprocess.run(['crun', '--version'], capture_output=True, text=True).stdout.split()[2]}")
         print()
         print("| what | median (ms) |")
         print("|---|---:|")
         for k, label in [("run_rm", "`jailer run --rm` /bin/true (create, start, wait, rm)"),
                          ("start_wait", "`jailer start --wait` /bin/true (start-to-exit)"),
-                         ("crun_run", "`crun run` /bin/true (start-to-exit)"),
+                         ("crun_run", "`crun run` /bin/true (start-to-exit, no cgroups)"),
+                         ("crun_cg_run", "`crun run` /bin/true, cgroupfs with the same limits"),
                          ("unshare", "`unshare` + `chroot` /bin/true"),
                          ("exec", "`jailer exec` /bin/true"),
                          ("crun_exec", "`crun exec` /bin/true")]:
@@ -163,6 +194,10 @@ def main():
         print()
         print(f"start-to-exit, jailer / crun run: {med['start_wait'] / med['crun_run']:.2f}x (target <= 1.0x)")
         print(f"create-run-remove, jailer run --rm / crun run: {med['run_rm'] / med['crun_run']:.2f}x (target < 2x)")
+        print(f"start-to-exit, jailer / crun run with the same cgroups: "
+              f"{med['start_wait'] / med['crun_cg_run']:.2f}x")
+        print(f"create-run-remove, jailer run --rm / crun run with the same cgroups: "
+              f"{med['run_rm'] / med['crun_cg_run']:.2f}x")
         print(f"exec, jailer / crun: {med['exec'] / med['crun_exec']:.2f}x")
     finally:
         subprocess.run(["crun", "--root", crun_root, "kill", "crun-sleeper", "KILL"],

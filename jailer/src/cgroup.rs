@@ -90,6 +90,56 @@ pub fn is_v2() -> bool {
     hierarchies::is_cgroup2_unified_mode()
 }
 
+/// Starts, in a background thread, the RCU grace period that moving a task
+/// between cgroups waits for, so that the jail's own move, moments later,
+/// finds it already passed.
+///
+/// Writing to `cgroup.procs` (or v1 `tasks`) takes the kernel's global
+/// `cgroup_threadgroup_rwsem` for writing; its first writer after a quiet
+/// spell waits for a full RCU grace period (5-15 ms on the 2-cpu machines
+/// we measured, the largest single cost of a start), and writers that come
+/// while that period runs, or within one period after the last writer,
+/// share it and wait no more. The thread rewrites this process's own pid
+/// into the group it is already in: the kernel takes the same lock and
+/// moves nothing. It runs while the CLI and the monitor start up, read
+/// the record and take the snapshot, which the jail's move would otherwise
+/// wait for in turn. Best effort: any error is ignored, and without it a
+/// start is only slower. (Hosts that mount cgroups with `favordynmods`
+/// never wait for this period; systemd does not set it.)
+pub fn prestart_grace_period() {
+    let Some(procs) = own_procs_file() else {
+        return;
+    };
+    let pid = std::process::id().to_string();
+    std::thread::spawn(move || {
+        let _ = std::fs::write(procs, pid);
+    });
+}
+
+/// The `cgroup.procs` of the group this process is in: the v2 group, or on
+/// v1 the one in the `pids` hierarchy.
+fn own_procs_file() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let v2 = is_v2();
+    let rel = text.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+        let hit = if v2 {
+            ctrls.is_empty()
+        } else {
+            ctrls.split(',').any(|c| c == "pids")
+        };
+        hit.then(|| path.trim_start_matches('/').to_string())
+    })?;
+    let base = if v2 {
+        PathBuf::from("/sys/fs/cgroup")
+    } else {
+        PathBuf::from("/sys/fs/cgroup/pids")
+    };
+    let file = base.join(rel).join("cgroup.procs");
+    file.exists().then_some(file)
+}
+
 impl JailCgroup {
     /// Creates (or reuses) the jail's group and applies `limits`.
     pub fn create(rec: &JailRecord, limits: &Limits) -> Result<JailCgroup, CgroupError> {

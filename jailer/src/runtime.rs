@@ -186,6 +186,7 @@ pub fn observe(pool: &Pool, mut rec: JailRecord) -> JailRecord {
 /// monitor that outlives this process. Returns once the command is exec'd,
 /// or with the reason it could not be.
 pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
+    crate::cgroup::prestart_grace_period();
     let _lock = pool.lock("jail", name, true)?;
     let mut rec = read(pool, name)?;
     reconcile(pool, &mut rec)?;
@@ -215,6 +216,7 @@ pub fn run(pool: &Pool, spec: crate::spec::JailSpec) -> Result<JailRecord, crate
     if spec.command.is_empty() {
         return Err(RuntimeError::NoCommand { name: spec.name }.into());
     }
+    crate::cgroup::prestart_grace_period();
     let (rec, _lock, monitor) =
         crate::jail::create_with(pool, spec, |rec| Ok(spawn_monitor(pool, rec)?))?;
     Ok(finish_start(pool, rec, monitor)?)
