@@ -158,9 +158,6 @@ pub enum Cmd {
         #[arg(allow_hyphen_values = true)]
         sql: String,
     },
-    /// Internal: the per-jail monitor (started by `jailer start`).
-    #[command(name = "__monitor", hide = true)]
-    Monitor { name: String },
     /// Remove a jail: its snapshot and its record.
     Rm {
         /// The jail.
@@ -535,10 +532,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)));
         }
         Cmd::Query { sql } => return query(&args.root, &sql, args.json, args.verbose),
-        Cmd::Monitor { name: n } => {
-            let code = runtime::monitor_main(&pool, &name(&n)?);
-            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
-        }
         Cmd::Ls => {
             let jails = jail::list(&pool)?;
             if args.json {

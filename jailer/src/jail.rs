@@ -200,8 +200,10 @@ pub fn create_with<H>(
             source,
         })
         .and_then(|file| {
-            let syncer = std::thread::spawn(move || file.sync_all());
+            // The hook first: `jailer run` forks the monitor there, which
+            // needs this process to have one thread still.
             let hooked = before_snapshot(&rec);
+            let syncer = std::thread::spawn(move || file.sync_all());
             let snap = btrfs::snapshot(
                 &pool.template_rootfs(&rec.spec.template),
                 &pool.jail_rootfs(&name),

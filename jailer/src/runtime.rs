@@ -1,8 +1,10 @@
 //! Running jails: start (through a per-jail monitor), stop, kill, freeze,
 //! thaw, and the reconciliation of records with what the kernel reports.
 //!
-//! `start` re-executes `jailer` as the jail's monitor (`jailer __monitor`),
-//! a small process that outlives the CLI: it makes the cgroup, clones the
+//! `start` forks the jail's monitor from the CLI (no exec: the record is
+//! already read, and an exec of this binary would cost a millisecond of
+//! loading before any work), a small process in its own session that
+//! outlives the CLI: it makes the cgroup, clones the
 //! jail's init into new namespaces, maps its ids, hands it an idmapped view of
 //! the rootfs, reports the exec (or its error) back, then reaps init, records
 //! its exit in `exit.json` and releases the cgroup. The jail's own setup, the
@@ -21,7 +23,6 @@ use nix::sys::signal::Signal;
 use std::io::{BufRead, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// What went wrong running a jail.
@@ -185,8 +186,9 @@ pub fn observe(pool: &Pool, mut rec: JailRecord) -> JailRecord {
 /// `jailer start NAME`: runs the jail's command as its init, through a
 /// monitor that outlives this process. Returns once the command is exec'd,
 /// or with the reason it could not be.
+///
+/// The calling process must have one thread: the monitor is forked from it.
 pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
-    crate::cgroup::prestart_grace_period();
     let _lock = pool.lock("jail", name, true)?;
     let mut rec = read(pool, name)?;
     reconcile(pool, &mut rec)?;
@@ -206,19 +208,24 @@ pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
         }
     }
     let monitor = spawn_monitor(pool, &rec)?;
+    crate::cgroup::prestart_grace_period();
     finish_start(pool, rec, monitor)
 }
 
 /// `jailer run`: creates the jail and starts it. The monitor is spawned
 /// before the snapshot is taken, so the cgroup set-up (an RCU grace period
-/// per task moved on cgroup v1) overlaps the snapshot's transaction commit.
+/// for the move of init) overlaps the snapshot's transaction commit.
+///
+/// The calling process must have one thread: the monitor is forked from it.
 pub fn run(pool: &Pool, spec: crate::spec::JailSpec) -> Result<JailRecord, crate::jail::JailError> {
     if spec.command.is_empty() {
         return Err(RuntimeError::NoCommand { name: spec.name }.into());
     }
-    crate::cgroup::prestart_grace_period();
-    let (rec, _lock, monitor) =
-        crate::jail::create_with(pool, spec, |rec| Ok(spawn_monitor(pool, rec)?))?;
+    let (rec, _lock, monitor) = crate::jail::create_with(pool, spec, |rec| {
+        let m = spawn_monitor(pool, rec)?;
+        crate::cgroup::prestart_grace_period();
+        Ok(m)
+    })?;
     Ok(finish_start(pool, rec, monitor)?)
 }
 
@@ -227,8 +234,12 @@ pub fn run(pool: &Pool, spec: crate::spec::JailSpec) -> Result<JailRecord, crate
 #[derive(Debug)]
 pub struct Monitor {
     name: Name,
-    child: std::process::Child,
-    stdin: Option<std::process::ChildStdin>,
+    pid: nix::unistd::Pid,
+    /// The monitor's stdin: one byte says the rootfs is ready, EOF says
+    /// give up.
+    ready: Option<std::fs::File>,
+    /// The monitor's stdout: its one-line report.
+    report: Option<std::fs::File>,
     detached: bool,
 }
 
@@ -236,15 +247,33 @@ impl Drop for Monitor {
     fn drop(&mut self) {
         if !self.detached {
             // EOF on its stdin: the monitor releases what it made and exits.
-            self.stdin.take();
-            let _ = self.child.wait();
+            self.ready.take();
+            let _ = nix::sys::wait::waitpid(self.pid, None);
         }
     }
 }
 
-/// Spawns the jail's monitor (`jailer __monitor NAME`) in its own session.
-/// It prepares the cgroup and the init's namespaces, then waits for the
-/// word that the rootfs is ready.
+/// Whether this process has exactly one thread (from `/proc/self/stat`).
+fn single_threaded() -> bool {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return false;
+    };
+    // Field 20, counted after the parenthesised command name.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(17))
+        .is_some_and(|n| n == "1")
+}
+
+/// Forks the jail's monitor into its own session, so that the CLI's
+/// terminal and process-group signals never reach it: stdin a pipe from
+/// here (the word that the rootfs is ready), stdout a pipe back (its
+/// report), stderr the jail's console log, and no other fd (the CLI's
+/// locks among them). It prepares the cgroup and the init's namespaces,
+/// then waits for the word.
+///
+/// A fork, not an exec of `jailer`: the record is in memory already and the
+/// monitor starts working at once. That needs this process to have one
+/// thread (checked), so that the child inherits no lock another thread held.
 fn spawn_monitor(pool: &Pool, rec: &JailRecord) -> Result<Monitor, RuntimeError> {
     let name = rec.name();
     if rec.spec.command.is_empty() {
@@ -256,43 +285,70 @@ fn spawn_monitor(pool: &Pool, rec: &JailRecord) -> Result<Monitor, RuntimeError>
         .append(true)
         .open(log_path(pool, name))
         .map_err(sys(name, "cannot open the console log"))?;
-    let exe = std::env::current_exe().map_err(|source| RuntimeError::Monitor {
-        name: name.clone(),
-        source,
-    })?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("--root")
-        .arg(pool.root())
-        .arg("__monitor")
-        .arg(name.as_str())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .env_remove("JAILER_LOG");
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setsid() is async-signal-safe; nothing else runs in the
-        // pre-exec hook. The monitor gets its own session so that the CLI's
-        // terminal and process group signals never reach it.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::unistd::setsid()
-                    .map(|_| ())
-                    .map_err(std::io::Error::from)
-            });
-        }
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| sys(name, "cannot make a pipe to the monitor")(e.into()))
+    };
+    let (ready_r, ready_w) = pipe()?;
+    let (report_r, report_w) = pipe()?;
+    if !single_threaded() {
+        return Err(RuntimeError::Monitor {
+            name: name.clone(),
+            source: std::io::Error::other(
+                "the monitor must be forked from a single-threaded process",
+            ),
+        });
     }
-    let mut child = cmd.spawn().map_err(|source| RuntimeError::Monitor {
-        name: name.clone(),
-        source,
-    })?;
-    let stdin = child.stdin.take();
-    Ok(Monitor {
-        name: name.clone(),
-        child,
-        stdin,
-        detached: false,
-    })
+    let _ = std::io::stdout().flush();
+    // SAFETY: this process has one thread (checked just above), so the
+    // child is a complete copy in which std, the allocator and every lock
+    // are in a consistent state. The child never returns into the caller's
+    // frames: it ends in `_exit`, so no destructor of the CLI runs twice.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => Err(RuntimeError::Monitor {
+            name: name.clone(),
+            source: e.into(),
+        }),
+        Ok(nix::unistd::ForkResult::Child) => {
+            // Lift the three above stdio first: a CLI started with closed
+            // stdio gets them as 0-2, and one dup2 would clobber another.
+            // SAFETY: fcntl(F_DUPFD) only duplicates a descriptor we own.
+            let lift = |fd: i32| unsafe { libc::fcntl(fd, libc::F_DUPFD, 10) };
+            let fds = [
+                lift(ready_r.as_raw_fd()),
+                lift(report_w.as_raw_fd()),
+                lift(log.as_raw_fd()),
+            ];
+            // `ps` and `top` show it as the monitor (its argv stays the
+            // CLI's: `jailer start NAME`).
+            // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most
+            // 16 bytes, which this literal is.
+            unsafe { libc::prctl(libc::PR_SET_NAME, c"jailer-monitor".as_ptr()) };
+            let wired = nix::unistd::setsid().is_ok()
+                && fds.iter().all(|fd| *fd >= 10)
+                && (0..3).all(|i| nix::unistd::dup2(fds[i], i as i32).is_ok());
+            // Every fd but stdio goes, the CLI's lock files first among
+            // them. (`dup2` clears close-on-exec on 0-2.) The OwnedFds of
+            // this frame are never dropped: `_exit` below does not return.
+            // SAFETY: close_range(2) only closes descriptors.
+            let closed = unsafe { libc::close_range(3, libc::c_uint::MAX, 0) } == 0;
+            let code = if wired && closed {
+                monitor_main(pool, rec)
+            } else {
+                1
+            };
+            // SAFETY: _exit(2) ends the process without running the CLI's
+            // destructors or atexit handlers in this copy of it.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => Ok(Monitor {
+            name: name.clone(),
+            pid: child,
+            ready: Some(std::fs::File::from(ready_w)),
+            report: Some(std::fs::File::from(report_r)),
+            detached: false,
+        }),
+    }
 }
 
 /// Tells the monitor the rootfs is ready, waits for its report (the exec, or
@@ -303,11 +359,11 @@ fn finish_start(
     mut m: Monitor,
 ) -> Result<JailRecord, RuntimeError> {
     let name = m.name.clone();
-    if let Some(mut stdin) = m.stdin.take() {
-        let _ = stdin.write_all(b"r");
+    if let Some(mut ready) = m.ready.take() {
+        let _ = ready.write_all(b"r");
     }
     let mut line = String::new();
-    if let Some(out) = m.child.stdout.take() {
+    if let Some(out) = m.report.take() {
         let _ = std::io::BufReader::new(out).read_line(&mut line);
     }
     let line = line.trim();
@@ -484,34 +540,28 @@ fn report(line: &str) {
     }
 }
 
-/// Entry point of `jailer __monitor NAME`. Runs for the jail's whole life.
-pub fn monitor_main(pool: &Pool, name: &Name) -> i32 {
+/// The monitor, in the forked child. Runs for the jail's whole life.
+fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
+    let name = rec.name();
     // Terminal and session signals must not take the jail down.
     for s in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
         // SAFETY: SIG_IGN installs no handler code; always sound.
         let _ = unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigIgn) };
     }
-    let rec = match read(pool, name) {
-        Ok(r) => r,
-        Err(e) => {
-            report(&format!("error {}", crate::error_chain(&e)));
-            return 1;
-        }
-    };
     let limits = Limits {
         memory: rec.spec.memory,
         cpus: rec.spec.cpus,
         pids: rec.spec.pids,
         io_weight: rec.spec.io_weight,
     };
-    let cg = match JailCgroup::create(&rec, &limits) {
+    let cg = match JailCgroup::create(rec, &limits) {
         Ok(c) => c,
         Err(e) => {
             report(&format!("error {}", crate::error_chain(&e)));
             return 1;
         }
     };
-    let started = match launch(pool, &rec, &cg) {
+    let started = match launch(pool, rec, &cg) {
         Ok(s) => s,
         Err(e) => {
             cg.signal_all(Signal::SIGKILL);

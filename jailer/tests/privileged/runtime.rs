@@ -920,14 +920,20 @@ fn no_leaks() -> Result<(), String> {
         ok(&root, &["start", "rt-cycle"])?;
         let rec = inspect(&root, "rt-cycle")?;
         let monitor = rec["runtime"]["monitor"]["pid"].as_i64().unwrap_or(0);
+        let monitor_start = rec["runtime"]["monitor"]["start_time"].as_u64();
         if i == 0 || i == 99 {
             monitor_fds.push(fd_count(monitor));
         }
         ok(&root, &["stop", "rt-cycle", "--timeout", "0"])?;
-        if Path::new(&format!("/proc/{monitor}")).exists()
-            && std::fs::read_to_string(format!("/proc/{monitor}/cmdline"))
-                .is_ok_and(|c| c.contains("__monitor"))
-        {
+        // The same process (pid and start time), not yet exited: a zombie
+        // waiting for its reaper has released everything.
+        let stat = std::fs::read_to_string(format!("/proc/{monitor}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let same = fields.get(19).and_then(|t| t.parse::<u64>().ok()) == monitor_start;
+        if same && fields.first().is_some_and(|st| *st != "Z" && *st != "X") {
             return Err(format!("cycle {i}: the monitor outlived stop"));
         }
         if cgroup_dirs("rt-cycle") != 0 {
