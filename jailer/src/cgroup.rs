@@ -107,6 +107,12 @@ pub fn is_v2() -> bool {
 /// start is only slower. (Hosts that mount cgroups with `favordynmods`
 /// never wait for this period; systemd does not set it.)
 pub fn prestart_grace_period() {
+    // On v2 init is created in its group (`clone3` with CLONE_INTO_CGROUP)
+    // and nothing moves: a period started here would only hold the cgroup
+    // lock while the monitor makes the group.
+    if is_v2() {
+        return;
+    }
     let Some(procs) = own_procs_file() else {
         return;
     };
@@ -278,6 +284,24 @@ impl JailCgroup {
                             .is_some_and(|s| s.split(',').any(|x| x == controller))
                     })
             })
+    }
+
+    /// On v2, the group's directory, opened for `clone3`'s
+    /// `CLONE_INTO_CGROUP`; `None` on v1 or if it cannot be opened.
+    pub fn v2_dir_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        if !self.cg.v2() {
+            return None;
+        }
+        let dir = self
+            .cg
+            .subsystems()
+            .first()?
+            .to_controller()
+            .path()
+            .to_path_buf();
+        std::fs::File::open(dir)
+            .ok()
+            .map(std::os::fd::OwnedFd::from)
     }
 
     /// Where the group lives, for the jail's record.

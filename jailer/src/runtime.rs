@@ -655,8 +655,20 @@ fn launch(
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| sys(name, "cannot make a pipe")(e.into()))?;
 
-    let child = init::spawn(&plan, child_sock, err_w, log.as_fd())
-        .map_err(|e| sys(name, "cannot clone the jail's init")(e.into()))?;
+    let cgroup_dir = cg.v2_dir_fd();
+    let (child, in_cgroup) = init::spawn(
+        &plan,
+        child_sock,
+        err_w,
+        log.as_fd(),
+        cgroup_dir.as_ref().map(|d| d.as_fd()),
+    )
+    .map_err(|e| sys(name, "cannot clone the jail's init")(e.into()))?;
+    if in_cgroup {
+        tracing::debug!(jail = %name, pid = %child, "init created in its cgroup by clone3");
+    } else {
+        tracing::debug!(jail = %name, pid = %child, "init cloned, to be moved into its cgroup");
+    }
     let setup = (|| -> Result<(), RuntimeError> {
         write_id_maps(name, child, rec)?;
         // Moving a task between v1 cgroups waits for an RCU grace period
@@ -668,7 +680,7 @@ fn launch(
         // this process had one thread.)
         let pid = child.as_raw();
         let placing = std::thread::scope(|scope| {
-            let placing = scope.spawn(|| cg.add(pid));
+            let placing = scope.spawn(|| if in_cgroup { Ok(()) } else { cg.add(pid) });
             let ready = rootfs_ready(name);
             let handed = ready.and_then(|()| {
                 let userns = std::fs::File::open(format!("/proc/{child}/ns/user"))

@@ -102,18 +102,28 @@ impl Plan {
 }
 
 /// Clones the init. The child blocks until [`send_go`].
-pub fn spawn(plan: &Plan, sock: OwnedFd, err_w: OwnedFd, log: BorrowedFd<'_>) -> nix::Result<Pid> {
+///
+/// With `cgroup` (the jail's cgroup v2 directory) the child is created in
+/// that group (`clone3` with `CLONE_INTO_CGROUP`) and the second value is
+/// true; without it, or on a kernel before 5.7, it starts in the monitor's
+/// group and the caller moves it.
+pub fn spawn(
+    plan: &Plan,
+    sock: OwnedFd,
+    err_w: OwnedFd,
+    log: BorrowedFd<'_>,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> nix::Result<(Pid, bool)> {
     let flags = CloneFlags::CLONE_NEWUSER
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWNET;
-    let mut stack = vec![0u8; 1 << 20];
     let log_fd = log.as_raw_fd();
     let sock_fd = sock.as_raw_fd();
     let err_fd = err_w.as_raw_fd();
-    let cb = Box::new(move || -> isize {
+    let child = move || -> isize {
         match setup(plan, sock_fd, log_fd) {
             Ok(never) => match never {},
             Err(msg) => {
@@ -125,16 +135,39 @@ pub fn spawn(plan: &Plan, sock: OwnedFd, err_w: OwnedFd, log: BorrowedFd<'_>) ->
                 127
             }
         }
+    };
+    let mut result = None;
+    if let Some(cg) = cgroup {
+        // SAFETY: the monitor is single-threaded, so the child's copy of the
+        // address space has no lock held by another thread; the child runs
+        // `child` (memory prepared before the fork: the plan, the fds above)
+        // and ends in _exit, never returning into the monitor's frames.
+        match unsafe { crate::sys::clone3::fork_into_cgroup(flags, cg) } {
+            Ok(crate::sys::clone3::Forked::Child) => {
+                let code = child();
+                // SAFETY: _exit(2) ends the child without running the
+                // monitor's destructors in this copy of it.
+                unsafe { libc::_exit(code as i32) }
+            }
+            Ok(crate::sys::clone3::Forked::Parent(pid)) => result = Some(Ok((pid, true))),
+            // No clone3 or no CLONE_INTO_CGROUP: clone, and be moved.
+            Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG) => {}
+            Err(e) => result = Some(Err(e)),
+        }
+    }
+    let result = result.unwrap_or_else(|| {
+        let mut stack = vec![0u8; 1 << 20];
+        // SAFETY: the monitor is single-threaded, so the child's copy of the
+        // address space has no lock held by another thread; the callback
+        // only uses memory prepared before the clone (the plan) and the fds
+        // above, and the stack outlives the call in the parent (the child
+        // has its own copy of it, since CLONE_VM is not set).
+        unsafe { nix::sched::clone(Box::new(child), &mut stack, flags, Some(libc::SIGCHLD)) }
+            .map(|pid| (pid, false))
     });
-    // SAFETY: the monitor is single-threaded, so the child's copy of the
-    // address space has no lock held by another thread; the callback only
-    // uses memory prepared before the clone (the plan) and the fds above,
-    // and the stack outlives the call in the parent (the child has its own
-    // copy of it, since CLONE_VM is not set).
-    let pid = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) };
     drop(sock);
     drop(err_w);
-    pid
+    result
 }
 
 /// Tells the child to go on: first with the idmapped rootfs tree (ids are

@@ -4,6 +4,7 @@
 //! these functions and never issues raw syscalls itself.
 
 pub mod btrfs;
+pub mod clone3;
 pub mod loopdev;
 pub mod mount;
 pub mod mountapi;

@@ -33,6 +33,7 @@ pub fn trials() -> Vec<Trial> {
         t("exec_joins_the_jail_and_passes_the_exit_code", exec),
         t("lifecycle_transitions_and_clear_errors", transitions),
         t("missing_binary_is_reported_at_start", missing_binary),
+        t("init_is_created_in_its_cgroup_on_v2", born_in_cgroup),
         t("run_rm_returns_the_exit_code_and_removes_the_jail", run_rm),
         t("logs_and_ps", logs_ps),
         t("dead_monitor_or_init_reads_stopped", dead_monitor),
@@ -692,6 +693,46 @@ fn transitions() -> Result<(), String> {
     if root.join("jails/rt-trans").exists() || cgroup_dirs("rt-trans") != 0 {
         return Err("rm --force left the jail or its cgroup".into());
     }
+    Ok(())
+}
+
+/// On cgroup v2 init is created in the jail's group (clone3 with
+/// CLONE_INTO_CGROUP), with no move and its grace period; on v1 it is moved.
+/// The monitor says which at debug level in the console log.
+fn born_in_cgroup() -> Result<(), String> {
+    let root = pool()?;
+    let _j = jail(&root, "rt-born");
+    ok(
+        &root,
+        &[
+            "create",
+            "rt-born",
+            "--template",
+            "deb",
+            "--",
+            "/bin/sleep",
+            "1000",
+        ],
+    )?;
+    ok(&root, &["-vv", "start", "rt-born"])?;
+    let pid = init_pid(&root, "rt-born")?;
+    let log = std::fs::read_to_string(root.join("jails/rt-born/console.log"))
+        .map_err(|e| format!("console log: {e}"))?;
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let want = if v2 {
+        "init created in its cgroup by clone3"
+    } else {
+        "init cloned, to be moved into its cgroup"
+    };
+    if !log.contains(want) {
+        return Err(format!("v2={v2}: the console log lacks {want:?}: {log}"));
+    }
+    // Either way init is in the jail's group, on v2 in the unified one.
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    if !cg.lines().any(|l| l.contains("/jailer/rt-born-")) {
+        return Err(format!("init {pid} is not in the jail's cgroup: {cg}"));
+    }
+    ok(&root, &["stop", "rt-born", "--timeout", "0"])?;
     Ok(())
 }
 
