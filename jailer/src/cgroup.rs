@@ -101,10 +101,11 @@ pub fn is_v2() -> bool {
 /// while that period runs, or within one period after the last writer,
 /// share it and wait no more. The thread rewrites this process's own pid
 /// into the group it is already in: the kernel takes the same lock and
-/// moves nothing. It runs while the CLI and the monitor start up, read
-/// the record and take the snapshot, which the jail's move would otherwise
-/// wait for in turn. Best effort: any error is ignored, and without it a
-/// start is only slower. (Hosts that mount cgroups with `favordynmods`
+/// moves nothing. It runs while the monitor makes the group and clones init
+/// and (under `jailer run`) the CLI takes the snapshot, which the jail's
+/// move would otherwise wait for in turn. Called after the monitor is
+/// forked (the fork needs a single-threaded CLI). Best effort: any error is
+/// ignored, and without it a start is only slower. (Hosts that mount cgroups with `favordynmods`
 /// never wait for this period; systemd does not set it.)
 pub fn prestart_grace_period() {
     // On v2 init is created in its group (`clone3` with CLONE_INTO_CGROUP)
