@@ -88,16 +88,35 @@ pub fn exec(pool: &Pool, name: &Name, command: &[String]) -> Result<i32, Runtime
         });
     }
     let cg = JailCgroup::load(&rec);
-    // SAFETY: the CLI is single-threaded here (no runtime, no worker
-    // threads), so the child may run arbitrary code after fork.
-    match unsafe { nix::unistd::fork() } {
-        Err(e) => Err(RuntimeError::Sys {
-            name: name.clone(),
-            what: "cannot fork",
-            source: e.into(),
-        }),
-        Ok(ForkResult::Child) => {
-            let code = match enter(&cg, &fds, &plan) {
+    // On v2 the child is created in the jail's group (no move, no grace
+    // period); elsewhere, or before Linux 5.7, it is forked and moves itself.
+    let cg_dir = cg.v2_dir_fd();
+    let fork_err = |e: nix::errno::Errno| RuntimeError::Sys {
+        name: name.clone(),
+        what: "cannot fork into the jail (at its pids limit?)",
+        source: e.into(),
+    };
+    let mut forked = None;
+    if let Some(dir) = &cg_dir {
+        // SAFETY: as for the fork below.
+        match unsafe { crate::sys::clone3::fork_into_cgroup(CloneFlags::empty(), dir.as_fd()) } {
+            Ok(crate::sys::clone3::Forked::Child) => forked = Some((ForkResult::Child, true)),
+            Ok(crate::sys::clone3::Forked::Parent(child)) => {
+                forked = Some((ForkResult::Parent { child }, true))
+            }
+            Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG) => {}
+            Err(e) => return Err(fork_err(e)),
+        }
+    }
+    let (fork, in_cgroup) = match forked {
+        Some(f) => f,
+        // SAFETY: the CLI is single-threaded here (no runtime, no worker
+        // threads), so the child may run arbitrary code after fork.
+        None => (unsafe { nix::unistd::fork() }.map_err(fork_err)?, false),
+    };
+    match fork {
+        ForkResult::Child => {
+            let code = match enter(&cg, in_cgroup, &fds, &plan) {
                 Ok(code) => code,
                 Err(msg) => {
                     eprintln!("jailer: error: exec in jail {name}: {msg}");
@@ -106,7 +125,7 @@ pub fn exec(pool: &Pool, name: &Name, command: &[String]) -> Result<i32, Runtime
             };
             std::process::exit(code)
         }
-        Ok(ForkResult::Parent { child }) => Ok(wait_code(child)),
+        ForkResult::Parent { child } => Ok(wait_code(child)),
     }
 }
 
@@ -122,11 +141,19 @@ fn wait_code(pid: nix::unistd::Pid) -> i32 {
     }
 }
 
-/// In the forked child: join the cgroup and namespaces, then fork once more
-/// (a pid namespace applies to children) and exec in the grandchild.
-fn enter(cg: &JailCgroup, fds: &[(std::fs::File, CloneFlags)], plan: &Plan) -> Result<i32, String> {
-    let me = nix::unistd::getpid().as_raw();
-    cg.add(me).map_err(|e| crate::error_chain(&e))?;
+/// In the forked child: join the cgroup (unless created in it) and the
+/// namespaces, then fork once more (a pid namespace applies to children)
+/// and exec in the grandchild.
+fn enter(
+    cg: &JailCgroup,
+    in_cgroup: bool,
+    fds: &[(std::fs::File, CloneFlags)],
+    plan: &Plan,
+) -> Result<i32, String> {
+    if !in_cgroup {
+        let me = nix::unistd::getpid().as_raw();
+        cg.add(me).map_err(|e| crate::error_chain(&e))?;
+    }
     for (f, flag) in fds {
         nix::sched::setns(f.as_fd(), *flag).map_err(|e| format!("setns {flag:?}: {e}"))?;
     }
