@@ -60,6 +60,23 @@ pub(crate) fn start_sh(
     Ok(())
 }
 
+/// Creates `name` running `sleep 1000`.
+fn create_sleeper(root: &Path, name: &str) -> Result<(), String> {
+    ok(
+        root,
+        &[
+            "create",
+            name,
+            "--template",
+            "deb",
+            "--",
+            "/bin/sleep",
+            "1000",
+        ],
+    )?;
+    Ok(())
+}
+
 /// Removes a jail whatever its state (test cleanup).
 pub(crate) struct Jail<'a> {
     root: &'a Path,
@@ -697,23 +714,12 @@ fn transitions() -> Result<(), String> {
 }
 
 /// On cgroup v2 init is created in the jail's group (clone3 with
-/// CLONE_INTO_CGROUP), with no move and its grace period; on v1 it is moved.
+/// CLONE_INTO_CGROUP), with no move and so no grace period; on v1 it is moved.
 /// The monitor says which at debug level in the console log.
 fn born_in_cgroup() -> Result<(), String> {
     let root = pool()?;
     let _j = jail(&root, "rt-born");
-    ok(
-        &root,
-        &[
-            "create",
-            "rt-born",
-            "--template",
-            "deb",
-            "--",
-            "/bin/sleep",
-            "1000",
-        ],
-    )?;
+    create_sleeper(&root, "rt-born")?;
     ok(&root, &["-vv", "start", "rt-born"])?;
     let pid = init_pid(&root, "rt-born")?;
     let log = std::fs::read_to_string(root.join("jails/rt-born/console.log"))
@@ -943,18 +949,7 @@ fn fd_count(pid: i64) -> usize {
 fn no_leaks() -> Result<(), String> {
     let root = pool()?;
     let _j = jail(&root, "rt-cycle");
-    ok(
-        &root,
-        &[
-            "create",
-            "rt-cycle",
-            "--template",
-            "deb",
-            "--",
-            "/bin/sleep",
-            "1000",
-        ],
-    )?;
+    create_sleeper(&root, "rt-cycle")?;
     let mounts_before = count_mounts();
     let mut monitor_fds = Vec::new();
     for i in 0..100 {
