@@ -240,6 +240,7 @@ pub struct CreateArgs {
     #[arg(long = "cap-drop", value_name = "CAP")]
     pub cap_drop: Vec<String>,
     /// Network: none, macvlan,parent=IFACE,ip=ADDR/PREFIX[,gateway=ADDR] or macvlan,parent=IFACE,dhcp.
+    /// macvlan is recorded but not set up by this version: start refuses it.
     #[arg(long, value_name = "SPEC")]
     pub net: Option<String>,
     /// Environment variable for the jail's command (KEY=VALUE).

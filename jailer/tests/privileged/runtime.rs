@@ -33,6 +33,10 @@ pub fn trials() -> Vec<Trial> {
         t("exec_joins_the_jail_and_passes_the_exit_code", exec),
         t("lifecycle_transitions_and_clear_errors", transitions),
         t("missing_binary_is_reported_at_start", missing_binary),
+        t(
+            "macvlan_jail_is_refused_not_started_without_it",
+            macvlan_refused,
+        ),
         t("init_is_created_in_its_cgroup_on_v2", born_in_cgroup),
         t("run_rm_returns_the_exit_code_and_removes_the_jail", run_rm),
         t("logs_and_ps", logs_ps),
@@ -739,6 +743,55 @@ fn born_in_cgroup() -> Result<(), String> {
         return Err(format!("init {pid} is not in the jail's cgroup: {cg}"));
     }
     ok(&root, &["stop", "rt-born", "--timeout", "0"])?;
+    Ok(())
+}
+
+/// macvlan is recorded but not made yet: start and run refuse such a jail
+/// rather than start it without the network it asks for.
+fn macvlan_refused() -> Result<(), String> {
+    let root = pool()?;
+    let _j = jail(&root, "rt-mv");
+    let _k = jail(&root, "rt-mv2");
+    let net = "macvlan,parent=eth9,ip=192.0.2.10/24";
+    ok(
+        &root,
+        &[
+            "create",
+            "rt-mv",
+            "--template",
+            "deb",
+            "--net",
+            net,
+            "--",
+            "/bin/true",
+        ],
+    )?;
+    fails(
+        &root,
+        &["start", "rt-mv"],
+        &["rt-mv", "macvlan", "cannot set up yet", "--net none"],
+    )?;
+    if inspect(&root, "rt-mv")?["state"] != "created" || cgroup_dirs("rt-mv") != 0 {
+        return Err("a refused start left state or a cgroup behind".into());
+    }
+    fails(
+        &root,
+        &[
+            "run",
+            "rt-mv2",
+            "--template",
+            "deb",
+            "--net",
+            net,
+            "--",
+            "/bin/true",
+        ],
+        &["rt-mv2", "macvlan", "cannot set up yet"],
+    )?;
+    let ls = ok(&root, &["ls"])?;
+    if ls.contains("rt-mv2") {
+        return Err(format!("a refused run left a jail: {ls}"));
+    }
     Ok(())
 }
 
