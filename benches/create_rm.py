@@ -15,15 +15,13 @@ Needs a release build: cargo build --release -p jailer
 """
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-JAILER = os.path.join(REPO, "target", "release", "jailer")
+from scratch import JAILER, release_pool  # benches/scratch.py, beside this script
 
 
 def run(*args, **kw):
@@ -104,14 +102,7 @@ def main():
               f"(target <= 1.2x)")
         print(f"copy / jailer: {med['copy'] / med['jailer']:.1f}x (target >= 30x)")
     finally:
-        subprocess.run(["umount", root], stderr=subprocess.DEVNULL)
-        # Autoclear releases the loop device on unmount; detach by exact
-        # backing file in case it did not.
-        for dev in os.listdir("/sys/block"):
-            bf = f"/sys/block/{dev}/loop/backing_file"
-            if os.path.exists(bf) and open(bf).read().strip() == image:
-                subprocess.run(["losetup", "-d", f"/dev/{dev}"])
-        shutil.rmtree(tmp, ignore_errors=True)
+        release_pool(root, image, tmp)
 
 
 if __name__ == "__main__":

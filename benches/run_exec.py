@@ -39,8 +39,7 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-JAILER = os.path.join(REPO, "target", "release", "jailer")
+from scratch import JAILER, release_pool  # benches/scratch.py, beside this script
 CRUN_IDS = 1879048192  # a host id range no jail of this pool uses
 
 
@@ -208,12 +207,7 @@ def main():
         for n in started:
             subprocess.run([JAILER, "--root", root, "rm", "--force", n],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        subprocess.run(["umount", root], stderr=subprocess.DEVNULL)
-        for dev in os.listdir("/sys/block"):
-            bf = f"/sys/block/{dev}/loop/backing_file"
-            if os.path.exists(bf) and open(bf).read().strip() == image:
-                subprocess.run(["losetup", "-d", f"/dev/{dev}"])
-        shutil.rmtree(tmp, ignore_errors=True)
+        release_pool(root, image, tmp)
 
 
 if __name__ == "__main__":

@@ -56,30 +56,23 @@ pub(crate) fn start_sh(
     extra: &[&str],
     script: &str,
 ) -> Result<(), String> {
-    let mut args = vec!["create", name, "--template", "deb"];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&["--", "/bin/sh", "-c", script]);
-    ok(root, &args)?;
+    create(root, name, extra, &["/bin/sh", "-c", script])?;
     ok(root, &["start", name])?;
     Ok(())
 }
 
-/// Creates `name` running `sleep 1000`.
-fn create_sleeper(root: &Path, name: &str) -> Result<(), String> {
-    ok(
-        root,
-        &[
-            "create",
-            name,
-            "--template",
-            "deb",
-            "--",
-            "/bin/sleep",
-            "1000",
-        ],
-    )?;
+/// `jailer create NAME --template deb EXTRA.. -- COMMAND..`.
+fn create(root: &Path, name: &str, extra: &[&str], command: &[&str]) -> Result<(), String> {
+    let mut args = vec!["create", name, "--template", "deb"];
+    args.extend_from_slice(extra);
+    args.push("--");
+    args.extend_from_slice(command);
+    ok(root, &args)?;
     Ok(())
 }
+
+/// The command of jails that only need to stay up.
+const SLEEP: &[&str] = &["/bin/sleep", "1000"];
 
 /// Removes a jail whatever its state (test cleanup).
 pub(crate) struct Jail<'a> {
@@ -433,16 +426,11 @@ fn seccomp() -> Result<(), String> {
 fn oom() -> Result<(), String> {
     let root = pool()?;
     let _j = jail(&root, "rt-oom");
-    ok(
+    create(
         &root,
+        "rt-oom",
+        &["--memory", "32M"],
         &[
-            "create",
-            "rt-oom",
-            "--template",
-            "deb",
-            "--memory",
-            "32M",
-            "--",
             "/usr/bin/perl",
             "-e",
             "$x = 'a' x (256*1024*1024); sleep 100",
@@ -469,10 +457,13 @@ fn pids() -> Result<(), String> {
     let root = pool()?;
     let _j = jail(&root, "rt-pids");
     // perl's fork returns undef when refused, where a shell would give up.
-    ok(
+    create(
         &root,
+        "rt-pids",
+        &["--pids", "20"],
         &[
-            "create", "rt-pids", "--template", "deb", "--pids", "20", "--", "/usr/bin/perl", "-e",
+            "/usr/bin/perl",
+            "-e",
             "$| = 1; my $n = 0; for (1..200) { my $p = fork(); if (!defined $p) { $n++; next } if ($p == 0) { sleep 1000; exit } } print \"refused $n\\n\"; sleep 1000",
         ],
     )?;
@@ -661,20 +652,7 @@ fn transitions() -> Result<(), String> {
     let _j = jail(&root, "rt-trans");
     // An I/O weight is accepted and never stops a start, whether or not the
     // host's I/O scheduler supports weights.
-    ok(
-        &root,
-        &[
-            "create",
-            "rt-trans",
-            "--template",
-            "deb",
-            "--io-weight",
-            "200",
-            "--",
-            "/bin/sleep",
-            "1000",
-        ],
-    )?;
+    create(&root, "rt-trans", &["--io-weight", "200"], SLEEP)?;
     fails(
         &root,
         &["stop", "rt-trans"],
@@ -723,7 +701,7 @@ fn transitions() -> Result<(), String> {
 fn born_in_cgroup() -> Result<(), String> {
     let root = pool()?;
     let _j = jail(&root, "rt-born");
-    create_sleeper(&root, "rt-born")?;
+    create(&root, "rt-born", &[], SLEEP)?;
     ok(&root, &["-vv", "start", "rt-born"])?;
     let pid = init_pid(&root, "rt-born")?;
     let log = std::fs::read_to_string(root.join("jails/rt-born/console.log"))
@@ -753,19 +731,7 @@ fn macvlan_refused() -> Result<(), String> {
     let _j = jail(&root, "rt-mv");
     let _k = jail(&root, "rt-mv2");
     let net = "macvlan,parent=eth9,ip=192.0.2.10/24";
-    ok(
-        &root,
-        &[
-            "create",
-            "rt-mv",
-            "--template",
-            "deb",
-            "--net",
-            net,
-            "--",
-            "/bin/true",
-        ],
-    )?;
+    create(&root, "rt-mv", &["--net", net], &["/bin/true"])?;
     fails(
         &root,
         &["start", "rt-mv"],
@@ -798,17 +764,7 @@ fn macvlan_refused() -> Result<(), String> {
 fn missing_binary() -> Result<(), String> {
     let root = pool()?;
     let _j = jail(&root, "rt-missing");
-    ok(
-        &root,
-        &[
-            "create",
-            "rt-missing",
-            "--template",
-            "deb",
-            "--",
-            "/usr/bin/nope",
-        ],
-    )?;
+    create(&root, "rt-missing", &[], &["/usr/bin/nope"])?;
     fails(
         &root,
         &["start", "rt-missing"],
@@ -1002,7 +958,7 @@ fn fd_count(pid: i64) -> usize {
 fn no_leaks() -> Result<(), String> {
     let root = pool()?;
     let _j = jail(&root, "rt-cycle");
-    create_sleeper(&root, "rt-cycle")?;
+    create(&root, "rt-cycle", &[], SLEEP)?;
     let mounts_before = count_mounts();
     let mut monitor_fds = Vec::new();
     for i in 0..100 {
