@@ -7,8 +7,9 @@
 
 use crate::name::Name;
 use crate::record::{CgroupRef, JailRecord};
-use cgroups_rs::{hierarchies, Cgroup, CgroupPid, MaxValue, Resources};
+use cgroups_rs::{hierarchies, Cgroup, MaxValue, Resources};
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 /// v1 controllers a jail gets a group in.
@@ -31,12 +32,12 @@ pub enum CgroupError {
         #[source]
         source: cgroups_rs::error::Error,
     },
-    #[error("cannot move pid {pid} into the cgroup of jail {name}")]
-    Attach {
+    #[error("cannot open {path} to enter the cgroup of jail {name}")]
+    Open {
         name: Name,
-        pid: i32,
+        path: PathBuf,
         #[source]
-        source: cgroups_rs::error::Error,
+        source: std::io::Error,
     },
     #[error("cannot {what} the cgroup of jail {name}")]
     Op {
@@ -90,61 +91,39 @@ pub fn is_v2() -> bool {
     hierarchies::is_cgroup2_unified_mode()
 }
 
-/// Starts, in a background thread, the RCU grace period that moving a task
-/// between cgroups waits for, so that the jail's own move, moments later,
-/// finds it already passed.
+/// The jail's group opened for a process to move *itself* in: `tasks` in
+/// every v1 hierarchy, `cgroup.procs` on v2. Opened by the monitor (or the
+/// CLI) as root before the fork; the child inherits the fds (close-on-exec,
+/// so the jail's command never holds them) and calls [`SelfEntry::enter`].
 ///
-/// Writing to `cgroup.procs` (or v1 `tasks`) takes the kernel's global
-/// `cgroup_threadgroup_rwsem` for writing; its first writer after a quiet
-/// spell waits for a full RCU grace period (5-15 ms on the 2-cpu machines
-/// we measured, the largest single cost of a start), and writers that come
-/// while that period runs, or within one period after the last writer,
-/// share it and wait no more. The thread rewrites this process's own pid
-/// into the group it is already in: the kernel takes the same lock and
-/// moves nothing. It runs while the monitor makes the group and clones init
-/// and (under `jailer run`) the CLI takes the snapshot, which the jail's
-/// move would otherwise wait for in turn. Called after the monitor is
-/// forked (the fork needs a single-threaded CLI). Best effort: any error is
-/// ignored, and without it a start is only slower. (Hosts that mount cgroups with `favordynmods`
-/// never wait for this period; systemd does not set it.)
-pub fn prestart_grace_period() {
-    // On v2 init is created in its group (`clone3` with CLONE_INTO_CGROUP)
-    // and nothing moves: a period started here would only hold the cgroup
-    // lock while the monitor makes the group.
-    if is_v2() {
-        return;
-    }
-    let Some(procs) = own_procs_file() else {
-        return;
-    };
-    let pid = std::process::id().to_string();
-    std::thread::spawn(move || {
-        let _ = std::fs::write(procs, pid);
-    });
+/// Why not move the child from outside: writing a pid to `cgroup.procs` or
+/// `tasks` takes the kernel's global `cgroup_threadgroup_rwsem` for
+/// writing, and its first writer after a quiet spell waits for a full RCU
+/// grace period (5-15 ms on the 2-cpu machines we measured, the largest
+/// single cost of a start on a v1 host). A thread that writes `0` (itself)
+/// to a v1 `tasks` file moves only itself, and the kernel skips that lock
+/// (Linux 5.13+, "cgroup: Optimize single thread migration"): on Debian
+/// 12's 6.1 kernel, 5 hierarchies in 1.8 ms under qemu TCG against 16 ms
+/// for a pid written from outside (benches/v1_self_move.sh). Our children
+/// are single-threaded, so the thread is the whole process. Permission is
+/// the opener's: v1 checks the file's open-time credentials, so init may
+/// write after it became root of its user namespace. On v2 `0` in
+/// `cgroup.procs` moves the caller's process, under the lock; jailer only
+/// gets there on a kernel without `clone3`'s `CLONE_INTO_CGROUP` (< 5.7).
+#[derive(Debug)]
+pub struct SelfEntry {
+    files: Vec<OwnedFd>,
 }
 
-/// The `cgroup.procs` of the group this process is in: the v2 group, or on
-/// v1 the one in the `pids` hierarchy.
-fn own_procs_file() -> Option<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let v2 = is_v2();
-    let rel = text.lines().find_map(|l| {
-        let mut f = l.splitn(3, ':');
-        let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-        let hit = if v2 {
-            ctrls.is_empty()
-        } else {
-            ctrls.split(',').any(|c| c == "pids")
-        };
-        hit.then(|| path.trim_start_matches('/').to_string())
-    })?;
-    let base = if v2 {
-        PathBuf::from("/sys/fs/cgroup")
-    } else {
-        PathBuf::from("/sys/fs/cgroup/pids")
-    };
-    let file = base.join(rel).join("cgroup.procs");
-    file.exists().then_some(file)
+impl SelfEntry {
+    /// Moves the calling thread into the jail's group in every hierarchy.
+    /// Only write(2): safe in a child cloned from a single-threaded process.
+    pub fn enter(&self) -> nix::Result<()> {
+        for f in &self.files {
+            nix::unistd::write(f, b"0")?;
+        }
+        Ok(())
+    }
 }
 
 impl JailCgroup {
@@ -289,7 +268,7 @@ impl JailCgroup {
 
     /// On v2, the group's directory, opened for `clone3`'s
     /// `CLONE_INTO_CGROUP`; `None` on v1 or if it cannot be opened.
-    pub fn v2_dir_fd(&self) -> Option<std::os::fd::OwnedFd> {
+    pub fn v2_dir_fd(&self) -> Option<OwnedFd> {
         if !self.cg.v2() {
             return None;
         }
@@ -300,9 +279,7 @@ impl JailCgroup {
             .to_controller()
             .path()
             .to_path_buf();
-        std::fs::File::open(dir)
-            .ok()
-            .map(std::os::fd::OwnedFd::from)
+        std::fs::File::open(dir).ok().map(OwnedFd::from)
     }
 
     /// Where the group lives, for the jail's record.
@@ -325,16 +302,32 @@ impl JailCgroup {
         }
     }
 
-    /// Moves process `pid` (all its threads) into the group.
-    pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
-        let p = CgroupPid::from(u64::try_from(pid).unwrap_or(0));
-        self.cg
-            .add_task_by_tgid(p)
-            .map_err(|source| CgroupError::Attach {
-                name: self.name.clone(),
-                pid,
-                source,
-            })
+    /// Opens the group for a child to move itself in; see [`SelfEntry`].
+    pub fn self_entry(&self) -> Result<SelfEntry, CgroupError> {
+        let (dirs, file): (Vec<PathBuf>, &str) = if self.cg.v2() {
+            (self.dir("").into_iter().collect(), "cgroup.procs")
+        } else {
+            let dirs = V1_CONTROLLERS.iter().filter_map(|c| self.dir(c));
+            (dirs.collect(), "tasks")
+        };
+        let open_err = |path: PathBuf, source| CgroupError::Open {
+            name: self.name.clone(),
+            path,
+            source,
+        };
+        if dirs.is_empty() {
+            let gone = std::io::Error::from(std::io::ErrorKind::NotFound);
+            return Err(open_err(PathBuf::from(file), gone));
+        }
+        let mut files = Vec::with_capacity(dirs.len());
+        for dir in dirs {
+            let path = dir.join(file);
+            match std::fs::OpenOptions::new().write(true).open(&path) {
+                Ok(f) => files.push(OwnedFd::from(f)),
+                Err(e) => return Err(open_err(path, e)),
+            }
+        }
+        Ok(SelfEntry { files })
     }
 
     /// The processes in the group (from the pids controller on v1).

@@ -211,13 +211,12 @@ pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
     }
     check_net(&rec.spec)?;
     let monitor = spawn_monitor(pool, &rec)?;
-    crate::cgroup::prestart_grace_period();
     finish_start(pool, rec, monitor)
 }
 
 /// `jailer run`: creates the jail and starts it. The monitor is spawned
-/// before the snapshot is taken, so the cgroup set-up (an RCU grace period
-/// for the move of init) overlaps the snapshot's transaction commit.
+/// before the snapshot is taken, so that making the cgroup and cloning init
+/// into its namespaces overlap the snapshot's transaction commit.
 ///
 /// The calling process must have one thread: the monitor is forked from it.
 pub fn run(pool: &Pool, spec: crate::spec::JailSpec) -> Result<JailRecord, crate::jail::JailError> {
@@ -225,11 +224,8 @@ pub fn run(pool: &Pool, spec: crate::spec::JailSpec) -> Result<JailRecord, crate
         return Err(RuntimeError::NoCommand { name: spec.name }.into());
     }
     check_net(&spec)?;
-    let (rec, _lock, monitor) = crate::jail::create_with(pool, spec, |rec| {
-        let m = spawn_monitor(pool, rec)?;
-        crate::cgroup::prestart_grace_period();
-        Ok(m)
-    })?;
+    let (rec, _lock, monitor) =
+        crate::jail::create_with(pool, spec, |rec| Ok(spawn_monitor(pool, rec)?))?;
     Ok(finish_start(pool, rec, monitor)?)
 }
 
@@ -672,50 +668,35 @@ fn launch(
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| sys(name, "cannot make a pipe")(e.into()))?;
 
+    // On v2 init is created in its group by clone3; otherwise (v1, or a
+    // kernel before 5.7) it moves itself in first thing (see SelfEntry).
     let cgroup_dir = cg.v2_dir_fd();
+    let entry = cg.self_entry()?;
     let (child, in_cgroup) = init::spawn(
         &plan,
         child_sock,
         err_w,
         log.as_fd(),
         cgroup_dir.as_ref().map(|d| d.as_fd()),
+        &entry,
     )
     .map_err(|e| sys(name, "cannot clone the jail's init")(e.into()))?;
+    drop(entry);
     if in_cgroup {
         tracing::debug!(jail = %name, pid = %child, "init created in its cgroup by clone3");
     } else {
-        tracing::debug!(jail = %name, pid = %child, "init cloned, to be moved into its cgroup");
+        tracing::debug!(jail = %name, pid = %child, "init cloned, moves itself into its cgroup");
     }
     let setup = (|| -> Result<(), RuntimeError> {
         write_id_maps(name, child, rec)?;
-        // Moving a task between v1 cgroups waits for an RCU grace period
-        // (milliseconds): a thread does it while this one waits for the
-        // rootfs (under `jailer run`, its snapshot is being committed) and
-        // init builds its mounts. Init waits for the second message below
-        // before it enters its cgroup namespace and execs, so nothing of the
-        // jail's runs outside its cgroup. (The clone above happened while
-        // this process had one thread.)
-        let pid = child.as_raw();
-        let placing = std::thread::scope(|scope| {
-            let placing = scope.spawn(|| if in_cgroup { Ok(()) } else { cg.add(pid) });
-            let ready = rootfs_ready(name);
-            let handed = ready.and_then(|()| {
-                let userns = std::fs::File::open(format!("/proc/{child}/ns/user"))
-                    .map_err(sys(name, "cannot open the jail's user namespace"))?;
-                let tree = mountapi::clone_tree(&rootfs)?;
-                mountapi::idmap(tree.as_fd(), userns.as_fd(), &rootfs)?;
-                init::send_go(&parent_sock, Some(tree.as_fd()))
-                    .map_err(|e| sys(name, "cannot hand the rootfs to the jail's init")(e.into()))
-            });
-            let placed = placing
-                .join()
-                .unwrap_or_else(|_| Err(CgroupError::Busy { name: name.clone() }));
-            handed.and(placed.map_err(RuntimeError::from))
-        });
-        placing?;
-        init::send_go(&parent_sock, None)
-            .map_err(|e| sys(name, "cannot signal the jail's init")(e.into()))?;
-        Ok(())
+        // Under `jailer run` the snapshot is being committed meanwhile.
+        rootfs_ready(name)?;
+        let userns = std::fs::File::open(format!("/proc/{child}/ns/user"))
+            .map_err(sys(name, "cannot open the jail's user namespace"))?;
+        let tree = mountapi::clone_tree(&rootfs)?;
+        mountapi::idmap(tree.as_fd(), userns.as_fd(), &rootfs)?;
+        init::send_go(&parent_sock, tree.as_fd())
+            .map_err(|e| sys(name, "cannot hand the rootfs to the jail's init")(e.into()))
     })();
     if let Err(e) = setup {
         let _ = nix::sys::signal::kill(child, Signal::SIGKILL);

@@ -88,8 +88,8 @@ pub fn exec(pool: &Pool, name: &Name, command: &[String]) -> Result<i32, Runtime
         });
     }
     let cg = JailCgroup::load(&rec);
-    // On v2 the child is created in the jail's group (no move, no grace
-    // period); elsewhere, or before Linux 5.7, it is forked and moves itself.
+    // On v2 the child is created in the jail's group (no move); elsewhere,
+    // or before Linux 5.7, it is forked and moves itself in.
     let cg_dir = cg.v2_dir_fd();
     let fork_err = |e: nix::errno::Errno| RuntimeError::Sys {
         name: name.clone(),
@@ -151,8 +151,11 @@ fn enter(
     plan: &Plan,
 ) -> Result<i32, String> {
     if !in_cgroup {
-        let me = nix::unistd::getpid().as_raw();
-        cg.add(me).map_err(|e| crate::error_chain(&e))?;
+        // Moves itself: no global cgroup lock (see SelfEntry).
+        let entry = cg.self_entry().map_err(|e| crate::error_chain(&e))?;
+        entry
+            .enter()
+            .map_err(|e| format!("enter the jail's cgroup: {e}"))?;
     }
     for (f, flag) in fds {
         nix::sched::setns(f.as_fd(), *flag).map_err(|e| format!("setns {flag:?}: {e}"))?;

@@ -5,6 +5,7 @@
 //! child then runs [`setup`], one step per line, and reports the first step
 //! that fails through a close-on-exec pipe.
 
+use crate::cgroup::SelfEntry;
 use crate::record::JailRecord;
 use crate::seccomp;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -106,13 +107,14 @@ impl Plan {
 /// With `cgroup` (the jail's cgroup v2 directory) the child is created in
 /// that group (`clone3` with `CLONE_INTO_CGROUP`) and the second value is
 /// true; without it, or on a kernel before 5.7, it starts in the monitor's
-/// group and the caller moves it.
+/// group and moves itself in through `entry`, first thing.
 pub fn spawn(
     plan: &Plan,
     sock: OwnedFd,
     err_w: OwnedFd,
     log: BorrowedFd<'_>,
     cgroup: Option<BorrowedFd<'_>>,
+    entry: &SelfEntry,
 ) -> nix::Result<(Pid, bool)> {
     let flags = CloneFlags::CLONE_NEWUSER
         | CloneFlags::CLONE_NEWNS
@@ -123,8 +125,9 @@ pub fn spawn(
     let log_fd = log.as_raw_fd();
     let sock_fd = sock.as_raw_fd();
     let err_fd = err_w.as_raw_fd();
-    let child = move || -> isize {
-        match setup(plan, sock_fd, log_fd) {
+    let child = move |in_cgroup: bool| -> isize {
+        let entry = (!in_cgroup).then_some(entry);
+        match setup(plan, sock_fd, log_fd, entry) {
             Ok(never) => match never {},
             Err(msg) => {
                 // SAFETY: err_fd is the child's copy of the pipe's write end,
@@ -144,25 +147,26 @@ pub fn spawn(
         // and ends in _exit, never returning into the monitor's frames.
         match unsafe { crate::sys::clone3::fork_into_cgroup(flags, cg) } {
             Ok(crate::sys::clone3::Forked::Child) => {
-                let code = child();
+                let code = child(true);
                 // SAFETY: _exit(2) ends the child without running the
                 // monitor's destructors in this copy of it.
                 unsafe { libc::_exit(code as i32) }
             }
             Ok(crate::sys::clone3::Forked::Parent(pid)) => result = Some(Ok((pid, true))),
-            // No clone3 or no CLONE_INTO_CGROUP: clone, and be moved.
+            // No clone3 or no CLONE_INTO_CGROUP: clone; the child moves itself.
             Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG) => {}
             Err(e) => result = Some(Err(e)),
         }
     }
     let result = result.unwrap_or_else(|| {
         let mut stack = vec![0u8; 1 << 20];
+        let cb = Box::new(move || child(false));
         // SAFETY: the monitor is single-threaded, so the child's copy of the
         // address space has no lock held by another thread; the callback
         // only uses memory prepared before the clone (the plan) and the fds
         // above, and the stack outlives the call in the parent (the child
         // has its own copy of it, since CLONE_VM is not set).
-        unsafe { nix::sched::clone(Box::new(child), &mut stack, flags, Some(libc::SIGCHLD)) }
+        unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
             .map(|pid| (pid, false))
     });
     drop(sock);
@@ -170,34 +174,19 @@ pub fn spawn(
     result
 }
 
-/// Tells the child to go on: first with the idmapped rootfs tree (ids are
-/// mapped), then without (it is in its cgroup).
-pub fn send_go(sock: &OwnedFd, tree: Option<BorrowedFd<'_>>) -> nix::Result<()> {
+/// Tells the child to go on (its ids are mapped), handing it the idmapped
+/// rootfs tree.
+pub fn send_go(sock: &OwnedFd, tree: BorrowedFd<'_>) -> nix::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    let fds = tree.map(|t| [t.as_raw_fd()]);
-    let cmsg: Vec<ControlMessage<'_>> = fds
-        .as_ref()
-        .map(|f| ControlMessage::ScmRights(f))
-        .into_iter()
-        .collect();
+    let fds = [tree.as_raw_fd()];
     sendmsg::<()>(
         sock.as_raw_fd(),
         &[IoSlice::new(b"g")],
-        &cmsg,
+        &[ControlMessage::ScmRights(&fds)],
         MsgFlags::empty(),
         None,
     )?;
     Ok(())
-}
-
-/// Waits for the monitor's second message: we are in the jail's cgroup.
-fn recv_cgroup_ready(sock: RawFd) -> Result<(), String> {
-    let mut buf = [0u8; 1];
-    match nix::sys::socket::recv(sock, &mut buf, nix::sys::socket::MsgFlags::empty()) {
-        Ok(1) => Ok(()),
-        Ok(_) => Err("the monitor went away before placing us in our cgroup".into()),
-        Err(e) => Err(format!("waiting for the cgroup: {e}")),
-    }
 }
 
 fn recv_go(sock: RawFd) -> Result<OwnedFd, String> {
@@ -258,10 +247,19 @@ fn symlink(target: &str, link: &Path) -> Result<(), String> {
 }
 
 /// The jail's setup, in order. Runs in the cloned child; returns only on
-/// error.
-fn setup(plan: &Plan, sock: RawFd, log: RawFd) -> Result<std::convert::Infallible, String> {
+/// error. `entry`: the group to move into, unless created in it.
+fn setup(
+    plan: &Plan,
+    sock: RawFd,
+    log: RawFd,
+    entry: Option<&SelfEntry>,
+) -> Result<std::convert::Infallible, String> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    // 0. Wait for the monitor to map our ids.
+    // 0. Into the jail's cgroup, before anything else is charged; then wait
+    // for the monitor to map our ids.
+    if let Some(entry) = entry {
+        step("enter the jail's cgroup", entry.enter())?;
+    }
     let tree = recv_go(sock)?;
     // Hold the rootfs by fd while we may still walk its path: once we are
     // the jail's root, a 0700 directory above the pool is closed to us.
@@ -401,9 +399,7 @@ fn setup(plan: &Plan, sock: RawFd, log: RawFd) -> Result<std::convert::Infallibl
     step("stdout", nix::unistd::dup2(log, 1))?;
     step("stderr", nix::unistd::dup2(log, 2))?;
     drop(null);
-    // 9. Once the monitor has moved us into the jail's cgroup (it did so
-    // while we built the mounts), a cgroup namespace rooted there.
-    recv_cgroup_ready(sock)?;
+    // 9. A cgroup namespace rooted at the jail's group (we are in it).
     step(
         "unshare the cgroup namespace",
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP),

@@ -37,7 +37,10 @@ pub fn trials() -> Vec<Trial> {
             "macvlan_jail_is_refused_not_started_without_it",
             macvlan_refused,
         ),
-        t("init_is_created_in_its_cgroup_on_v2", born_in_cgroup),
+        t(
+            "init_and_exec_enter_every_controllers_group",
+            born_in_cgroup,
+        ),
         t("run_rm_returns_the_exit_code_and_removes_the_jail", run_rm),
         t("logs_and_ps", logs_ps),
         t("dead_monitor_or_init_reads_stopped", dead_monitor),
@@ -696,8 +699,9 @@ fn transitions() -> Result<(), String> {
 }
 
 /// On cgroup v2 init is created in the jail's group (clone3 with
-/// CLONE_INTO_CGROUP), with no move and so no grace period; on v1 it is moved.
-/// The monitor says which at debug level in the console log.
+/// CLONE_INTO_CGROUP); on v1 it moves itself into the group of every
+/// controller (one `tasks` file each). The monitor says which at debug level
+/// in the console log. So does `jailer exec`'s command.
 fn born_in_cgroup() -> Result<(), String> {
     let root = pool()?;
     let _j = jail(&root, "rt-born");
@@ -710,16 +714,59 @@ fn born_in_cgroup() -> Result<(), String> {
     let want = if v2 {
         "init created in its cgroup by clone3"
     } else {
-        "init cloned, to be moved into its cgroup"
+        "init cloned, moves itself into its cgroup"
     };
     if !log.contains(want) {
         return Err(format!("v2={v2}: the console log lacks {want:?}: {log}"));
     }
-    // Either way init is in the jail's group, on v2 in the unified one.
+    // v2: the unified line; v1: every controller jailer uses.
+    let wanted: &[&str] = if v2 {
+        &[""]
+    } else {
+        &["cpu", "cpuacct", "memory", "pids", "freezer", "blkio"]
+    };
+    let in_jail = |cg: &str| -> Result<(), String> {
+        for c in wanted {
+            let hit = cg.lines().any(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, ctrls, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+                let ctrl_ok = if c.is_empty() {
+                    ctrls.is_empty()
+                } else {
+                    ctrls.split(',').any(|x| x == *c)
+                };
+                ctrl_ok && path.contains("/jailer/rt-born-")
+            });
+            if !hit {
+                return Err(format!("not in the jail's {c:?} group: {cg}"));
+            }
+        }
+        Ok(())
+    };
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-    if !cg.lines().any(|l| l.contains("/jailer/rt-born-")) {
-        return Err(format!("init {pid} is not in the jail's cgroup: {cg}"));
-    }
+    in_jail(&cg).map_err(|e| format!("init {pid}: {e}"))?;
+    // An exec'd process, seen from the host while it runs.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jailer"))
+        .arg("--root")
+        .arg(&root)
+        .args(["exec", "rt-born", "--", "sleep", "31"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("spawn exec: {e}"))?;
+    let found = (0..200).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(25));
+        let ps = ok(&root, &["ps", "rt-born", "--json"]).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&ps).ok()?;
+        v.as_array()?
+            .iter()
+            .find(|p| p["cmdline"] == "sleep 31")
+            .and_then(|p| p["pid"].as_i64())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let epid = found.ok_or("the exec'd sleep never showed in `jailer ps`")?;
+    let cg = std::fs::read_to_string(format!("/proc/{epid}/cgroup")).unwrap_or_default();
+    in_jail(&cg).map_err(|e| format!("exec'd {epid}: {e}"))?;
     ok(&root, &["stop", "rt-born", "--timeout", "0"])?;
     Ok(())
 }
