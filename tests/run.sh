@@ -3,8 +3,9 @@
 # installs the system packages it needs, checks formatting and lints, then runs
 # the unit tests, the privileged integration tests (a real btrfs pool on a
 # loop device, real debootstrap) and the osquery protocol tests, and last the
-# VM lane: the privileged tests again in a qemu guest on Debian 12's kernel
-# with cgroup v2 (tests/vm/run.sh). Under CI=true a skipped test fails.
+# VM lane: the privileged tests again in a qemu guest on Debian 12's kernel,
+# with cgroup v2 and then with v1 (tests/vm/run.sh). Under CI=true a skipped
+# test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,9 +36,11 @@ echo "== cargo test"
 cargo test --workspace --locked -- --test-threads=2
 echo "== osquery extension protocol tests (Thrift, against a Python stand-in core)"
 tests/osquery/run.sh
-echo "== VM lane: Debian 12's kernel 6.1 with cgroup v2 (tests/vm/run.sh)"
-if [ "$(id -u)" != 0 ] && [ "${CI:-}" != true ]; then
-    echo "SKIPPED: the VM lane needs root (debootstrap, mknod); run tests/vm/run.sh as root"
-else
-    tests/vm/run.sh
-fi
+for layout in v2 v1; do
+    echo "== VM lane: Debian 12's kernel 6.1 with cgroup $layout (JAILER_VM_CGROUP=$layout tests/vm/run.sh)"
+    if [ "$(id -u)" != 0 ] && [ "${CI:-}" != true ]; then
+        echo "SKIPPED: the VM lane needs root (debootstrap, mknod); run tests/vm/run.sh as root"
+    else
+        JAILER_VM_CGROUP=$layout tests/vm/run.sh
+    fi
+done

@@ -74,19 +74,34 @@ for f in $localize; do
 done
 mount -o bind /run/bin "$bindir" || die "cannot bind /run/bin on $bindir"
 
-# 6. The unified cgroup v2 hierarchy with cpu, memory, pids and io enabled
-#    for the root's children. The test processes go to a leaf group, as on a
-#    systemd host (a v2 root group has no memory.current of its own).
-mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup || die "cannot mount cgroup2"
-echo "+cpu +memory +pids +io" > /sys/fs/cgroup/cgroup.subtree_control ||
-    die "cannot enable cpu memory pids io in cgroup.subtree_control"
-mkdir -p /sys/fs/cgroup/lane
-echo $$ > /sys/fs/cgroup/lane/cgroup.procs || die "cannot move into /sys/fs/cgroup/lane"
+# 6. Cgroups, in the layout the host asked for (cgroup=v2 or v1 in env).
+#    v2: the unified hierarchy with cpu, memory, pids and io enabled for the
+#    root's children; the test processes go to a leaf group, as on a systemd
+#    host (a v2 root group has no memory.current of its own).
+#    v1: one hierarchy per controller under a tmpfs, and an empty cgroup2 at
+#    unified/, as on a hybrid host (and the host lane's machines).
+if [ "${cgroup:-v2}" = v1 ]; then
+    mount -t tmpfs -o mode=0755 cgroup /sys/fs/cgroup || die "cannot mount a tmpfs on /sys/fs/cgroup"
+    for c in cpu cpuacct cpuset memory devices freezer blkio pids; do
+        mkdir -p "/sys/fs/cgroup/$c"
+        mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c" || die "cannot mount the v1 $c hierarchy"
+    done
+    mkdir -p /sys/fs/cgroup/unified
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified || die "cannot mount cgroup2 on unified/"
+    cgroups="v1: $(ls /sys/fs/cgroup | tr '\n' ' ')"
+else
+    mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup || die "cannot mount cgroup2"
+    echo "+cpu +memory +pids +io" > /sys/fs/cgroup/cgroup.subtree_control ||
+        die "cannot enable cpu memory pids io in cgroup.subtree_control"
+    mkdir -p /sys/fs/cgroup/lane
+    echo $$ > /sys/fs/cgroup/lane/cgroup.procs || die "cannot move into /sys/fs/cgroup/lane"
+    cgroups="v2, root subtree_control: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
+fi
 
 # 7. Loopback up (the host's ip: busybox's cannot make dummy or macvlan links).
 /usr/sbin/ip link set lo up || die "ip link set lo up failed"
 
-say "kernel $(uname -r), cgroup2 root subtree_control: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
+say "kernel $(uname -r), cgroup $cgroups"
 say "memory $(awk '/MemTotal/ {print $2 $3}' /proc/meminfo), cpus $(nproc), /tmp $(df -h /tmp | awk 'NR==2 {print $2}')"
 
 # 8. The tests, one binary after another (run_tests is defined in env). Each
@@ -111,8 +126,8 @@ run_tests
 
 # 9. What the tests left in the cgroup tree (every jail's group should be
 #    gone), status, kernel log, power off.
-left=$(find /sys/fs/cgroup/jailer -mindepth 1 -type d 2> /dev/null | tr '\n' ' ')
-say "cgroups left under /sys/fs/cgroup/jailer: ${left:-none}"
+left=$(find /sys/fs/cgroup/jailer /sys/fs/cgroup/*/jailer -mindepth 1 -type d 2> /dev/null | tr '\n' ' ')
+say "cgroups left under jailer/: ${left:-none}"
 dmesg > "$results/dmesg.log" 2>&1
 echo "$status" > "$results/status"
 sync

@@ -4,8 +4,10 @@
 # rows) inside a qemu guest (TCG: KVM cannot boot here) that runs Debian 12's
 # own kernel (linux-image-amd64, 6.1) with the unified cgroup v2 hierarchy at
 # /sys/fs/cgroup and cpu, memory, pids and io enabled in the root's
-# cgroup.subtree_control. The host lane (tests/run.sh) covers this machine's
-# kernel with cgroup v1; docs/testing.md says what each lane covers.
+# cgroup.subtree_control, or with JAILER_VM_CGROUP=v1 the v1 hierarchies of
+# a hybrid host (one per controller, an empty cgroup2 at unified/) on a
+# kernel in its default mode. The host lane (tests/run.sh) covers this
+# machine's kernel with cgroup v1; docs/testing.md says what each covers.
 #
 #   tests/vm/run.sh [ARGS..]   ARGS go to the privileged test binary
 #                              (a name filter, --skip NAME, --exact, ...)
@@ -39,7 +41,8 @@
 #   It lives outside the work tree (JAILER_VM_TMPDIR, default /var/tmp) and
 #   is removed when the lane ends.
 #
-# Environment: JAILER_VM_CACHE (default tests/vm/.cache), JAILER_VM_TIMEOUT
+# Environment: JAILER_VM_CGROUP (v2 or v1, default v2), JAILER_VM_CACHE
+# (default tests/vm/.cache), JAILER_VM_TIMEOUT
 # (seconds, default 1800), JAILER_VM_MEM (default 4G), JAILER_VM_SMP
 # (default 2), JAILER_VM_TMPDIR (default /var/tmp). CI, RUST_BACKTRACE and
 # JAILER_LOG are passed to the guest.
@@ -51,6 +54,7 @@ cache=${JAILER_VM_CACHE:-$vm/.cache}
 timeout_s=${JAILER_VM_TIMEOUT:-1800}
 mem=${JAILER_VM_MEM:-4G}
 smp=${JAILER_VM_SMP:-2}
+cgroup=${JAILER_VM_CGROUP:-v2}
 target=x86_64-unknown-linux-gnu
 mirror=http://deb.debian.org/debian
 t0=$(date +%s)
@@ -60,6 +64,7 @@ fail() {
     exit 1
 }
 [ "$(id -u)" = 0 ] || fail "needs root (debootstrap, mknod, loop devices in the guest)"
+case $cgroup in v1 | v2) ;; *) fail "JAILER_VM_CGROUP must be v1 or v2, not $cgroup" ;; esac
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd -P)
 exec 9> "$cache/lock"
@@ -283,6 +288,7 @@ rm -rf "$stage"
 q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 {
     echo "workdir=$(q "$repo/jailer")"
+    echo "cgroup=$cgroup"
     echo "export HOME=/root"
     echo "export CARGO_MANIFEST_DIR=$(q "$repo/jailer")"
     echo "export JAILER_TEST_ROOTFS=$(q "$rootfs")"
@@ -311,7 +317,7 @@ mkfs.ext4 -q -F -i 65536 -E lazy_itable_init=1,lazy_journal_init=1 "$disk_dir/tm
 # -- Boot. Serial console to a file; the tests' output is streamed from the
 #    share as the guest writes it.
 qemu_version=$(LD_LIBRARY_PATH=$qemu_lib "$qemu" --version | head -1)
-step "booting $(basename "$kernel") under $qemu_version (TCG, $smp cpus, $mem; timeout ${timeout_s}s)"
+step "booting $(basename "$kernel") with cgroup $cgroup under $qemu_version (TCG, $smp cpus, $mem; timeout ${timeout_s}s)"
 virtfs=()
 for i in "${!shares[@]}"; do
     ro=
