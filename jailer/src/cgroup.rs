@@ -103,7 +103,7 @@ pub fn is_v2() -> bool {
 /// single cost of a start on a v1 host). A thread that writes `0` (itself)
 /// to a v1 `tasks` file moves only itself, and the kernel skips that lock
 /// (Linux 5.13+, "cgroup: Optimize single thread migration"): on Debian
-/// 12's 6.1 kernel, 5 hierarchies in 1.8 ms under qemu TCG against 16 ms
+/// 12's 6.1 kernel, 5 hierarchies in 1.2 ms under qemu TCG against 16 ms
 /// for a pid written from outside (benches/v1_self_move.sh). Our children
 /// are single-threaded, so the thread is the whole process. Permission is
 /// the opener's: v1 checks the file's open-time credentials, so init may
