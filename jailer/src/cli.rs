@@ -83,7 +83,9 @@ pub enum Cmd {
     Start {
         /// The jail.
         name: String,
-        /// Wait for the command to exit and exit with its status.
+        /// Wait for the command to exit and exit with its status, showing
+        /// its output (stdout and stderr, as the console log gets them) on
+        /// stdout, or on stderr with --json.
         #[arg(long, short)]
         wait: bool,
     },
@@ -139,7 +141,10 @@ pub enum Cmd {
     Run {
         #[command(flatten)]
         create: CreateArgs,
-        /// Wait for the command to exit, remove the jail, and exit with its status.
+        /// Wait for the command to exit, remove the jail (its log too), and exit
+        /// with its status. The command's output (stdout and stderr, as the
+        /// console log gets them) is shown on stdout as it comes, or on stderr
+        /// with --json.
         #[arg(long)]
         rm: bool,
     },
@@ -437,9 +442,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         Cmd::Start { name: n, wait } => {
             let n = name(&n)?;
+            let from = runtime::log_len(&pool, &n);
             let rec = runtime::start(&pool, &n)?;
             if wait {
-                let done = runtime::wait(&pool, &n)?;
+                let done = wait_echo(&pool, &n, from, args.json)?;
                 if args.json {
                     print_json(&done)?;
                 }
@@ -524,7 +530,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 report(&rec, args.json, "started")?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let done = runtime::wait(&pool, &n)?;
+            let done = wait_echo(&pool, &n, 0, args.json)?;
             jail::remove(&pool, &n, true)?;
             let code = done.exit_code.unwrap_or(255);
             if args.json {
@@ -591,6 +597,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for a started jail's command, copying its output (the console log
+/// from `from` on) to stdout, or to stderr under `--json`, where stdout
+/// carries the record.
+fn wait_echo(
+    pool: &Pool,
+    n: &Name,
+    from: u64,
+    json: bool,
+) -> Result<jailer::record::JailRecord, runtime::RuntimeError> {
+    let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+    let out: &mut dyn std::io::Write = if json { &mut stderr } else { &mut stdout };
+    runtime::wait_echo(pool, n, Some((from, out)))
 }
 
 /// The binary `jailer query` runs: `jailer-extension` next to the running

@@ -748,42 +748,107 @@ fn write_id_maps(name: &Name, pid: nix::unistd::Pid, rec: &JailRecord) -> Result
 /// An owned fd, for the child side (kept here so `init` needs no imports).
 pub type Fd = OwnedFd;
 
-/// Blocks until `p` has exited (a pidfd, so no polling loop and no pid
-/// reuse race: the start time is checked after the pidfd is open).
-fn wait_exit(p: &ProcRef) {
+/// A pidfd for `p`, if it is still the process recorded (the start time is
+/// checked after the pidfd is open, so a reused pid is never waited for).
+fn pidfd(p: &ProcRef) -> Option<OwnedFd> {
     // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid, 0) };
-    let Ok(fd) = i32::try_from(fd) else { return };
-    if fd < 0 {
-        return;
-    }
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
     // SAFETY: the kernel just returned this fd; we own it.
     let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    if !record::is_alive(Path::new(PROC), p) {
-        return;
-    }
+    record::is_alive(Path::new(PROC), p).then_some(fd)
+}
+
+/// Whether the process behind `fd` exited within `timeout` (`None`: wait
+/// as long as it takes).
+fn exited_within(fd: &OwnedFd, timeout: Option<Duration>) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let t = timeout.map_or(PollTimeout::NONE, |d| {
+        PollTimeout::try_from(d).unwrap_or(PollTimeout::MAX)
+    });
     loop {
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::NONE) {
+        match poll(&mut fds, t) {
             Err(nix::Error::EINTR) => continue,
-            _ => return,
+            Ok(0) => return false,
+            _ => return true,
         }
+    }
+}
+
+/// Blocks until `p` has exited (a pidfd, so no polling loop and no pid
+/// reuse race).
+fn wait_exit(p: &ProcRef) {
+    if let Some(fd) = pidfd(p) {
+        exited_within(&fd, None);
     }
 }
 
 /// Waits until the jail's init has exited and its monitor has released
 /// everything, then returns the stopped record (with the exit status).
 pub fn wait(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
+    wait_echo(pool, name, None)
+}
+
+/// The console log's length now: where the output of a start begins.
+pub fn log_len(pool: &Pool, name: &Name) -> u64 {
+    std::fs::metadata(log_path(pool, name)).map_or(0, |m| m.len())
+}
+
+/// Like [`wait`], and copies what the jail writes to its console log from
+/// byte `from` on to `out`, as it comes (for `start --wait` and `run --rm`,
+/// whose user would otherwise never see it: `--rm` removes the log). A
+/// failing `out` (a closed pipe) ends the copy, never the wait.
+pub fn wait_echo(
+    pool: &Pool,
+    name: &Name,
+    echo: Option<(u64, &mut dyn Write)>,
+) -> Result<JailRecord, RuntimeError> {
+    use std::io::Seek;
     let rec = read(pool, name)?;
+    let mut echo = echo.and_then(|(from, out)| {
+        let mut f = std::fs::File::open(log_path(pool, name)).ok()?;
+        f.seek(std::io::SeekFrom::Start(from)).ok()?;
+        Some((f, out))
+    });
+    let mut buf = vec![0u8; 64 << 10];
+    let mut copy = |echo: &mut Option<(std::fs::File, &mut dyn Write)>| {
+        if let Some((f, out)) = echo {
+            if copy_new(f, &mut buf, *out).is_err() {
+                *echo = None;
+            }
+        }
+    };
     if let Some(rt) = &rec.runtime {
-        wait_exit(&rt.init);
+        if let Some(init) = pidfd(&rt.init) {
+            // Poll the log while init runs; its exit ends the poll at once.
+            let tick = echo.is_some().then_some(Duration::from_millis(100));
+            loop {
+                copy(&mut echo);
+                if exited_within(&init, tick) {
+                    break;
+                }
+            }
+        }
         wait_exit(&rt.monitor);
     }
+    copy(&mut echo);
     let _lock = pool.lock("jail", name, true)?;
     let mut rec = read(pool, name)?;
     reconcile(pool, &mut rec)?;
     Ok(rec)
+}
+
+/// Copies what `f` holds past its offset to `out`.
+fn copy_new(f: &mut std::fs::File, buf: &mut [u8], out: &mut dyn Write) -> std::io::Result<()> {
+    use std::io::Read;
+    loop {
+        let n = f.read(buf)?;
+        if n == 0 {
+            return out.flush();
+        }
+        out.write_all(&buf[..n])?;
+    }
 }
 
 /// `jailer logs NAME [--follow]`: copies the console log to `out`; with
@@ -794,7 +859,6 @@ pub fn logs(
     follow: bool,
     out: &mut dyn Write,
 ) -> Result<(), RuntimeError> {
-    use std::io::Read;
     read(pool, name)?;
     let path = log_path(pool, name);
     let mut f = match std::fs::File::open(&path) {
@@ -803,18 +867,8 @@ pub fn logs(
         Err(e) => return Err(sys(name, "cannot read the console log")(e)),
     };
     let mut buf = vec![0u8; 64 << 10];
-    let mut drain = |f: &mut std::fs::File| -> Result<(), RuntimeError> {
-        loop {
-            let n = f
-                .read(&mut buf)
-                .map_err(sys(name, "cannot read the console log"))?;
-            if n == 0 {
-                return Ok(());
-            }
-            out.write_all(&buf[..n])
-                .and_then(|()| out.flush())
-                .map_err(sys(name, "cannot write the log out"))?;
-        }
+    let mut drain = |f: &mut std::fs::File| {
+        copy_new(f, &mut buf, out).map_err(sys(name, "cannot copy the console log out"))
     };
     loop {
         drain(&mut f)?;

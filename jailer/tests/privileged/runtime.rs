@@ -41,7 +41,10 @@ pub fn trials() -> Vec<Trial> {
             "init_and_exec_enter_every_controllers_group",
             born_in_cgroup,
         ),
-        t("run_rm_returns_the_exit_code_and_removes_the_jail", run_rm),
+        t(
+            "run_rm_and_start_wait_show_the_output_and_pass_the_exit_code",
+            run_rm,
+        ),
         t("logs_and_ps", logs_ps),
         t("dead_monitor_or_init_reads_stopped", dead_monitor),
         t("hundred_start_stop_cycles_leak_nothing", no_leaks),
@@ -836,7 +839,7 @@ fn run_rm() -> Result<(), String> {
             "--",
             "/bin/sh",
             "-c",
-            "echo out; exit 5",
+            "echo out; echo err >&2; exit 5",
         ],
     );
     if out.status.code() != Some(5) {
@@ -844,6 +847,65 @@ fn run_rm() -> Result<(), String> {
     }
     if root.join("jails/rt-run").exists() {
         return Err("run --rm left the jail".into());
+    }
+    // The command's output is shown (the log goes with the jail).
+    let shown = String::from_utf8_lossy(&out.stdout);
+    if !shown.lines().any(|l| l == "out") || !shown.lines().any(|l| l == "err") {
+        return Err(format!(
+            "run --rm showed {shown:?}, not the command's out and err"
+        ));
+    }
+    // --json: the record on stdout, the output on stderr.
+    let _j = jail(&root, "rt-runj");
+    let out = jailer(
+        &root,
+        &[
+            "--json",
+            "run",
+            "--rm",
+            "rt-runj",
+            "-t",
+            "deb",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo hi; exit 4",
+        ],
+    );
+    let rec: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("run --rm --json stdout is not JSON ({e}): {out:?}"))?;
+    if out.status.code() != Some(4)
+        || rec["exit_code"] != 4
+        || !String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .any(|l| l == "hi")
+    {
+        return Err(format!("run --rm --json: {rec} / {out:?}"));
+    }
+    // start --wait: this start's output only, and the command's status.
+    let _w = jail(&root, "rt-wait");
+    create(
+        &root,
+        "rt-wait",
+        &[],
+        &["/bin/sh", "-c", "cat /proc/sys/kernel/random/uuid; exit 3"],
+    )?;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let out = jailer(&root, &["start", "--wait", "rt-wait"]);
+        let shown = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.code() != Some(3) || shown.lines().count() != 1 {
+            return Err(format!(
+                "start --wait: {:?}, showed {shown:?}",
+                out.status.code()
+            ));
+        }
+        seen.push(shown);
+    }
+    if seen[0] == seen[1] {
+        return Err(format!(
+            "the second start --wait showed the first's output: {seen:?}"
+        ));
     }
     let out = jailer(
         &root,
