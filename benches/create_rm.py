@@ -40,6 +40,9 @@ def main():
     ap.add_argument("--copy-runs", type=int, default=7)
     ap.add_argument("--rootfs", help="an existing debootstrap tree to import")
     a = ap.parse_args()
+    # Write back what the machine has dirty (a build just before, say), so
+    # that its writeback does not land in the timed commits.
+    os.sync()
     if os.geteuid() != 0:
         sys.exit("create_rm.py needs root (btrfs, loop devices)")
     if not os.path.exists(JAILER):

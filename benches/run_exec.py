@@ -109,6 +109,9 @@ def main():
                     help="seconds of quiet before each timed command")
     ap.add_argument("--rootfs", help="an existing debootstrap tree to import")
     a = ap.parse_args()
+    # Write back what the machine has dirty (a build just before, say), so
+    # that its writeback does not land in the timed commits.
+    os.sync()
     if os.geteuid() != 0:
         sys.exit("run_exec.py needs root")
     if not os.path.exists(JAILER) or not shutil.which("crun"):
