@@ -11,7 +11,7 @@ medians and ratios as a Markdown table for docs/performance.md.
 
 Usage (root): benches/create_rm.py [--runs 25] [--copy-runs 7]
               [--rootfs DIR]   reuse a debootstrap tree instead of running it
-Needs a release build: cargo build --release -p jailer
+Builds jailer as debian/rules does (benches/scratch.py: release, static).
 """
 import argparse
 import os
@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from scratch import JAILER, release_pool  # benches/scratch.py, beside this script
+from scratch import build, release_pool  # benches/scratch.py, beside this script
 
 
 def run(*args, **kw):
@@ -40,19 +40,18 @@ def main():
     ap.add_argument("--copy-runs", type=int, default=7)
     ap.add_argument("--rootfs", help="an existing debootstrap tree to import")
     a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("create_rm.py needs root (btrfs, loop devices)")
+    jailer = os.path.join(build("jailer"), "jailer")
     # Write back what the machine has dirty (a build just before, say), so
     # that its writeback does not land in the timed commits.
     os.sync()
-    if os.geteuid() != 0:
-        sys.exit("create_rm.py needs root (btrfs, loop devices)")
-    if not os.path.exists(JAILER):
-        sys.exit("build first: cargo build --release -p jailer")
 
     tmp = tempfile.mkdtemp(prefix="jailer-bench-")
     root = os.path.join(tmp, "pool")
     image = root + ".img"
     try:
-        j = lambda *x: run(JAILER, "--root", root, *x)
+        j = lambda *x: run(jailer, "--root", root, *x)
         j("init", "--size", "8G")
         if a.rootfs:
             j("template", "import", "base", a.rootfs)

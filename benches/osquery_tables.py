@@ -15,7 +15,8 @@ drift hits every contender alike. Prints medians, the extension's RSS and
 a Markdown table.
 
 Needs cargo, python3 and python3-venv (tests/run.sh installs them); it
-builds the release extension, makes tests/osquery/.venv from
+builds the extension as debian/rules does (benches/scratch.py), makes
+tests/osquery/.venv from
 tests/osquery/requirements.txt when missing or stale (as
 tests/osquery/run.sh does; network access to PyPI) and runs itself in it.
 N_JAILS, N_PROCS and ROUNDS change the sizes; EXT_LOG=FILE with
@@ -31,6 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from scratch import build  # benches/scratch.py, beside this script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -301,10 +304,7 @@ def timed(fn, *a):
 
 
 def main():
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "jailer-extension"],
-                   cwd=ROOT, check=True)
-    binary = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")),
-                          "release", "jailer-extension")
+    binary = os.path.join(build("jailer-extension"), "jailer-extension")
     base = tempfile.mkdtemp(prefix="jxb-", dir="/tmp")
     procs, core, ext = [], None, None
     try:

@@ -27,7 +27,8 @@ host costs. --pause 0 measures back-to-back commands instead.
 Prints a Markdown table for docs/performance.md.
 
 Usage (root): benches/run_exec.py [--runs 30] [--pause 0.1] [--rootfs DIR]
-Needs: cargo build --release -p jailer; apt-get install crun
+Builds jailer as debian/rules does (benches/scratch.py: release, static).
+Needs: cargo, apt-get install crun
 """
 import argparse
 import json
@@ -39,7 +40,7 @@ import sys
 import tempfile
 import time
 
-from scratch import JAILER, release_pool  # benches/scratch.py, beside this script
+from scratch import build, release_pool  # benches/scratch.py, beside this script
 CRUN_IDS = 1879048192  # a host id range no jail of this pool uses
 
 
@@ -109,13 +110,14 @@ def main():
                     help="seconds of quiet before each timed command")
     ap.add_argument("--rootfs", help="an existing debootstrap tree to import")
     a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run_exec.py needs root")
+    if not shutil.which("crun"):
+        sys.exit("needs crun: apt-get install crun")
+    jailer = os.path.join(build("jailer"), "jailer")
     # Write back what the machine has dirty (a build just before, say), so
     # that its writeback does not land in the timed commits.
     os.sync()
-    if os.geteuid() != 0:
-        sys.exit("run_exec.py needs root")
-    if not os.path.exists(JAILER) or not shutil.which("crun"):
-        sys.exit("needs target/release/jailer (cargo build --release -p jailer) and crun")
     private_mount_namespace_without_cgroup2()
     tmp = tempfile.mkdtemp(prefix="jailer-bench-")
     # crun resolves the bundle's path as the container's root user: the
@@ -126,7 +128,7 @@ def main():
     crun_root = os.path.join(tmp, "crun-state")
     started = []
     try:
-        J = lambda *x: run(JAILER, "--root", root, *x)
+        J = lambda *x: run(jailer, "--root", root, *x)
         J("init", "--size", "8G")
         if a.rootfs:
             J("template", "import", "base", a.rootfs)
@@ -163,10 +165,10 @@ def main():
                        stderr=subprocess.DEVNULL)
 
         ops = {
-            "run_rm": lambda i: (JAILER, "--root", root, "run", "--rm", f"r{i}", *LIMITS,
+            "run_rm": lambda i: (jailer, "--root", root, "run", "--rm", f"r{i}", *LIMITS,
                                  "--template", "base", "--", "/bin/true"),
-            "start_wait": lambda i: (JAILER, "--root", root, "start", "--wait", "starter"),
-            "exec": lambda i: (JAILER, "--root", root, "exec", "sleeper", "--", "/bin/true"),
+            "start_wait": lambda i: (jailer, "--root", root, "start", "--wait", "starter"),
+            "exec": lambda i: (jailer, "--root", root, "exec", "sleeper", "--", "/bin/true"),
             "crun_run": lambda i: (*crun, "run", "--bundle", bundle, f"c{i}"),
             "crun_cg_run": lambda i: (*crun_cg, "run", "--bundle", cg_bundle, f"g{i}"),
             "crun_exec": lambda i: (*crun, "exec", "crun-sleeper", "/bin/true"),
@@ -208,7 +210,7 @@ def main():
         subprocess.run(["crun", "--root", crun_root, "delete", "-f", "crun-sleeper"],
                        stderr=subprocess.DEVNULL)
         for n in started:
-            subprocess.run([JAILER, "--root", root, "rm", "--force", n],
+            subprocess.run([jailer, "--root", root, "rm", "--force", n],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         release_pool(root, image, tmp)
 
