@@ -5,6 +5,7 @@ use crate::cgroup::JailCgroup;
 use crate::name::Name;
 use crate::pool::Pool;
 use crate::record::{self, JailRecord, State};
+use crate::sys::clone3;
 use nix::sched::CloneFlags;
 use nix::unistd::{ForkResult, Gid, Uid};
 use serde::Serialize;
@@ -96,20 +97,15 @@ pub fn exec(pool: &Pool, name: &Name, command: &[String]) -> Result<i32, Runtime
         what: "cannot fork into the jail (at its pids limit?)",
         source: e.into(),
     };
-    let mut forked = None;
-    if let Some(dir) = &cg_dir {
+    let into = match &cg_dir {
         // SAFETY: as for the fork below.
-        match unsafe { crate::sys::clone3::fork_into_cgroup(CloneFlags::empty(), dir.as_fd()) } {
-            Ok(crate::sys::clone3::Forked::Child) => forked = Some((ForkResult::Child, true)),
-            Ok(crate::sys::clone3::Forked::Parent(child)) => {
-                forked = Some((ForkResult::Parent { child }, true))
-            }
-            Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG) => {}
-            Err(e) => return Err(fork_err(e)),
-        }
-    }
-    let (fork, in_cgroup) = match forked {
-        Some(f) => f,
+        Some(dir) => unsafe { clone3::fork_into_cgroup(CloneFlags::empty(), dir.as_fd()) }
+            .map_err(fork_err)?,
+        None => None,
+    };
+    let (fork, in_cgroup) = match into {
+        Some(clone3::Forked::Child) => (ForkResult::Child, true),
+        Some(clone3::Forked::Parent(child)) => (ForkResult::Parent { child }, true),
         // SAFETY: the CLI is single-threaded here (no runtime, no worker
         // threads), so the child may run arbitrary code after fork.
         None => (unsafe { nix::unistd::fork() }.map_err(fork_err)?, false),

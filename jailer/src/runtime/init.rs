@@ -139,36 +139,38 @@ pub fn spawn(
             }
         }
     };
-    let mut result = None;
-    if let Some(cg) = cgroup {
+    let into = match cgroup {
         // SAFETY: the monitor is single-threaded, so the child's copy of the
         // address space has no lock held by another thread; the child runs
         // `child` (memory prepared before the fork: the plan, the fds above)
         // and ends in _exit, never returning into the monitor's frames.
-        match unsafe { crate::sys::clone3::fork_into_cgroup(flags, cg) } {
-            Ok(crate::sys::clone3::Forked::Child) => {
-                let code = child(true);
-                // SAFETY: _exit(2) ends the child without running the
-                // monitor's destructors in this copy of it.
-                unsafe { libc::_exit(code as i32) }
-            }
-            Ok(crate::sys::clone3::Forked::Parent(pid)) => result = Some(Ok((pid, true))),
-            // No clone3 or no CLONE_INTO_CGROUP: clone; the child moves itself.
-            Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG) => {}
-            Err(e) => result = Some(Err(e)),
+        Some(cg) => unsafe { crate::sys::clone3::fork_into_cgroup(flags, cg) },
+        None => Ok(None),
+    };
+    let result = match into {
+        Ok(Some(crate::sys::clone3::Forked::Child)) => {
+            let code = child(true);
+            // SAFETY: _exit(2) ends the child without running the
+            // monitor's destructors in this copy of it.
+            unsafe { libc::_exit(code as i32) }
         }
-    }
-    let result = result.unwrap_or_else(|| {
-        let mut stack = vec![0u8; 1 << 20];
-        let cb = Box::new(move || child(false));
-        // SAFETY: the monitor is single-threaded, so the child's copy of the
-        // address space has no lock held by another thread; the callback
-        // only uses memory prepared before the clone (the plan) and the fds
-        // above, and the stack outlives the call in the parent (the child
-        // has its own copy of it, since CLONE_VM is not set).
-        unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
-            .map(|pid| (pid, false))
-    });
+        Ok(Some(crate::sys::clone3::Forked::Parent(pid))) => Ok((pid, true)),
+        Err(e) => Err(e),
+        // No cgroup, or no clone3 with CLONE_INTO_CGROUP: clone; the child
+        // moves itself.
+        Ok(None) => {
+            let mut stack = vec![0u8; 1 << 20];
+            let cb = Box::new(move || child(false));
+            // SAFETY: the monitor is single-threaded, so the child's copy of
+            // the address space has no lock held by another thread; the
+            // callback only uses memory prepared before the clone (the plan)
+            // and the fds above, and the stack outlives the call in the
+            // parent (the child has its own copy of it, since CLONE_VM is
+            // not set).
+            unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
+                .map(|pid| (pid, false))
+        }
+    };
     drop(sock);
     drop(err_w);
     result

@@ -41,12 +41,16 @@ pub enum Forked {
 /// here) with `flags` (namespaces) into the cgroup v2 directory `cgroup`,
 /// SIGCHLD to the parent on exit.
 ///
-/// Fails with `ENOSYS` or `E2BIG` on kernels before 5.7, which lack it.
+/// `Ok(None)` on kernels before 5.7, which lack it (`ENOSYS` or `E2BIG`):
+/// nothing was forked, the caller forks another way.
 ///
 /// # Safety
 /// As for `fork(2)`: if this process has other threads, the child may only
 /// call async-signal-safe functions, and it must end in `_exit` or `exec`.
-pub unsafe fn fork_into_cgroup(flags: CloneFlags, cgroup: BorrowedFd<'_>) -> Result<Forked, Errno> {
+pub unsafe fn fork_into_cgroup(
+    flags: CloneFlags,
+    cgroup: BorrowedFd<'_>,
+) -> Result<Option<Forked>, Errno> {
     let args = CloneArgs {
         flags: u64::from(flags.bits() as u32) | CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
@@ -64,8 +68,11 @@ pub unsafe fn fork_into_cgroup(flags: CloneFlags, cgroup: BorrowedFd<'_>) -> Res
         )
     };
     match r {
-        -1 => Err(Errno::last()),
-        0 => Ok(Forked::Child),
-        pid => Ok(Forked::Parent(Pid::from_raw(pid as i32))),
+        -1 => match Errno::last() {
+            Errno::ENOSYS | Errno::E2BIG => Ok(None),
+            e => Err(e),
+        },
+        0 => Ok(Some(Forked::Child)),
+        pid => Ok(Some(Forked::Parent(Pid::from_raw(pid as i32)))),
     }
 }
