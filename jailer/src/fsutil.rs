@@ -3,10 +3,14 @@
 //! State files are replaced atomically: written to a temporary file in the
 //! same directory, fsynced, renamed over the old one, and the directory is
 //! fsynced, so a crash leaves either the old or the new file, never a torn one.
+//!
+//! Every file made here is mode 0600 and every directory 0700, whatever the
+//! umask: records hold a jail's environment (secrets among it), and a lock
+//! another user could open is a lock another user could hold.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// What went wrong writing a file or taking a lock.
@@ -26,6 +30,85 @@ pub enum FsError {
     },
     #[error("{} is locked by another jailer command; retry when it has finished", path.display())]
     Busy { path: PathBuf },
+    #[error("{} is still locked after {} s{}; retry when that command has finished, or raise JAILER_LOCK_TIMEOUT", path.display(), waited.as_secs(), holder.as_ref().map(|h| format!(" (held by {h})")).unwrap_or_default())]
+    TimedOut {
+        path: PathBuf,
+        waited: std::time::Duration,
+        /// `pid N (COMMAND)` of the holder, from `/proc/locks`, when known.
+        holder: Option<String>,
+    },
+    #[error("cannot create directory {}", path.display())]
+    Mkdir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How long a verb waits for a lock another command holds, unless
+/// `JAILER_LOCK_TIMEOUT` (seconds) says otherwise: longer than any verb
+/// holds one in normal operation (`stop` waits its timeout, 10 s by
+/// default, plus 10 s for the kill), short enough that a stuck holder is
+/// reported rather than waited for forever.
+pub const DEFAULT_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn lock_timeout() -> std::time::Duration {
+    std::env::var("JAILER_LOCK_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map_or(DEFAULT_LOCK_TIMEOUT, std::time::Duration::from_secs_f64)
+}
+
+/// Creates `path` (and missing parents) mode 0700; an existing directory
+/// is set to 0700.
+pub fn private_dir(path: &Path) -> Result<(), FsError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |source| FsError::Mkdir {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)
+}
+
+/// Who holds a lock on the file `held` (an open handle of it), from the
+/// kernel's lock table (`proc_locks`, normally `/proc/locks`): `pid N
+/// (COMMAND)`.
+fn lock_holder(proc_root: &Path, held: &std::fs::Metadata) -> Option<String> {
+    let text = std::fs::read_to_string(proc_root.join("locks")).ok()?;
+    let pid = parse_lock_holder(&text, held.dev(), held.ino())?;
+    let comm = std::fs::read_to_string(proc_root.join(format!("{pid}/comm")))
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_default();
+    Some(if comm.is_empty() {
+        format!("pid {pid}")
+    } else {
+        format!("pid {pid} ({})", crate::display::escape(&comm))
+    })
+}
+
+/// The pid holding a lock on inode `ino` of device `dev`, from the text of
+/// `/proc/locks` (`1: FLOCK  ADVISORY  WRITE 1234 08:02:5678 0 EOF`; the
+/// device's major and minor in hex). Waiters (`->` lines) are skipped.
+pub fn parse_lock_holder(text: &str, dev: u64, ino: u64) -> Option<i32> {
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    text.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.get(1) == Some(&"->") {
+            return None;
+        }
+        let (pid, id) = (f.get(4)?, f.get(5)?);
+        let mut parts = id.split(':');
+        let maj = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let min = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let i: u64 = parts.next()?.parse().ok()?;
+        (maj == major && min == minor && i == ino).then(|| pid.parse().ok())?
+    })
 }
 
 /// Replaces `path` with `data` atomically and durably.
@@ -63,6 +146,7 @@ fn write_tmp(path: &Path, data: &[u8]) -> (PathBuf, std::io::Result<File>) {
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(0o600)
         .open(&tmp)
         .and_then(|mut f| f.write_all(data).map(|()| f));
     (tmp, f)
@@ -94,8 +178,11 @@ pub struct Lock {
 }
 
 impl Lock {
-    /// Takes the lock at `path`, creating the file if needed. With `wait`
-    /// false, a lock held elsewhere gives [`FsError::Busy`].
+    /// Takes the lock at `path`, creating the file (0600) if needed. With
+    /// `wait` false, a lock held elsewhere gives [`FsError::Busy`]; with
+    /// `wait`, it is waited for up to `JAILER_LOCK_TIMEOUT` seconds
+    /// ([`DEFAULT_LOCK_TIMEOUT`]), then [`FsError::TimedOut`] names the
+    /// holder.
     ///
     /// A holder may unlink the lock file (see [`Lock::remove`]); a waiter that
     /// then wins the lock on the unlinked inode notices and tries again, so
@@ -106,27 +193,50 @@ impl Lock {
             path: path.to_path_buf(),
             source,
         };
+        let limit = if wait {
+            lock_timeout()
+        } else {
+            std::time::Duration::ZERO
+        };
+        let t0 = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(1);
         loop {
-            let file = OpenOptions::new()
+            let mut file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
+                .mode(0o600)
                 .open(path)
                 .map_err(err)?;
-            let arg = if wait {
-                FlockArg::LockExclusive
-            } else {
-                FlockArg::LockExclusiveNonblock
-            };
-            let file = match Flock::lock(file, arg) {
-                Ok(f) => f,
-                Err((_, nix::Error::EWOULDBLOCK)) => {
-                    return Err(FsError::Busy {
-                        path: path.to_path_buf(),
-                    })
+            // Polled rather than blocking, so that the wait is bounded; the
+            // pause grows to 50 ms, which only a contended lock ever pays.
+            let file = loop {
+                match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                    Ok(f) => break f,
+                    Err((f, nix::Error::EWOULDBLOCK)) if t0.elapsed() < limit => {
+                        file = f;
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                    }
+                    Err((f, nix::Error::EWOULDBLOCK)) => {
+                        if !wait {
+                            return Err(FsError::Busy {
+                                path: path.to_path_buf(),
+                            });
+                        }
+                        let holder = f
+                            .metadata()
+                            .ok()
+                            .and_then(|m| lock_holder(Path::new("/proc"), &m));
+                        return Err(FsError::TimedOut {
+                            path: path.to_path_buf(),
+                            waited: t0.elapsed(),
+                            holder,
+                        });
+                    }
+                    Err((_, e)) => return Err(err(e.into())),
                 }
-                Err((_, e)) => return Err(err(e.into())),
             };
             let held = file.metadata().map_err(err)?;
             match std::fs::metadata(path) {
@@ -188,5 +298,34 @@ mod tests {
         let b = Lock::acquire(&p, false).expect("after release");
         b.remove();
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn records_and_locks_are_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("jail.json");
+        atomic_write(&p, b"{}").expect("write");
+        let l = dir.path().join("x.lock");
+        let _lock = Lock::acquire(&l, false).expect("lock");
+        for f in [&p, &l] {
+            let mode = std::fs::metadata(f).expect("stat").mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", f.display());
+        }
+        let d = dir.path().join("a/b");
+        private_dir(&d).expect("mkdir");
+        let mode = std::fs::metadata(&d).expect("stat").mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn lock_holder_is_found_in_proc_locks() {
+        let text = "1: FLOCK  ADVISORY  WRITE 4242 08:02:1234 0 EOF\n\
+                    1: -> FLOCK  ADVISORY  WRITE 4343 08:02:1234 0 EOF\n\
+                    2: POSIX  ADVISORY  READ 99 00:2a:1234 0 EOF\n";
+        let dev = nix::sys::stat::makedev(8, 2);
+        assert_eq!(parse_lock_holder(text, dev, 1234), Some(4242));
+        assert_eq!(parse_lock_holder(text, dev, 1235), None);
+        let other = nix::sys::stat::makedev(0, 0x2a);
+        assert_eq!(parse_lock_holder(text, other, 1234), Some(99));
     }
 }

@@ -564,7 +564,7 @@ fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
     let limits = Limits {
         memory: rec.spec.memory,
         cpus: rec.spec.cpus,
-        pids: rec.spec.pids,
+        pids: Some(rec.spec.pids.unwrap_or(crate::spec::DEFAULT_PIDS)),
         io_weight: rec.spec.io_weight,
     };
     let cg = match JailCgroup::create(rec, &limits) {

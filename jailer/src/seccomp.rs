@@ -9,8 +9,15 @@
 //! namespaces (`unshare`/`clone` with `CLONE_NEWUSER`; `clone3`, whose flags
 //! a filter cannot read, answers ENOSYS so libc falls back to `clone`).
 //!
-//! Per jail, `--seccomp-allow NAME` takes one entry off the list and
-//! `--seccomp unconfined` installs no filter.
+//! Sockets: only the families a service needs are open (`unix`, `inet`,
+//! `inet6`, `netlink`, `packet`, the last useless without `cap_net_raw`);
+//! `socket(2)` of any other family (`vsock`, which reaches the hypervisor,
+//! `alg`, `bluetooth`, `key`, ...) answers EAFNOSUPPORT, as on a kernel built
+//! without it, so programs fall back as they would there.
+//!
+//! Per jail, `--seccomp-allow NAME` takes one entry off the list (a syscall,
+//! `newuser`, or a socket family as `af_vsock`) and `--seccomp unconfined`
+//! installs no filter.
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -72,6 +79,48 @@ pub const BLOCKED: &[(&str, libc::c_long)] = &[
 /// Pseudo-names for the namespace rules, usable with `--seccomp-allow`.
 pub const NEWUSER_RULE: &str = "newuser";
 
+/// Socket families a jail may open by default.
+pub const SOCKET_FAMILIES_ALLOWED: &[(&str, libc::c_int)] = &[
+    ("af_unix", libc::AF_UNIX),
+    ("af_inet", libc::AF_INET),
+    ("af_inet6", libc::AF_INET6),
+    ("af_netlink", libc::AF_NETLINK),
+    ("af_packet", libc::AF_PACKET),
+];
+
+/// Socket families refused by default, by the name `--seccomp-allow` takes.
+/// Every family the kernel knows that is not in [`SOCKET_FAMILIES_ALLOWED`]
+/// is refused whether it is listed here or not; these are the ones that can
+/// be allowed back. (`af_kcm` 41, `af_qipcrtr` 42 and `af_smc` 43 are
+/// missing from the libc crate; their numbers are from `linux/socket.h`.)
+pub const SOCKET_FAMILIES_BLOCKED: &[(&str, libc::c_int)] = &[
+    ("af_alg", libc::AF_ALG),
+    ("af_appletalk", libc::AF_APPLETALK),
+    ("af_atmpvc", libc::AF_ATMPVC),
+    ("af_atmsvc", libc::AF_ATMSVC),
+    ("af_ax25", libc::AF_AX25),
+    ("af_bluetooth", libc::AF_BLUETOOTH),
+    ("af_can", libc::AF_CAN),
+    ("af_ieee802154", libc::AF_IEEE802154),
+    ("af_ipx", libc::AF_IPX),
+    ("af_isdn", libc::AF_ISDN),
+    ("af_kcm", 41),
+    ("af_key", libc::AF_KEY),
+    ("af_llc", libc::AF_LLC),
+    ("af_nfc", libc::AF_NFC),
+    ("af_phonet", libc::AF_PHONET),
+    ("af_pppox", libc::AF_PPPOX),
+    ("af_qipcrtr", 42),
+    ("af_rds", libc::AF_RDS),
+    ("af_rose", libc::AF_ROSE),
+    ("af_rxrpc", libc::AF_RXRPC),
+    ("af_smc", 43),
+    ("af_tipc", libc::AF_TIPC),
+    ("af_vsock", libc::AF_VSOCK),
+    ("af_x25", libc::AF_X25),
+    ("af_xdp", libc::AF_XDP),
+];
+
 /// A jail's seccomp settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeccompSpec {
@@ -97,7 +146,10 @@ pub enum SeccompError {
 /// Checks a `--seccomp-allow` name.
 pub fn check_allow(name: &str) -> Result<String, SeccompError> {
     let n = name.trim().to_ascii_lowercase();
-    if n == NEWUSER_RULE || BLOCKED.iter().any(|(b, _)| *b == n) {
+    let known = n == NEWUSER_RULE
+        || BLOCKED.iter().any(|(b, _)| *b == n)
+        || SOCKET_FAMILIES_BLOCKED.iter().any(|(b, _)| *b == n);
+    if known {
         Ok(n)
     } else {
         Err(SeccompError::NotBlocked {
@@ -153,7 +205,38 @@ pub fn build(spec: &SeccompSpec) -> Result<Vec<BpfProgram>, SeccompError> {
         .map_err(SeccompError::Build)?;
         out.push(BpfProgram::try_from(enosys).map_err(SeccompError::Build)?);
     }
+    out.push(socket_filter(spec)?);
     Ok(out)
+}
+
+/// `socket(2)` of a family not allowed answers EAFNOSUPPORT: one rule whose
+/// conditions (all must hold) say "domain is none of the allowed ones".
+fn socket_filter(spec: &SeccompSpec) -> Result<BpfProgram, SeccompError> {
+    let allowed = |n: &str| spec.allow.iter().any(|a| a == n);
+    let families = SOCKET_FAMILIES_ALLOWED
+        .iter()
+        .chain(SOCKET_FAMILIES_BLOCKED.iter().filter(|(n, _)| allowed(n)));
+    let mut conds = Vec::new();
+    for (_, af) in families {
+        let af = u64::try_from(*af).unwrap_or(u64::MAX);
+        conds.push(
+            SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, af)
+                .map_err(SeccompError::Build)?,
+        );
+    }
+    let mut r = BTreeMap::new();
+    r.insert(
+        libc::SYS_socket,
+        vec![SeccompRule::new(conds).map_err(SeccompError::Build)?],
+    );
+    let f = SeccompFilter::new(
+        r,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EAFNOSUPPORT as u32),
+        TargetArch::x86_64,
+    )
+    .map_err(SeccompError::Build)?;
+    BpfProgram::try_from(f).map_err(SeccompError::Build)
 }
 
 /// Installs `filters` on the calling thread (no_new_privs must be set).
@@ -173,18 +256,20 @@ mod tests {
         assert_eq!(check_allow("PTRACE").ok().as_deref(), Some("ptrace"));
         assert_eq!(check_allow("newuser").ok().as_deref(), Some("newuser"));
         assert!(check_allow("read").is_err());
+        assert_eq!(check_allow("AF_VSOCK").ok().as_deref(), Some("af_vsock"));
+        assert!(check_allow("af_inet").is_err(), "allowed already");
     }
 
     #[test]
     fn filters_build_and_shrink_when_relaxed() {
         let full = build(&SeccompSpec::default()).expect("build");
-        assert_eq!(full.len(), 2);
+        assert_eq!(full.len(), 3);
         let relaxed = build(&SeccompSpec {
             unconfined: false,
             allow: vec!["ptrace".into(), "newuser".into()],
         })
         .expect("build");
-        assert_eq!(relaxed.len(), 1);
+        assert_eq!(relaxed.len(), 2);
         assert!(relaxed[0].len() < full[0].len());
         assert!(build(&SeccompSpec {
             unconfined: true,

@@ -28,6 +28,13 @@ pub const DEFAULT_CAPS: &[&str] = &[
     "cap_sys_chroot",
 ];
 
+/// The process limit of a jail created without `--pids`: enough for a
+/// service with worker pools (systemd's default `TasksMax` for a unit is
+/// 15% of the host's pid_max, typically 4915), small enough that a fork
+/// bomb stops long before the host's pid space or memory runs out. Jails
+/// recorded before the default existed get it at start.
+pub const DEFAULT_PIDS: u64 = 4096;
+
 /// Why a value given for a jail was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SpecError {
@@ -389,7 +396,13 @@ impl RawSpec {
             hostname,
             memory: self.memory.as_deref().map(parse_size).transpose()?,
             cpus: self.cpus.as_deref().map(parse_cpus).transpose()?,
-            pids: self.pids.as_deref().map(parse_pids).transpose()?,
+            pids: Some(
+                self.pids
+                    .as_deref()
+                    .map(parse_pids)
+                    .transpose()?
+                    .unwrap_or(DEFAULT_PIDS),
+            ),
             io_weight: self.io_weight.as_deref().map(parse_io_weight).transpose()?,
             cap_add,
             cap_drop,
@@ -534,6 +547,11 @@ mod tests {
         let s = raw.validate().expect("valid");
         assert_eq!(s.hostname, "web-1");
         assert_eq!(s.memory, Some(256 << 20));
+        assert_eq!(
+            s.pids,
+            Some(DEFAULT_PIDS),
+            "a jail gets a pids limit by default"
+        );
         assert_eq!(s.net, NetSpec::None);
         let mut bad = raw.clone();
         bad.name = "../x".into();

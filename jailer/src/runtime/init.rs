@@ -18,6 +18,28 @@ use std::path::{Path, PathBuf};
 
 /// Host device nodes bind-mounted into the jail's `/dev`.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// Kernel interfaces under `/proc` and `/sys` that a jail has no use for
+/// and that leak host state (memory, keys, timers, scheduler and hardware
+/// details): masked as runc masks them, files with `/dev/null`, directories
+/// with an empty read-only tmpfs. Skipped where the kernel has no such entry.
+const MASKED: &[&str] = &[
+    "proc/kcore",
+    "proc/keys",
+    "proc/timer_list",
+    "proc/sched_debug",
+    "proc/latency_stats",
+    "proc/scsi",
+    "proc/acpi",
+    "sys/firmware",
+];
+/// Kernel interfaces under `/proc` the jail may read but never write.
+const READ_ONLY: &[&str] = &[
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Everything the child needs, prepared before the clone.
@@ -388,6 +410,8 @@ fn setup(
     for (i, n) in ["stdin", "stdout", "stderr"].iter().enumerate() {
         symlink(&format!("/proc/self/fd/{i}"), &dev.join(n))?;
     }
+    // 5b. Mask and write-protect the kernel interfaces of MASKED, READ_ONLY.
+    mask_kernel_interfaces(root)?;
     // 6. Hostname and loopback.
     step("set the hostname", nix::unistd::sethostname(&plan.hostname))?;
     step("bring up lo", crate::sys::net::loopback_up())?;
@@ -415,6 +439,64 @@ fn setup(
     step("set the parent-death signal", nix::errno::Errno::result(r))?;
     // 12. exec.
     Err(plan.exec())
+}
+
+/// Masks [`MASKED`] and makes [`READ_ONLY`] read-only, below the jail's own
+/// fresh `/proc` and `/sys` (never paths the jail's tree controls: these
+/// are inside the kernel's own filesystems, mounted just before).
+fn mask_kernel_interfaces(root: &Path) -> Result<(), String> {
+    let ro = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY;
+    for rel in MASKED {
+        let p = root.join(rel);
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let r = if m.is_dir() {
+            mount(
+                Some("tmpfs"),
+                &p,
+                Some("tmpfs"),
+                ro,
+                Some("size=0,mode=555"),
+            )
+        } else {
+            mount(
+                Some("/dev/null"),
+                &p,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+        };
+        step(&format!("mask /{rel}"), r)?;
+    }
+    for rel in READ_ONLY {
+        let p = root.join(rel);
+        if std::fs::symlink_metadata(&p).is_err() {
+            continue;
+        }
+        step(
+            &format!("bind /{rel}"),
+            mount(
+                Some(&p),
+                &p,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            ),
+        )?;
+        step(
+            &format!("make /{rel} read-only"),
+            mount(
+                None::<&str>,
+                &p,
+                None::<&str>,
+                ro | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+                None::<&str>,
+            ),
+        )?;
+    }
+    Ok(())
 }
 
 impl Plan {
