@@ -76,6 +76,12 @@ pub fn private_dir(path: &Path) -> Result<(), FsError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)
 }
 
+/// Creates the directory `path` mode 0700 (it must not exist yet).
+pub fn mkdir_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().mode(0o700).create(path)
+}
+
 /// Who holds a lock on the file `held` (an open handle of it), from the
 /// kernel's lock table (`proc_locks`, normally `/proc/locks`): `pid N
 /// (COMMAND)`.

@@ -170,7 +170,7 @@ pub fn create_with<H>(
     let ids = crate::ids::allocate(&taken, &host)
         .ok_or_else(|| JailError::IdsExhausted { name: name.clone() })?;
     let dir = pool.jail_dir(&name);
-    std::fs::create_dir(&dir).map_err(|source| JailError::Remove {
+    crate::fsutil::mkdir_private(&dir).map_err(|source| JailError::Remove {
         name: name.clone(),
         source,
     })?;

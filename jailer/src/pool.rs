@@ -35,6 +35,8 @@ pub enum PoolError {
         #[source]
         source: std::io::Error,
     },
+    #[error("pool at {} is not confined: {why}; run `jailer --root {} init` to close it", root.display(), root.display())]
+    NotConfined { root: PathBuf, why: String },
     #[error("{} is not empty and not on btrfs: refusing to mount a pool over its contents; choose an empty directory with --root", root.display())]
     RootNotEmpty { root: PathBuf },
     #[error("{} holds a {fstype} filesystem: pass --force to format it as a pool (this destroys its data)", device.display())]
@@ -282,7 +284,8 @@ fn mkfs(target: &Path) -> Result<(), PoolError> {
     Ok(())
 }
 
-/// Creates the pool's directories and `pool.json` if missing.
+/// Creates the pool's directories and `pool.json` if missing, then closes
+/// the pool to host users ([`harden`]).
 fn lay_out(pool: &Pool, record: PoolRecord) -> Result<(), PoolError> {
     for d in [pool.templates_dir(), pool.jails_dir(), pool.locks_dir()] {
         std::fs::create_dir_all(&d).map_err(io_err(&d))?;
@@ -291,7 +294,68 @@ fn lay_out(pool: &Pool, record: PoolRecord) -> Result<(), PoolError> {
         let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
         atomic_write(&pool.record_path(), &json)?;
     }
+    harden(pool)
+}
+
+/// Closes the pool to every host user but root, on every `init` (so a pool
+/// made by an earlier version is closed too): the root and its directories
+/// 0700, every jail's directory 0700, and the root's mount `nosuid,nodev`
+/// (a bind mount of the root onto itself where it is no mount point of its
+/// own), so that a setuid-root file, a file capability or a device node a
+/// jail made in its tree means nothing on the host even if reached. Jails
+/// see their rootfs through their own mount, with `suid` and `nodev`.
+fn harden(pool: &Pool) -> Result<(), PoolError> {
+    crate::fsutil::private_dir(pool.root())?;
+    for d in [pool.templates_dir(), pool.jails_dir(), pool.locks_dir()] {
+        crate::fsutil::private_dir(&d)?;
+    }
+    for dir in [pool.jails_dir(), pool.templates_dir()] {
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    crate::fsutil::private_dir(&e.path())?;
+                }
+            }
+        }
+    }
+    if !mount::is_confined(pool.root())? {
+        let mounts = mount::read_mountinfo(Path::new("/proc/self/mountinfo"))?;
+        let is_mount_point = mount::mount_at(&mounts, pool.root()).is_some();
+        mount::confine(pool.root(), is_mount_point)?;
+    }
     Ok(())
+}
+
+impl Pool {
+    /// Refuses to run jails from a pool that host users could reach into
+    /// or whose mount honours setuid bits and device nodes (a pool made by
+    /// an earlier version, or an existing btrfs root after a reboot lost
+    /// its confining bind mount): `jailer init` fixes both.
+    pub fn ensure_confined(&self) -> Result<(), PoolError> {
+        use std::os::unix::fs::PermissionsExt;
+        self.ensure_ready()?;
+        let mode = std::fs::metadata(&self.root)
+            .map_err(io_err(&self.root))?
+            .permissions()
+            .mode();
+        let why = if mode & 0o077 != 0 {
+            Some(format!(
+                "its root is mode {:o}, open to other host users",
+                mode & 0o777
+            ))
+        } else if !mount::is_confined(&self.root)? {
+            Some("it is mounted without nosuid,nodev".to_string())
+        } else {
+            None
+        };
+        match why {
+            None => Ok(()),
+            Some(why) => Err(PoolError::NotConfined {
+                root: self.root.clone(),
+                why,
+            }),
+        }
+    }
 }
 
 /// `jailer init`: makes the pool at `root` ready. Idempotent: a ready pool is
@@ -304,6 +368,7 @@ pub fn init(root: &Path, opts: &InitOptions) -> Result<(Pool, InitAction), PoolE
 
     if btrfs::is_btrfs(&root)? {
         if pool.ensure_ready().is_ok() {
+            harden(&pool)?;
             return Ok((pool, InitAction::AlreadyReady));
         }
         lay_out(
@@ -372,7 +437,12 @@ pub fn init(root: &Path, opts: &InitOptions) -> Result<(Pool, InitAction), PoolE
             }
         } else {
             let made = (|| {
-                let f = std::fs::File::create_new(&image)?;
+                use std::os::unix::fs::OpenOptionsExt;
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&image)?;
                 f.set_len(opts.size)?;
                 f.sync_all()
             })();
@@ -383,6 +453,12 @@ pub fn init(root: &Path, opts: &InitOptions) -> Result<(Pool, InitAction), PoolE
             }
             InitAction::CreatedImage
         };
+        // The image holds every jail's files: root's alone (0600).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err(&image))?;
+        }
         let dev = loopdev::attach(&image)?;
         mount::mount_btrfs(dev.path(), &root)?;
         // Autoclear: the device goes away when the pool is unmounted.

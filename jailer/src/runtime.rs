@@ -191,6 +191,7 @@ pub fn observe(pool: &Pool, mut rec: JailRecord) -> JailRecord {
 ///
 /// The calling process must have one thread: the monitor is forked from it.
 pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
+    pool.ensure_confined()?;
     let _lock = pool.lock("jail", name, true)?;
     let mut rec = read(pool, name)?;
     reconcile(pool, &mut rec)?;
@@ -223,6 +224,7 @@ pub fn run(pool: &Pool, spec: crate::spec::JailSpec) -> Result<JailRecord, crate
     if spec.command.is_empty() {
         return Err(RuntimeError::NoCommand { name: spec.name }.into());
     }
+    pool.ensure_confined().map_err(RuntimeError::from)?;
     check_net(&spec)?;
     let (rec, _lock, monitor) =
         crate::jail::create_with(pool, spec, |rec| Ok(spawn_monitor(pool, rec)?))?;

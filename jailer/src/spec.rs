@@ -11,8 +11,9 @@ use std::str::FromStr;
 
 /// The capabilities a jail's root holds unless changed with `--cap-add` /
 /// `--cap-drop`: Docker's default set without `CAP_MKNOD` (a jail gets no
-/// device nodes of its own) and `CAP_NET_RAW` (raw sockets allow spoofing on
-/// a shared LAN; add it back for `ping`).
+/// device nodes of its own), `CAP_NET_RAW` (raw sockets allow spoofing on
+/// a shared LAN; add it back for `ping`) and `CAP_SETFCAP` (see
+/// [`NEVER_GRANTED`]).
 pub const DEFAULT_CAPS: &[&str] = &[
     "cap_audit_write",
     "cap_chown",
@@ -21,7 +22,6 @@ pub const DEFAULT_CAPS: &[&str] = &[
     "cap_fsetid",
     "cap_kill",
     "cap_net_bind_service",
-    "cap_setfcap",
     "cap_setgid",
     "cap_setpcap",
     "cap_setuid",
@@ -34,6 +34,15 @@ pub const DEFAULT_CAPS: &[&str] = &[
 /// bomb stops long before the host's pid space or memory runs out. Jails
 /// recorded before the default existed get it at start.
 pub const DEFAULT_PIDS: u64 = 4096;
+
+/// Capabilities no jail is given, whatever `--cap-add` says (`ALL` means
+/// all but these). `cap_setfcap`: a jail's root is host root on disk (its
+/// rootfs is an idmapped view of files owned by 0), so a file capability
+/// it wrote would be stored with root id 0, valid for host processes that
+/// exec the file; without `cap_setfcap` the kernel refuses the write
+/// (EPERM). Packages whose scripts run `setcap` fall back to setuid bits,
+/// which the host's `nosuid` pool mount makes inert outside the jail.
+pub const NEVER_GRANTED: &[&str] = &["cap_setfcap"];
 
 /// Why a value given for a jail was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -52,6 +61,8 @@ pub enum SpecError {
     IoWeight { value: String },
     #[error("unknown capability {value:?}: use a name like cap_net_raw or NET_RAW (see capabilities(7)), or ALL")]
     Capability { value: String },
+    #[error("{value} is never granted to a jail: a file capability a jail wrote would be valid on the host (its root is host root on disk); packages fall back to setuid bits without it")]
+    NeverGranted { value: String },
     #[error("invalid environment variable {value:?}: use KEY=VALUE with KEY made of A-Z, a-z, 0-9, '_' and not starting with a digit")]
     Env { value: String },
     #[error("invalid hostname {value:?}: use 1 to 63 characters of a-z, A-Z, 0-9 and '-', not starting or ending with '-'")]
@@ -142,11 +153,20 @@ pub fn parse_capability(s: &str) -> Result<String, SpecError> {
     } else {
         format!("CAP_{up}")
     };
-    caps::Capability::from_str(&full)
+    let name = caps::Capability::from_str(&full)
         .map(|_| full.to_ascii_lowercase())
         .map_err(|_| SpecError::Capability {
             value: s.to_string(),
-        })
+        })?;
+    Ok(name)
+}
+
+/// Refuses a capability of [`NEVER_GRANTED`] in `--cap-add`.
+fn grantable(name: String) -> Result<String, SpecError> {
+    if NEVER_GRANTED.contains(&name.as_str()) {
+        return Err(SpecError::NeverGranted { value: name });
+    }
+    Ok(name)
 }
 
 /// Parses `KEY=VALUE`.
@@ -361,7 +381,11 @@ pub fn effective_caps(cap_add: &[String], cap_drop: &[String]) -> Vec<String> {
     }
     for a in cap_add {
         if a == "all" {
-            set.extend(all.iter().cloned());
+            set.extend(
+                all.iter()
+                    .filter(|c| !NEVER_GRANTED.contains(&c.as_str()))
+                    .cloned(),
+            );
         } else {
             set.insert(a.clone());
         }
@@ -382,7 +406,7 @@ impl RawSpec {
         let cap_add = self
             .cap_add
             .iter()
-            .map(|c| parse_capability(c))
+            .map(|c| parse_capability(c).and_then(grantable))
             .collect::<Result<Vec<_>, _>>()?;
         let cap_drop = self
             .cap_drop
@@ -480,6 +504,22 @@ mod tests {
         assert!(set.contains(&"cap_net_raw".to_string()));
         assert!(!set.contains(&"cap_chown".to_string()));
         assert_eq!(set.len(), DEFAULT_CAPS.len());
+        let all = effective_caps(&["all".into()], &[]);
+        assert!(
+            !all.contains(&"cap_setfcap".to_string()),
+            "ALL keeps setfcap out"
+        );
+        assert!(all.contains(&"cap_sys_admin".to_string()));
+        let raw = RawSpec {
+            name: "a".into(),
+            template: "t".into(),
+            cap_add: vec!["SETFCAP".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            raw.validate(),
+            Err(SpecError::NeverGranted { .. })
+        ));
         let only = effective_caps(&["cap_kill".into()], &["all".into()]);
         assert_eq!(only, vec!["cap_kill".to_string()]);
         // The default set is no larger than Docker's and excludes the risky ones.
@@ -489,6 +529,7 @@ mod tests {
             "cap_net_raw",
             "cap_mknod",
             "cap_sys_module",
+            "cap_setfcap",
         ] {
             assert!(!DEFAULT_CAPS.contains(&risky));
         }

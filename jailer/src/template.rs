@@ -113,7 +113,7 @@ fn create_with(
     }
     clear_leftovers(pool, name)?;
     let dir = pool.template_dir(name);
-    std::fs::create_dir(&dir).map_err(|source| TemplateError::Remove {
+    crate::fsutil::mkdir_private(&dir).map_err(|source| TemplateError::Remove {
         name: name.clone(),
         source,
     })?;
@@ -246,6 +246,7 @@ pub fn debootstrap(
             cmd.arg(format!("--include={}", opts.include.join(",")));
         }
         cmd.arg(&opts.suite).arg(dst).arg(&opts.mirror);
+        crate::sys::mount::exec_with_dev_mount(&mut cmd, dst).map_err(PoolError::from)?;
         let out = if verbose {
             cmd.status().map(|status| (status, String::new()))
         } else {

@@ -108,6 +108,15 @@ impl Plan {
                     .map_err(|_| format!("unknown capability {c}"))
             })
             .collect::<Result<_, _>>()?;
+        if let Some(c) = spec
+            .capabilities
+            .iter()
+            .find(|c| crate::spec::NEVER_GRANTED.contains(&c.as_str()))
+        {
+            return Err(format!(
+                "its record grants {c}, which no jail is given any more (a file capability it wrote would be valid on the host); recreate the jail"
+            ));
+        }
         let filters = seccomp::build(&spec.seccomp).map_err(|e| crate::error_chain(&e))?;
         if argv.is_empty() {
             return Err("no command to run".into());
