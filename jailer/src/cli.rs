@@ -300,7 +300,19 @@ fn time(secs: u64) -> String {
 }
 
 /// Prints rows as left-aligned columns.
+/// Prints a table. Every cell is escaped ([`jailer::display::escape`]): a
+/// command line, a hostname or a reason can come from inside a jail, and
+/// none may reach the operator's terminal as control sequences.
 fn table(header: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|c| jailer::display::escape(c).into_owned())
+                .collect()
+        })
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {

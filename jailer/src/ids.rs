@@ -5,41 +5,15 @@
 //! the ids distributions hand out to users and to `/etc/subuid`, and are
 //! checked against the host's passwd, group, subuid and subgid files anyway.
 
+use crate::fsutil::{FsError, Lock};
 use crate::record::IdRange;
-use std::path::Path;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 
 /// Ids per jail.
 pub const IDS_PER_JAIL: u32 = 65_536;
 /// The first host id handed to a jail (2^28).
 pub const FIRST_BASE: u32 = 1 << 28;
-
-/// Ranges `[start, start+len)` of ids that the host uses, from the files in
-/// `etc` (normally `/etc`): users and groups, and sub-id delegations.
-pub fn host_ranges(etc: &Path) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    for f in ["passwd", "group"] {
-        if let Ok(text) = std::fs::read_to_string(etc.join(f)) {
-            for line in text.lines() {
-                if let Some(id) = line.split(':').nth(2).and_then(|s| s.parse::<u64>().ok()) {
-                    out.push((id, 1));
-                }
-            }
-        }
-    }
-    for f in ["subuid", "subgid"] {
-        if let Ok(text) = std::fs::read_to_string(etc.join(f)) {
-            for line in text.lines() {
-                let mut p = line.split(':').skip(1);
-                let start = p.next().and_then(|s| s.parse::<u64>().ok());
-                let len = p.next().and_then(|s| s.parse::<u64>().ok());
-                if let (Some(s), Some(l)) = (start, len) {
-                    out.push((s, l));
-                }
-            }
-        }
-    }
-    out
-}
 
 fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
     a.0 < b.0 + b.1 && b.0 < a.0 + a.1
@@ -71,9 +45,446 @@ pub fn allocate(taken: &[IdRange], host: &[(u64, u64)]) -> Option<IdRange> {
     None
 }
 
+/// Where the host-wide registry lives unless `JAILER_ID_REGISTRY` says.
+pub const DEFAULT_REGISTRY: &str = "/var/lib/jailer-ids";
+
+/// What went wrong with the host-wide id registry.
+#[derive(Debug, thiserror::Error)]
+pub enum IdsError {
+    #[error("no free host id range left for jail {name}: remove unused jails")]
+    Exhausted { name: String },
+    #[error("jail {name}'s record says host ids {recorded}, but the range allocated to it is {allocated}: its jail.json was changed; recreate the jail")]
+    Mismatch {
+        name: String,
+        recorded: String,
+        allocated: String,
+    },
+    #[error("jail {name}'s record says host ids {recorded}, which is not a range jailer allocates (65,536 ids from 2^28 up); its jail.json was changed; recreate the jail")]
+    NotJailRange { name: String, recorded: String },
+    #[error("jail {name}'s host ids {recorded} overlap {other}; recreate the jail")]
+    Taken {
+        name: String,
+        recorded: String,
+        other: String,
+    },
+    #[error("cannot update the id registry {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the id registry {} is corrupt ({why}); move it away and run `jailer init` on every pool to rebuild it", path.display())]
+    Corrupt { path: PathBuf, why: String },
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+/// One allocated range: whose it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub ids: IdRange,
+    /// The pool's root (canonical).
+    pub pool: PathBuf,
+    pub jail: String,
+    /// The jail's random id (a re-created jail of the same name is another).
+    pub id: String,
+}
+
+impl Entry {
+    fn owner(&self) -> String {
+        format!("jail {} of pool {}", self.jail, self.pool.display())
+    }
+}
+
+fn show(r: &IdRange) -> String {
+    format!(
+        "{}-{}",
+        r.uid_base,
+        u64::from(r.uid_base) + u64::from(r.count) - 1
+    )
+}
+
+/// The host-wide registry of jails' id ranges, shared by every pool on the
+/// host: `ranges.json` in a root-only directory, changed under the
+/// directory's `lock`. Each range is also written to `/etc/subuid` and
+/// `/etc/subgid` as `root:BASE:COUNT`, so that `useradd` and every tool
+/// that hands out subordinate ids skips it (the owner is root, which may
+/// map any id anyway, so the line grants nobody anything).
+#[derive(Debug, Clone)]
+pub struct Registry {
+    dir: PathBuf,
+    etc: PathBuf,
+}
+
+impl Registry {
+    /// The host's registry (`JAILER_ID_REGISTRY` or [`DEFAULT_REGISTRY`],
+    /// with `/etc`).
+    pub fn host() -> Registry {
+        let dir = std::env::var_os("JAILER_ID_REGISTRY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_REGISTRY));
+        Registry::new(dir, "/etc")
+    }
+
+    /// A registry in `dir`, reading and keeping in step `etc`'s passwd,
+    /// group, subuid and subgid.
+    pub fn new(dir: impl Into<PathBuf>, etc: impl Into<PathBuf>) -> Registry {
+        Registry {
+            dir: dir.into(),
+            etc: etc.into(),
+        }
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.join("ranges.json")
+    }
+
+    fn lock(&self) -> Result<Lock, IdsError> {
+        crate::fsutil::private_dir(&self.dir)?;
+        Ok(Lock::acquire(&self.dir.join("lock"), true)?)
+    }
+
+    /// Every entry (for inspection and tests).
+    pub fn entries(&self) -> Result<Vec<Entry>, IdsError> {
+        let path = self.file();
+        match std::fs::read(&path) {
+            Ok(b) if b.is_empty() => Ok(Vec::new()),
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| IdsError::Corrupt {
+                path,
+                why: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(IdsError::Io { path, source }),
+        }
+    }
+
+    fn save(&self, old: &[Entry], new: &[Entry]) -> Result<(), IdsError> {
+        let json = serde_json::to_vec_pretty(new).unwrap_or_default();
+        crate::fsutil::atomic_write(&self.file(), &json)?;
+        let line = |e: &Entry, gid: bool| {
+            let base = if gid { e.ids.gid_base } else { e.ids.uid_base };
+            format!("root:{base}:{}", e.ids.count)
+        };
+        for (file, gid) in [("subuid", false), ("subgid", true)] {
+            let gone: Vec<String> = old
+                .iter()
+                .filter(|e| !new.contains(e))
+                .map(|e| line(e, gid))
+                .collect();
+            let added: Vec<String> = new
+                .iter()
+                .filter(|e| !old.contains(e))
+                .map(|e| line(e, gid))
+                .collect();
+            sync_subids(&self.etc.join(file), &gone, &added)?;
+        }
+        Ok(())
+    }
+
+    /// Entries of jails that no longer exist: their pool is mounted and
+    /// laid out, the jail's directory is gone and nobody holds its lock
+    /// (a create in progress does). Entries of pools that are not mounted
+    /// (an image pool before `jailer init` after a reboot) are kept.
+    fn prune(entries: &mut Vec<Entry>) {
+        entries.retain(|e| {
+            let pool = crate::pool::Pool::new(&e.pool);
+            let Ok(name) = crate::name::Name::new(&e.jail) else {
+                return false;
+            };
+            if pool.ensure_ready().is_err() || pool.jail_dir(&name).exists() {
+                return true;
+            }
+            pool.lock("jail", &name, false).is_err()
+        });
+    }
+
+    /// Allocates a range for jail `name` (random id `id`) of the pool at
+    /// `pool`, replacing any range recorded for that name there. `local`:
+    /// ranges the pool's own records hold (jails made before the registry).
+    pub fn allocate(
+        &self,
+        pool: &Path,
+        name: &str,
+        id: &str,
+        local: &[IdRange],
+    ) -> Result<IdRange, IdsError> {
+        let pool = canonical(pool);
+        let _lock = self.lock()?;
+        let old = self.entries()?;
+        let mut entries = old.clone();
+        entries.retain(|e| !(e.pool == pool && e.jail == name));
+        Self::prune(&mut entries);
+        let mut taken: Vec<IdRange> = entries.iter().map(|e| e.ids).collect();
+        taken.extend_from_slice(local);
+        let host = self.host_ranges(&old);
+        let ids = allocate(&taken, &host).ok_or_else(|| IdsError::Exhausted {
+            name: name.to_string(),
+        })?;
+        entries.push(Entry {
+            ids,
+            pool,
+            jail: name.to_string(),
+            id: id.to_string(),
+        });
+        self.save(&old, &entries)?;
+        Ok(ids)
+    }
+
+    /// Forgets the range of jail `name` of the pool at `pool`.
+    pub fn release(&self, pool: &Path, name: &str) -> Result<(), IdsError> {
+        let pool = canonical(pool);
+        let _lock = self.lock()?;
+        let old = self.entries()?;
+        let mut entries = old.clone();
+        entries.retain(|e| !(e.pool == pool && e.jail == name));
+        if entries.len() != old.len() {
+            self.save(&old, &entries)?;
+        }
+        Ok(())
+    }
+
+    /// Checks, before a start, that `ids` is the range allocated to this
+    /// jail. A jail made before the registry existed is registered now if
+    /// its range is a jailer range that nothing else holds.
+    pub fn verify(&self, pool: &Path, name: &str, id: &str, ids: IdRange) -> Result<(), IdsError> {
+        let pool = canonical(pool);
+        let recorded = show(&ids);
+        let is_jail_range = ids.count == IDS_PER_JAIL
+            && ids.uid_base >= FIRST_BASE
+            && ids.gid_base >= FIRST_BASE
+            && ids.uid_base.checked_add(IDS_PER_JAIL).is_some()
+            && ids.gid_base.checked_add(IDS_PER_JAIL).is_some();
+        if !is_jail_range {
+            return Err(IdsError::NotJailRange {
+                name: name.to_string(),
+                recorded,
+            });
+        }
+        let _lock = self.lock()?;
+        let old = self.entries()?;
+        if let Some(e) = old.iter().find(|e| e.pool == pool && e.jail == name) {
+            if e.id == id && e.ids == ids {
+                return Ok(());
+            }
+            return Err(IdsError::Mismatch {
+                name: name.to_string(),
+                recorded,
+                allocated: if e.id == id {
+                    show(&e.ids)
+                } else {
+                    "that of another jail of the same name".to_string()
+                },
+            });
+        }
+        // Not registered: adopt it if nothing else holds any of it.
+        let mut entries = old.clone();
+        Self::prune(&mut entries);
+        let cand = |b: u32| (u64::from(b), u64::from(ids.count));
+        let clash = entries.iter().find(|e| {
+            let o = |b: u32| (u64::from(b), u64::from(e.ids.count));
+            [ids.uid_base, ids.gid_base].iter().any(|b| {
+                [e.ids.uid_base, e.ids.gid_base]
+                    .iter()
+                    .any(|x| overlaps(cand(*b), o(*x)))
+            })
+        });
+        if let Some(e) = clash {
+            return Err(IdsError::Taken {
+                name: name.to_string(),
+                recorded,
+                other: format!("the range of {}", e.owner()),
+            });
+        }
+        let host = self.host_ranges(&old);
+        if host
+            .iter()
+            .any(|h| overlaps(cand(ids.uid_base), *h) || overlaps(cand(ids.gid_base), *h))
+        {
+            return Err(IdsError::Taken {
+                name: name.to_string(),
+                recorded,
+                other: format!(
+                    "host users, groups or sub-id delegations in {}",
+                    self.etc.display()
+                ),
+            });
+        }
+        entries.push(Entry {
+            ids,
+            pool,
+            jail: name.to_string(),
+            id: id.to_string(),
+        });
+        self.save(&old, &entries)
+    }
+
+    /// The host's ranges, less the `root:BASE:COUNT` sub-id lines this
+    /// registry wrote for `ours`.
+    fn host_ranges(&self, ours: &[Entry]) -> Vec<(u64, u64)> {
+        let mine: Vec<(u64, u64)> = ours
+            .iter()
+            .flat_map(|e| {
+                [
+                    (u64::from(e.ids.uid_base), u64::from(e.ids.count)),
+                    (u64::from(e.ids.gid_base), u64::from(e.ids.count)),
+                ]
+            })
+            .collect();
+        let mut out = Vec::new();
+        for f in ["passwd", "group"] {
+            out.extend(ids_of(&self.etc.join(f)));
+        }
+        for f in ["subuid", "subgid"] {
+            for (owner, r) in subids_of(&self.etc.join(f)) {
+                if !(owner == "root" && mine.contains(&r)) {
+                    out.push(r);
+                }
+            }
+        }
+        out
+    }
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn ids_of(file: &Path) -> Vec<(u64, u64)> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split(':').nth(2)?.parse::<u64>().ok())
+        .map(|id| (id, 1))
+        .collect()
+}
+
+fn subids_of(file: &Path) -> Vec<(String, (u64, u64))> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut p = l.split(':');
+            let owner = p.next()?.to_string();
+            let start = p.next()?.parse().ok()?;
+            let len = p.next()?.parse().ok()?;
+            Some((owner, (start, len)))
+        })
+        .collect()
+}
+
+/// Rewrites a sub-id file without the lines `gone` and with the lines
+/// `added` appended (each once), keeping every other line as it was;
+/// atomically (temp file, rename), mode 0644 as shadow keeps it.
+fn sync_subids(path: &Path, gone: &[String], added: &[String]) -> Result<(), IdsError> {
+    if gone.is_empty() && added.is_empty() {
+        return Ok(());
+    }
+    let io = |source| IdsError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io(e)),
+    };
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !gone.iter().any(|g| g == l))
+        .collect();
+    for a in added {
+        if !lines.contains(&a.as_str()) {
+            lines.push(a);
+        }
+    }
+    let mut out = lines.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    crate::fsutil::atomic_write(path, out.as_bytes())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(io)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn registry() -> (tempfile::TempDir, Registry) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let etc = dir.path().join("etc");
+        std::fs::create_dir(&etc).expect("mkdir");
+        std::fs::write(etc.join("passwd"), "root:x:0:0::/root:/bin/sh\n").expect("w");
+        std::fs::write(etc.join("subuid"), "alice:268435456:65536\n").expect("w");
+        let reg = Registry::new(dir.path().join("reg"), etc);
+        (dir, reg)
+    }
+
+    #[test]
+    fn two_pools_never_share_a_range_and_subids_follow() {
+        let (dir, reg) = registry();
+        let (a, b) = (dir.path().join("pool-a"), dir.path().join("pool-b"));
+        let ra = reg.allocate(&a, "web", "id-a", &[]).expect("a");
+        let rb = reg.allocate(&b, "web", "id-b", &[]).expect("b");
+        assert_ne!(ra.uid_base, rb.uid_base, "two pools got one range");
+        // alice's delegation is skipped.
+        assert_eq!(ra.uid_base, FIRST_BASE + IDS_PER_JAIL);
+        let subuid = std::fs::read_to_string(dir.path().join("etc/subuid")).expect("r");
+        assert!(subuid.starts_with("alice:268435456:65536\n"), "{subuid}");
+        assert!(
+            subuid.contains(&format!("root:{}:65536", ra.uid_base)),
+            "{subuid}"
+        );
+        assert!(
+            subuid.contains(&format!("root:{}:65536", rb.uid_base)),
+            "{subuid}"
+        );
+        let subgid = std::fs::read_to_string(dir.path().join("etc/subgid")).expect("r");
+        assert!(
+            subgid.contains(&format!("root:{}:65536", rb.gid_base)),
+            "{subgid}"
+        );
+        reg.verify(&a, "web", "id-a", ra).expect("verified");
+        reg.release(&a, "web").expect("release");
+        let subuid = std::fs::read_to_string(dir.path().join("etc/subuid")).expect("r");
+        assert!(
+            !subuid.contains(&format!("root:{}:", ra.uid_base)),
+            "{subuid}"
+        );
+        assert_eq!(reg.entries().expect("entries").len(), 1);
+    }
+
+    #[test]
+    fn start_refuses_a_record_whose_ids_were_edited() {
+        let (dir, reg) = registry();
+        let a = dir.path().join("pool-a");
+        let ra = reg.allocate(&a, "web", "id-a", &[]).expect("a");
+        let rb = reg.allocate(&a, "db", "id-b", &[]).expect("b");
+        let host_root = IdRange {
+            uid_base: 0,
+            gid_base: 0,
+            count: IDS_PER_JAIL,
+        };
+        assert!(matches!(
+            reg.verify(&a, "web", "id-a", host_root),
+            Err(IdsError::NotJailRange { .. })
+        ));
+        assert!(matches!(
+            reg.verify(&a, "web", "id-a", rb),
+            Err(IdsError::Mismatch { .. })
+        ));
+        // An unregistered (older) jail claiming another's range is refused.
+        assert!(matches!(
+            reg.verify(&a, "old", "id-c", ra),
+            Err(IdsError::Taken { .. })
+        ));
+        let free = IdRange {
+            uid_base: FIRST_BASE + 10 * IDS_PER_JAIL,
+            gid_base: FIRST_BASE + 10 * IDS_PER_JAIL,
+            count: IDS_PER_JAIL,
+        };
+        reg.verify(&a, "old", "id-c", free).expect("adopted");
+        reg.verify(&a, "old", "id-c", free)
+            .expect("then registered");
+    }
 
     #[test]
     fn allocates_lowest_free_range_skipping_jails_and_host() {
@@ -101,7 +512,7 @@ mod tests {
         .expect("w");
         std::fs::write(dir.path().join("group"), "root:x:0:\n").expect("w");
         std::fs::write(dir.path().join("subuid"), "alice:268435456:65536\n").expect("w");
-        let r = host_ranges(dir.path());
+        let r = Registry::new(dir.path().join("reg"), dir.path()).host_ranges(&[]);
         assert!(r.contains(&(0, 1)));
         assert!(r.contains(&(268_435_456, 65_536)));
         let a = allocate(&[], &r).expect("free");

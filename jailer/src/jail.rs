@@ -19,7 +19,6 @@ use crate::spec::JailSpec;
 use crate::sys::btrfs::{self, BtrfsError};
 use crate::template::{self, TemplateError};
 use serde::Serialize;
-use std::path::Path;
 
 /// What went wrong with a jail.
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +35,8 @@ pub enum JailError {
     Unknown { name: Name },
     #[error("jail {name} is {state}; stop it first (`jailer stop {name}`) or pass --force")]
     Running { name: Name, state: State },
-    #[error("no free host id range left for jail {name}: remove unused jails")]
-    IdsExhausted { name: Name },
+    #[error(transparent)]
+    Ids(#[from] crate::ids::IdsError),
     #[error("jail {name} is broken")]
     Broken {
         name: Name,
@@ -97,8 +96,16 @@ fn random_id() -> String {
 }
 
 /// Removes whatever is at `jails/NAME`: the rootfs subvolume (with nested
-/// ones), the record, the directory. Tolerates any partial state.
+/// ones), the record, the directory, and last its id range in the host's
+/// registry (never before its files are gone: they are owned by it).
+/// Tolerates any partial state.
 fn clear(pool: &Pool, name: &Name) -> Result<(), JailError> {
+    clear_files(pool, name)?;
+    crate::ids::Registry::host().release(pool.root(), name.as_str())?;
+    Ok(())
+}
+
+fn clear_files(pool: &Pool, name: &Name) -> Result<(), JailError> {
     let rootfs = pool.jail_rootfs(name);
     if btrfs::is_subvolume(&rootfs).unwrap_or(false) {
         btrfs::delete_subvolume_recursive(&rootfs)?;
@@ -164,11 +171,13 @@ pub fn create_with<H>(
     // The pool lock is held until the record is written, so that no other
     // create can take the same id range; creates are short (a snapshot and
     // one durable write), so serialising them costs little.
+    // The range comes from the host-wide registry (every pool on the host
+    // allocates there, under its lock); this pool's own records count too,
+    // for jails made before the registry.
     let _pool_lock = pool.lock_pool()?;
     let taken: Vec<_> = all_records(pool).iter().map(|r| r.ids).collect();
-    let host = crate::ids::host_ranges(Path::new("/etc"));
-    let ids = crate::ids::allocate(&taken, &host)
-        .ok_or_else(|| JailError::IdsExhausted { name: name.clone() })?;
+    let id = random_id();
+    let ids = crate::ids::Registry::host().allocate(pool.root(), name.as_str(), &id, &taken)?;
     let dir = pool.jail_dir(&name);
     crate::fsutil::mkdir_private(&dir).map_err(|source| JailError::Remove {
         name: name.clone(),
@@ -176,7 +185,7 @@ pub fn create_with<H>(
     })?;
     let rec = JailRecord {
         version: JAIL_RECORD_VERSION,
-        id: random_id(),
+        id,
         spec,
         state: State::Created,
         ids,

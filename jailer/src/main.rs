@@ -35,7 +35,12 @@ fn main() -> ExitCode {
                     line.push_str(&c);
                 }
             }
-            eprintln!("jailer: error: {line}");
+            // Errors quote what jails control (an exec error, a path):
+            // escaped, as every human-readable output of jailer is.
+            eprintln!(
+                "jailer: error: {}",
+                jailer::display::escape_keep_newlines(&line)
+            );
             ExitCode::FAILURE
         }
     }

@@ -74,6 +74,8 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Ids(#[from] crate::ids::IdsError),
     #[error("jail {name} did not stop within {secs} s after SIGKILL")]
     StopTimeout { name: Name, secs: u64 },
 }
@@ -211,6 +213,9 @@ pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
         }
     }
     check_net(&rec.spec)?;
+    // The record's id range must be the one the host allocated to this jail
+    // (a jail.json edited to `uid_base: 0` would make its root host root).
+    crate::ids::Registry::host().verify(pool.root(), name.as_str(), &rec.id, rec.ids)?;
     let monitor = spawn_monitor(pool, &rec)?;
     finish_start(pool, rec, monitor)
 }

@@ -9,7 +9,9 @@
 
 mod btrfs;
 mod cli;
+mod escape_host;
 mod import;
+mod probe;
 mod runtime;
 mod scratch;
 mod tables;
@@ -78,10 +80,13 @@ fn prerequisites() -> Result<(), String> {
 }
 
 fn main() -> std::process::ExitCode {
+    // Run inside a jail as an attack probe (see probe.rs)?
+    probe::dispatch();
     let args = Arguments::from_args();
     let mut trials: Vec<Trial> = Vec::new();
     trials.extend(btrfs::trials());
     trials.extend(cli::trials());
+    trials.extend(escape_host::trials());
     trials.extend(import::trials());
     trials.extend(runtime::trials());
     trials.extend(tables::trials());
