@@ -82,12 +82,16 @@ pub fn mkdir_private(path: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new().mode(0o700).create(path)
 }
 
-/// Who holds a lock on the file `held` (an open handle of it), from the
-/// kernel's lock table (`proc_locks`, normally `/proc/locks`): `pid N
-/// (COMMAND)`.
-fn lock_holder(proc_root: &Path, held: &std::fs::Metadata) -> Option<String> {
+/// Who holds a lock on the file `held` (an open handle of `path`), from
+/// the kernel's lock table (`/proc/locks` under `proc_root`): `pid N
+/// (COMMAND)`. The table names the filesystem's device, which on btrfs is
+/// not the one `stat` reports, so a candidate found by inode number is
+/// confirmed by an open fd of that pid on `path` where its fds can be read.
+fn lock_holder(proc_root: &Path, path: &Path, held: &std::fs::Metadata) -> Option<String> {
     let text = std::fs::read_to_string(proc_root.join("locks")).ok()?;
-    let pid = parse_lock_holder(&text, held.dev(), held.ino())?;
+    let pid = parse_lock_holders(&text, held.ino())
+        .into_iter()
+        .find(|pid| holds_open(proc_root, *pid, path).unwrap_or(true))?;
     let comm = std::fs::read_to_string(proc_root.join(format!("{pid}/comm")))
         .map(|c| c.trim_end().to_string())
         .unwrap_or_default();
@@ -98,23 +102,30 @@ fn lock_holder(proc_root: &Path, held: &std::fs::Metadata) -> Option<String> {
     })
 }
 
-/// The pid holding a lock on inode `ino` of device `dev`, from the text of
-/// `/proc/locks` (`1: FLOCK  ADVISORY  WRITE 1234 08:02:5678 0 EOF`; the
-/// device's major and minor in hex). Waiters (`->` lines) are skipped.
-pub fn parse_lock_holder(text: &str, dev: u64, ino: u64) -> Option<i32> {
-    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
-    text.lines().find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.get(1) == Some(&"->") {
-            return None;
-        }
-        let (pid, id) = (f.get(4)?, f.get(5)?);
-        let mut parts = id.split(':');
-        let maj = u64::from_str_radix(parts.next()?, 16).ok()?;
-        let min = u64::from_str_radix(parts.next()?, 16).ok()?;
-        let i: u64 = parts.next()?.parse().ok()?;
-        (maj == major && min == minor && i == ino).then(|| pid.parse().ok())?
-    })
+/// Whether `pid` has `path` open (`None`: its fds cannot be read).
+fn holds_open(proc_root: &Path, pid: i32, path: &Path) -> Option<bool> {
+    let rd = std::fs::read_dir(proc_root.join(format!("{pid}/fd"))).ok()?;
+    Some(
+        rd.flatten()
+            .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path)),
+    )
+}
+
+/// The pids holding a lock on inode `ino`, from the text of `/proc/locks`
+/// (`1: FLOCK  ADVISORY  WRITE 1234 08:02:5678 0 EOF`). Waiters (`->`
+/// lines) are skipped.
+pub fn parse_lock_holders(text: &str, ino: u64) -> Vec<i32> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.get(1) == Some(&"->") {
+                return None;
+            }
+            let (pid, id) = (f.get(4)?, f.get(5)?);
+            let i: u64 = id.rsplit(':').next()?.parse().ok()?;
+            (i == ino).then(|| pid.parse().ok())?
+        })
+        .collect()
 }
 
 /// Replaces `path` with `data` atomically and durably.
@@ -234,7 +245,7 @@ impl Lock {
                         let holder = f
                             .metadata()
                             .ok()
-                            .and_then(|m| lock_holder(Path::new("/proc"), &m));
+                            .and_then(|m| lock_holder(Path::new("/proc"), path, &m));
                         return Err(FsError::TimedOut {
                             path: path.to_path_buf(),
                             waited: t0.elapsed(),
@@ -328,10 +339,7 @@ mod tests {
         let text = "1: FLOCK  ADVISORY  WRITE 4242 08:02:1234 0 EOF\n\
                     1: -> FLOCK  ADVISORY  WRITE 4343 08:02:1234 0 EOF\n\
                     2: POSIX  ADVISORY  READ 99 00:2a:1234 0 EOF\n";
-        let dev = nix::sys::stat::makedev(8, 2);
-        assert_eq!(parse_lock_holder(text, dev, 1234), Some(4242));
-        assert_eq!(parse_lock_holder(text, dev, 1235), None);
-        let other = nix::sys::stat::makedev(0, 0x2a);
-        assert_eq!(parse_lock_holder(text, other, 1234), Some(99));
+        assert_eq!(parse_lock_holders(text, 1234), vec![4242, 99]);
+        assert!(parse_lock_holders(text, 1235).is_empty());
     }
 }
