@@ -762,7 +762,7 @@ fn resources() -> Result<(), String> {
     }
     ok(&root, &["thaw", name])?;
     expect("thawed", &one(&root, &sql)?, &[("frozen", 0.into())])?;
-    // Without limits: -1 for unlimited.
+    // Without limits: -1 for unlimited (pids: every jail gets the default).
     let free = "tb-res-free";
     let _k = jail(&root, free);
     start_sh(&root, free, &[], "sleep 1000")?;
@@ -775,7 +775,7 @@ fn resources() -> Result<(), String> {
         &row,
         &[
             ("memory_limit", (-1).into()),
-            ("pids_limit", (-1).into()),
+            ("pids_limit", (jailer::spec::DEFAULT_PIDS as i64).into()),
             ("cpu_limit", (-1.0).into()),
         ],
     )?;
@@ -788,7 +788,7 @@ fn resources() -> Result<(), String> {
         &row,
         &[
             ("memory_limit", (-1).into()),
-            ("pids_limit", (-1).into()),
+            ("pids_limit", (jailer::spec::DEFAULT_PIDS as i64).into()),
             ("cpu_limit", (-1.0).into()),
         ],
     )?;
