@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod cgroup;
 pub mod copy;
+pub mod display;
 pub mod fsutil;
 pub mod ids;
 pub mod jail;
