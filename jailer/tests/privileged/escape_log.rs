@@ -88,7 +88,8 @@ fn truncate_extend() -> Result<(), String> {
         read_log(&root, name).contains("after")
     }) {
         return Err(format!(
-            "the jail never got to `after`: {}",
+            "the jail never got to `after`; console.log (st_size, allocated) {:?}: {:?}",
+            sizes(&root, name, "console.log"),
             read_log(&root, name)
         ));
     }
