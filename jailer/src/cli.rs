@@ -129,7 +129,8 @@ pub enum Cmd {
         /// The jail.
         name: String,
     },
-    /// Print a jail's console log (its init's stdout and stderr).
+    /// Print a jail's console log (its processes' stdout and stderr, as they
+    /// wrote it, not escaped; the rotated part first).
     Logs {
         /// The jail.
         name: String,
@@ -265,6 +266,12 @@ pub struct CreateArgs {
     /// userfaultfd vhangup.
     #[arg(long = "seccomp-allow", value_name = "SYSCALL")]
     pub seccomp_allow: Vec<String>,
+    /// Cap of the console log (e.g. 8M, the default; at least 4K): when
+    /// console.log reaches it, it becomes console.log.1 (replacing the one
+    /// before) and a new console.log begins, so at most about twice this is
+    /// kept, the newest output.
+    #[arg(long = "log-size", value_name = "SIZE")]
+    pub log_size: Option<String>,
     /// The command run as the jail's init.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -358,6 +365,7 @@ fn raw_spec(c: CreateArgs) -> RawSpec {
         command: c.command,
         seccomp_unconfined: c.seccomp == "unconfined",
         seccomp_allow: c.seccomp_allow,
+        log_size: c.log_size,
     }
 }
 
@@ -454,7 +462,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         Cmd::Start { name: n, wait } => {
             let n = name(&n)?;
-            let from = runtime::log_len(&pool, &n);
+            let from = runtime::log_position(&pool, &n);
             let rec = runtime::start(&pool, &n)?;
             if wait {
                 let done = wait_echo(&pool, &n, from, args.json)?;
@@ -542,7 +550,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 report(&rec, args.json, "started")?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let done = wait_echo(&pool, &n, 0, args.json)?;
+            let done = wait_echo(&pool, &n, None, args.json)?;
             jail::remove(&pool, &n, true)?;
             let code = done.exit_code.unwrap_or(255);
             if args.json {
@@ -612,12 +620,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
 }
 
 /// Waits for a started jail's command, copying its output (the console log
-/// from `from` on) to stdout, or to stderr under `--json`, where stdout
-/// carries the record.
+/// from `from` on, all of it if `None`) to stdout, or to stderr under
+/// `--json`, where stdout carries the record.
 fn wait_echo(
     pool: &Pool,
     n: &Name,
-    from: u64,
+    from: Option<runtime::console::Position>,
     json: bool,
 ) -> Result<jailer::record::JailRecord, runtime::RuntimeError> {
     let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());

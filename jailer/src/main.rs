@@ -37,10 +37,7 @@ fn main() -> ExitCode {
             }
             // Errors quote what jails control (an exec error, a path):
             // escaped, as every human-readable output of jailer is.
-            eprintln!(
-                "jailer: error: {}",
-                jailer::display::escape_keep_newlines(&line)
-            );
+            eprintln!("jailer: error: {}", jailer::display::escape_text(&line));
             ExitCode::FAILURE
         }
     }

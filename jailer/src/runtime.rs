@@ -6,14 +6,18 @@
 //! loading before any work), a small process in its own session that
 //! outlives the CLI: it makes the cgroup, clones the
 //! jail's init into new namespaces, maps its ids, hands it an idmapped view of
-//! the rootfs, reports the exec (or its error) back, then reaps init, records
-//! its exit in `exit.json` and releases the cgroup. The jail's own setup, the
-//! ordered list of steps inside the new namespaces, is [`init::setup`].
+//! the rootfs, reports the exec (or its error) back, then copies the jail's
+//! output from a pipe into its console log (see [`console`]) until init
+//! exits, reaps it, records its exit in `exit.json` and releases the cgroup.
+//! The jail's own setup, the ordered list of steps inside the new
+//! namespaces, is [`init::setup`].
 
+pub mod console;
 pub mod exec;
 pub mod init;
 
 use crate::cgroup::{CgroupError, JailCgroup, Limits};
+use crate::display::escape;
 use crate::fsutil::FsError;
 use crate::name::Name;
 use crate::pool::{Pool, PoolError};
@@ -102,10 +106,11 @@ pub fn exit_path(pool: &Pool, name: &Name) -> PathBuf {
     pool.jail_dir(name).join("exit.json")
 }
 
-/// `jails/NAME/console.log`: the init's stdout and stderr, and the monitor's
-/// messages.
+/// `jails/NAME/console.log`: what the jail writes to its stdout and stderr,
+/// and the monitor's messages; `console.log.1` beside it holds the output
+/// before (see [`console`]).
 pub fn log_path(pool: &Pool, name: &Name) -> PathBuf {
-    pool.jail_dir(name).join("console.log")
+    pool.jail_dir(name).join(console::CURRENT)
 }
 
 fn read(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
@@ -287,7 +292,8 @@ fn single_threaded() -> bool {
 /// Forks the jail's monitor into its own session, so that the CLI's
 /// terminal and process-group signals never reach it: stdin a pipe from
 /// here (the word that the rootfs is ready), stdout a pipe back (its
-/// report), stderr the jail's console log, and no other fd (the CLI's
+/// report), stderr the jail's console log (which only the monitor writes),
+/// and no other fd (the CLI's
 /// locks among them). It prepares the cgroup and the init's namespaces,
 /// then waits for the word.
 ///
@@ -300,10 +306,7 @@ fn spawn_monitor(pool: &Pool, rec: &JailRecord) -> Result<Monitor, RuntimeError>
         return Err(RuntimeError::NoCommand { name: name.clone() });
     }
     let _ = std::fs::remove_file(exit_path(pool, name));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_path(pool, name))
+    let log = console::open_append(&log_path(pool, name))
         .map_err(sys(name, "cannot open the console log"))?;
     let pipe = || {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -577,11 +580,29 @@ fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
     let cg = match JailCgroup::create(rec, &limits) {
         Ok(c) => c,
         Err(e) => {
-            report(&format!("error {}", crate::error_chain(&e)));
+            report(&format!("error {}", escape(&crate::error_chain(&e))));
             return 1;
         }
     };
-    let started = match launch(pool, rec, &cg) {
+    // The console: fd 2 is the log file, which only this process writes; the
+    // jail gets the write end of a pipe as its stdout and stderr.
+    let mut log = match monitor_log(pool, rec) {
+        Ok(l) => l,
+        Err(e) => {
+            report(&format!("error {}", escape(&crate::error_chain(&e))));
+            let _ = cg.delete();
+            return 1;
+        }
+    };
+    let (console_r, console_w) = match console_pipe(name) {
+        Ok(p) => p,
+        Err(e) => {
+            report(&format!("error {}", escape(&crate::error_chain(&e))));
+            let _ = cg.delete();
+            return 1;
+        }
+    };
+    let started = match launch(pool, rec, &cg, console_w.as_fd()) {
         Ok(s) => s,
         Err(e) => {
             cg.signal_all(Signal::SIGKILL);
@@ -591,11 +612,14 @@ fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
                 RuntimeError::StartFailed { message, .. } => message.clone(),
                 other => crate::error_chain(other),
             };
+            // The report is one line; the message may quote the spec.
+            let msg = escape(&msg);
             report(&format!("error {msg}"));
-            eprintln!("jailer-monitor: {name}: start failed: {msg}");
+            log.note(&format!("jailer-monitor: {name}: start failed: {msg}"));
             return 1;
         }
     };
+    drop(console_w);
     let me = nix::unistd::getpid().as_raw();
     let proc_root = Path::new(PROC);
     let runtime = Runtime {
@@ -615,17 +639,11 @@ fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
         serde_json::to_string(&runtime).unwrap_or_default()
     ));
 
-    // Reap init (the only child); record how it ended.
-    use nix::sys::wait::{waitpid, WaitStatus};
-    let (code, signal) = loop {
-        match waitpid(started, None) {
-            Ok(WaitStatus::Exited(_, c)) => break (Some(c), None),
-            Ok(WaitStatus::Signaled(_, s, _)) => break (None, Some(s as i32)),
-            Ok(_) => continue,
-            Err(nix::Error::EINTR) => continue,
-            Err(_) => break (None, None),
-        }
-    };
+    // Copy the jail's output into the log until init (the only child) exits;
+    // reap it, then take what it wrote last (already in the pipe).
+    let mut buf = vec![0u8; 64 << 10];
+    let (code, signal) = pump_until_exit(&mut log, &console_r, &mut buf, started);
+    let mut open = pump(&mut log, &console_r, &mut buf, 16 << 20);
     let exit = ExitRecord {
         exit_code: code,
         signal,
@@ -636,31 +654,149 @@ fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
     // Best effort, like the transitions: after a crash the jail is stopped
     // whatever this says.
     if let Err(e) = crate::fsutil::write_unsynced(&exit_path(pool, name), &json) {
-        eprintln!("jailer-monitor: {name}: {}", crate::error_chain(&e));
+        log.note(&format!(
+            "jailer-monitor: {name}: {}",
+            escape(&crate::error_chain(&e))
+        ));
     }
     // Init's death killed its pid namespace; anything joined only to the
-    // cgroup goes too. Then release the cgroup in every controller.
+    // cgroup goes too. What they wrote is drained until the pipe's EOF (no
+    // writer is left), for a few seconds at most. Then release the cgroup in
+    // every controller.
     cg.signal_all(Signal::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || !readable(&console_r, left) {
+            break;
+        }
+        open = pump(&mut log, &console_r, &mut buf, 16 << 20);
+    }
+    drop(console_r);
     wait_empty(&cg, Duration::from_secs(10));
     if let Err(e) = cg.delete() {
-        eprintln!("jailer-monitor: {name}: {}", crate::error_chain(&e));
+        log.note(&format!(
+            "jailer-monitor: {name}: {}",
+            escape(&crate::error_chain(&e))
+        ));
     }
     0
 }
 
-/// Clones the jail's init and waits until it has exec'd its command.
+/// The monitor's writer of the console log, on a duplicate of its fd 2.
+fn monitor_log(pool: &Pool, rec: &JailRecord) -> Result<console::LogWriter, RuntimeError> {
+    let name = rec.name();
+    let fd = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(sys(name, "cannot hold the console log"))?;
+    Ok(console::LogWriter::new(
+        pool.jail_dir(name),
+        rec.spec.log_size,
+        std::fs::File::from(fd),
+        true,
+    ))
+}
+
+/// The jail's stdout and stderr: a pipe whose read end (close-on-exec,
+/// non-blocking) only the monitor holds; the write end (blocking, as a
+/// program expects its stdout) goes to init.
+fn console_pipe(name: &Name) -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let err = |e: nix::Error| sys(name, "cannot make the console pipe")(e.into());
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(err)?;
+    fcntl(r.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(err)?;
+    Ok((r, w))
+}
+
+/// Copies what the console pipe holds into the log, `budget` bytes at most
+/// (so that init's exit is noticed under a flood); false at EOF (no writer
+/// left).
+fn pump(log: &mut console::LogWriter, pipe: &OwnedFd, buf: &mut [u8], budget: usize) -> bool {
+    let mut done = 0;
+    while done < budget {
+        match nix::unistd::read(pipe.as_raw_fd(), buf) {
+            Ok(0) => return false,
+            Ok(n) => {
+                log.write(&buf[..n]);
+                done += n;
+            }
+            Err(nix::Error::EINTR) => continue,
+            Err(nix::Error::EAGAIN) => return true,
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Whether `fd` has something to read (or its EOF) within `timeout`.
+fn readable(fd: &OwnedFd, timeout: Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let t = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    loop {
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, t) {
+            Err(nix::Error::EINTR) => continue,
+            Ok(n) => return n > 0,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Copies the console pipe into the log while `init` runs; reaps it and
+/// returns its exit code or signal. Waits in `poll` on the pipe and a pidfd
+/// of init (without one, on a kernel before 5.3, it looks every 100 ms).
+fn pump_until_exit(
+    log: &mut console::LogWriter,
+    pipe: &OwnedFd,
+    buf: &mut [u8],
+    init: nix::unistd::Pid,
+) -> (Option<i32>, Option<i32>) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    // Our unreaped child: its pid cannot be reused before the waitpid below.
+    let init_fd = open_pidfd(init.as_raw());
+    let timeout = match init_fd {
+        Some(_) => PollTimeout::NONE,
+        None => PollTimeout::from(100u8),
+    };
+    let mut open = true;
+    loop {
+        let mut fds = Vec::with_capacity(2);
+        if open {
+            fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(p) = &init_fd {
+            fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Err(nix::Error::EINTR) | Ok(_) => {}
+            // Cannot wait in poll (out of memory?): look again soon.
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+        drop(fds);
+        // Non-blocking: nothing there costs one read.
+        if open {
+            open = pump(log, pipe, buf, 1 << 20);
+        }
+        match waitpid(init, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, c)) => return (Some(c), None),
+            Ok(WaitStatus::Signaled(_, s, _)) => return (None, Some(s as i32)),
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(_) => return (None, None),
+        }
+    }
+}
+
+/// `console`: the write end of the console pipe, init's stdout and stderr.
 fn launch(
     pool: &Pool,
     rec: &JailRecord,
     cg: &JailCgroup,
+    console: std::os::fd::BorrowedFd<'_>,
 ) -> Result<nix::unistd::Pid, RuntimeError> {
     let name = rec.name();
     let rootfs = pool.jail_rootfs(name);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_path(pool, name))
-        .map_err(sys(name, "cannot open the console log"))?;
     let plan = init::Plan::new(rec, &rootfs, None).map_err(|e| RuntimeError::StartFailed {
         name: name.clone(),
         message: e,
@@ -683,7 +819,7 @@ fn launch(
         &plan,
         child_sock,
         err_w,
-        log.as_fd(),
+        console,
         cgroup_dir.as_ref().map(|d| d.as_fd()),
         &entry,
     )
@@ -758,12 +894,17 @@ pub type Fd = OwnedFd;
 /// A pidfd for `p`, if it is still the process recorded (the start time is
 /// checked after the pidfd is open, so a reused pid is never waited for).
 fn pidfd(p: &ProcRef) -> Option<OwnedFd> {
+    let fd = open_pidfd(p.pid)?;
+    record::is_alive(Path::new(PROC), p).then_some(fd)
+}
+
+/// pidfd_open(2) of `pid`, whatever process that is now.
+fn open_pidfd(pid: i32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid, 0) };
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
     // SAFETY: the kernel just returned this fd; we own it.
-    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    record::is_alive(Path::new(PROC), p).then_some(fd)
+    Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// Whether the process behind `fd` exited within `timeout` (`None`: wait
@@ -797,31 +938,32 @@ pub fn wait(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
     wait_echo(pool, name, None)
 }
 
-/// The console log's length now: where the output of a start begins.
-pub fn log_len(pool: &Pool, name: &Name) -> u64 {
-    std::fs::metadata(log_path(pool, name)).map_or(0, |m| m.len())
+/// Where the console log ends now: where the output of a start begins
+/// (`None`: no log yet, so all of it).
+pub fn log_position(pool: &Pool, name: &Name) -> Option<console::Position> {
+    console::position(&pool.jail_dir(name))
 }
 
 /// Like [`wait`], and copies what the jail writes to its console log from
-/// byte `from` on to `out`, as it comes (for `start --wait` and `run --rm`,
-/// whose user would otherwise never see it: `--rm` removes the log). A
-/// failing `out` (a closed pipe) ends the copy, never the wait.
+/// `from` on (`Some(None)`: all of it) to `out`, as it comes, following the
+/// log across rotations (for `start --wait` and `run --rm`, whose user would
+/// otherwise never see it: `--rm` removes the log). A failing `out` (a
+/// closed pipe) ends the copy, never the wait.
 pub fn wait_echo(
     pool: &Pool,
     name: &Name,
-    echo: Option<(u64, &mut dyn Write)>,
+    echo: Option<(Option<console::Position>, &mut dyn Write)>,
 ) -> Result<JailRecord, RuntimeError> {
-    use std::io::Seek;
     let rec = read(pool, name)?;
-    let mut echo = echo.and_then(|(from, out)| {
-        let mut f = std::fs::File::open(log_path(pool, name)).ok()?;
-        f.seek(std::io::SeekFrom::Start(from)).ok()?;
-        Some((f, out))
+    let dir = pool.jail_dir(name);
+    let mut echo = echo.map(|(from, out)| {
+        let f = console::Follower::new(dir.clone(), rec.spec.log_size, from);
+        (f, out)
     });
     let mut buf = vec![0u8; 64 << 10];
-    let mut copy = |echo: &mut Option<(std::fs::File, &mut dyn Write)>| {
+    let mut copy = |echo: &mut Option<(console::Follower, &mut dyn Write)>| {
         if let Some((f, out)) = echo {
-            if copy_new(f, &mut buf, *out).is_err() {
+            if f.copy_new(&mut buf, *out, None).is_err() {
                 *echo = None;
             }
         }
@@ -837,6 +979,7 @@ pub fn wait_echo(
                 }
             }
         }
+        // The monitor drains the jail's last output, then exits.
         wait_exit(&rt.monitor);
     }
     copy(&mut echo);
@@ -846,46 +989,44 @@ pub fn wait_echo(
     Ok(rec)
 }
 
-/// Copies what `f` holds past its offset to `out`.
-fn copy_new(f: &mut std::fs::File, buf: &mut [u8], out: &mut dyn Write) -> std::io::Result<()> {
-    use std::io::Read;
-    loop {
-        let n = f.read(buf)?;
-        if n == 0 {
-            return out.flush();
-        }
-        out.write_all(&buf[..n])?;
-    }
-}
-
-/// `jailer logs NAME [--follow]`: copies the console log to `out`; with
-/// `follow`, keeps copying until the jail stops.
+/// `jailer logs NAME [--follow]`: copies the console log to `out`, the
+/// rotated part first, as the jail wrote it (the jail's own bytes, not
+/// escaped); with `follow`, keeps copying, across rotations, until the jail
+/// stops and its monitor has written the last of it.
 pub fn logs(
     pool: &Pool,
     name: &Name,
     follow: bool,
     out: &mut dyn Write,
 ) -> Result<(), RuntimeError> {
-    read(pool, name)?;
-    let path = log_path(pool, name);
-    let mut f = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !follow => return Ok(()),
-        Err(e) => return Err(sys(name, "cannot read the console log")(e)),
-    };
+    let rec = read(pool, name)?;
+    let dir = pool.jail_dir(name);
+    if !follow && !dir.join(console::CURRENT).exists() && !dir.join(console::ROTATED).exists() {
+        return Ok(());
+    }
+    let mut f = console::Follower::new(dir, rec.spec.log_size, None);
     let mut buf = vec![0u8; 64 << 10];
-    let mut drain = |f: &mut std::fs::File| {
-        copy_new(f, &mut buf, out).map_err(sys(name, "cannot copy the console log out"))
+    let mut drain = |f: &mut console::Follower, stop_at: Option<u64>| {
+        f.copy_new(&mut buf, out, stop_at)
+            .map_err(sys(name, "cannot copy the console log out"))
     };
+    if !follow {
+        // What is there now: a chatty jail does not keep this going.
+        let stop_at = f.current_ino();
+        return drain(&mut f, stop_at);
+    }
     loop {
-        drain(&mut f)?;
-        if !follow {
-            return Ok(());
-        }
-        let rec = observe(pool, read(pool, name)?);
+        drain(&mut f, None)?;
+        let raw = read(pool, name)?;
+        let monitor = raw.runtime.as_ref().map(|rt| rt.monitor);
+        let rec = observe(pool, raw);
         if !matches!(rec.state, State::Running | State::Frozen) {
-            // What the jail wrote before it stopped.
-            return drain(&mut f);
+            // What the jail wrote before it stopped, once the monitor has
+            // drained it.
+            if let Some(m) = monitor {
+                wait_exit(&m);
+            }
+            return drain(&mut f, None);
         }
         std::thread::sleep(Duration::from_millis(100));
     }

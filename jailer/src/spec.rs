@@ -51,6 +51,8 @@ pub enum SpecError {
     Name(#[from] NameError),
     #[error("invalid size {value:?}: use a number of bytes with an optional K, M, G or T suffix (powers of 1024), e.g. 512M")]
     Size { value: String },
+    #[error("invalid log size {value:?}: use at least 4K, e.g. 8M (a size like --memory takes)")]
+    LogSize { value: String },
     #[error("invalid cpu count {value:?}: use a positive number such as 0.5 or 2")]
     Cpus { value: String },
     #[error("invalid pids limit {value:?}: use a positive whole number")]
@@ -109,6 +111,21 @@ pub fn parse_size(s: &str) -> Result<u64, SpecError> {
         return Err(bad());
     }
     Ok(bytes)
+}
+
+/// Parses a console log cap (`--log-size`): a size, at least
+/// [`crate::runtime::console::MIN_CAP`].
+pub fn parse_log_size(s: &str) -> Result<u64, SpecError> {
+    match parse_size(s) {
+        Ok(v) if v >= crate::runtime::console::MIN_CAP => Ok(v),
+        _ => Err(SpecError::LogSize {
+            value: s.to_string(),
+        }),
+    }
+}
+
+fn default_log_size() -> u64 {
+    crate::runtime::console::DEFAULT_CAP
 }
 
 /// Parses a cpu count (fractions allowed).
@@ -343,6 +360,10 @@ pub struct JailSpec {
     /// The seccomp filter's settings.
     #[serde(default)]
     pub seccomp: crate::seccomp::SeccompSpec,
+    /// The cap, in bytes, of the console log file and of the rotated one
+    /// before it (`--log-size`; 8 MiB for records older than the option).
+    #[serde(default = "default_log_size")]
+    pub log_size: u64,
 }
 
 /// `jailer create`'s inputs as strings, before validation.
@@ -362,6 +383,7 @@ pub struct RawSpec {
     pub command: Vec<String>,
     pub seccomp_unconfined: bool,
     pub seccomp_allow: Vec<String>,
+    pub log_size: Option<String>,
 }
 
 /// Computes the capability set from the defaults, drops and adds (drops
@@ -449,6 +471,12 @@ impl RawSpec {
                     })
                     .collect::<Result<_, _>>()?,
             },
+            log_size: self
+                .log_size
+                .as_deref()
+                .map(parse_log_size)
+                .transpose()?
+                .unwrap_or_else(default_log_size),
         })
     }
 }
@@ -594,8 +622,37 @@ mod tests {
             "a jail gets a pids limit by default"
         );
         assert_eq!(s.net, NetSpec::None);
+        assert_eq!(s.log_size, 8 << 20);
         let mut bad = raw.clone();
         bad.name = "../x".into();
         assert!(matches!(bad.validate(), Err(SpecError::Name(_))));
+        let mut small = raw.clone();
+        small.log_size = Some("64K".into());
+        assert_eq!(small.validate().map(|s| s.log_size), Ok(64 << 10));
+        small.log_size = Some("1K".into());
+        assert!(matches!(small.validate(), Err(SpecError::LogSize { .. })));
+    }
+
+    #[test]
+    fn log_sizes() {
+        assert_eq!(parse_log_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_log_size("4k"), Ok(4 << 10));
+        for bad in ["", "0", "4095", "1K", "lots"] {
+            assert!(parse_log_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_record_from_before_log_size_reads_with_the_default() {
+        let raw = RawSpec {
+            name: "old".into(),
+            template: "bookworm".into(),
+            command: vec!["/bin/true".into()],
+            ..Default::default()
+        };
+        let mut v = serde_json::to_value(raw.validate().expect("valid")).expect("json");
+        v.as_object_mut().expect("object").remove("log_size");
+        let s: JailSpec = serde_json::from_value(v).expect("old record");
+        assert_eq!(s.log_size, 8 << 20);
     }
 }

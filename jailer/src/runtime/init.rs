@@ -133,7 +133,8 @@ impl Plan {
     }
 }
 
-/// Clones the init. The child blocks until [`send_go`].
+/// Clones the init. The child blocks until [`send_go`]. `console` (the
+/// write end of the monitor's console pipe) becomes its stdout and stderr.
 ///
 /// With `cgroup` (the jail's cgroup v2 directory) the child is created in
 /// that group (`clone3` with `CLONE_INTO_CGROUP`) and the second value is
@@ -143,7 +144,7 @@ pub fn spawn(
     plan: &Plan,
     sock: OwnedFd,
     err_w: OwnedFd,
-    log: BorrowedFd<'_>,
+    console: BorrowedFd<'_>,
     cgroup: Option<BorrowedFd<'_>>,
     entry: &SelfEntry,
 ) -> nix::Result<(Pid, bool)> {
@@ -153,12 +154,12 @@ pub fn spawn(
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWNET;
-    let log_fd = log.as_raw_fd();
+    let console_fd = console.as_raw_fd();
     let sock_fd = sock.as_raw_fd();
     let err_fd = err_w.as_raw_fd();
     let child = move |in_cgroup: bool| -> isize {
         let entry = (!in_cgroup).then_some(entry);
-        match setup(plan, sock_fd, log_fd, entry) {
+        match setup(plan, sock_fd, console_fd, entry) {
             Ok(never) => match never {},
             Err(msg) => {
                 // SAFETY: err_fd is the child's copy of the pipe's write end,
@@ -284,7 +285,7 @@ fn symlink(target: &str, link: &Path) -> Result<(), String> {
 fn setup(
     plan: &Plan,
     sock: RawFd,
-    log: RawFd,
+    console: RawFd,
     entry: Option<&SelfEntry>,
 ) -> Result<std::convert::Infallible, String> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -428,11 +429,13 @@ fn setup(
     step("pivot_root", nix::unistd::pivot_root(".", "."))?;
     step("detach the old root", umount2(".", MntFlags::MNT_DETACH))?;
     step("chdir /", nix::unistd::chdir("/"))?;
-    // 8. stdio: nothing in, the console log out.
+    // 8. stdio: nothing in; out, one pipe for stdout and stderr (kept in
+    // the order written), which the monitor copies into the console log:
+    // the jail never holds the host's file.
     let null = step("open /dev/null", std::fs::File::open("/dev/null"))?;
     step("stdin", nix::unistd::dup2(null.as_raw_fd(), 0))?;
-    step("stdout", nix::unistd::dup2(log, 1))?;
-    step("stderr", nix::unistd::dup2(log, 2))?;
+    step("stdout", nix::unistd::dup2(console, 1))?;
+    step("stderr", nix::unistd::dup2(console, 2))?;
     drop(null);
     // 9. A cgroup namespace rooted at the jail's group (we are in it).
     step(

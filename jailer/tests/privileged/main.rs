@@ -10,6 +10,7 @@
 mod btrfs;
 mod cli;
 mod escape_host;
+mod escape_log;
 mod import;
 mod probe;
 mod runtime;
@@ -87,6 +88,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(btrfs::trials());
     trials.extend(cli::trials());
     trials.extend(escape_host::trials());
+    trials.extend(escape_log::trials());
     trials.extend(import::trials());
     trials.extend(runtime::trials());
     trials.extend(tables::trials());
