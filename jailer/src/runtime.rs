@@ -74,6 +74,12 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot exec in jail {name}")]
+    Exec {
+        name: Name,
+        #[source]
+        source: exec::ExecError,
+    },
     #[error("jail {name} did not stop within {secs} s after SIGKILL")]
     StopTimeout { name: Name, secs: u64 },
 }
