@@ -115,9 +115,9 @@ pub enum Cmd {
         /// The jail.
         name: String,
     },
-    /// Run a command inside a running jail (all its namespaces, its cgroup,
-    /// its capabilities and seccomp filter); stdio relayed, exit code passed through.
+    /// Run a command inside a running jail (its namespaces, cgroup, capabilities, seccomp filter).
     ///
+    /// Stdio relayed, exit code passed through (127: no such command).
     /// The command gets none of this process's descriptors and no host
     /// terminal: it runs in a session of its own, its stdio are pipes, or,
     /// with a terminal, a pty allocated inside the jail that jailer relays

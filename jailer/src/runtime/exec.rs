@@ -233,12 +233,15 @@ pub fn exec(
             drop(fds);
             drop(helper_sock);
             drop(cg_dir);
+            // The jail's ends are the helper's now.
             let Wiring {
                 pty,
                 relay_stdin,
                 cli,
+                child: jail_ends,
                 ..
             } = wiring;
+            drop(jail_ends);
             let ready = match wait_ready(&sock, &sigfd, child) {
                 Ok(Ready::Failed(msg)) => {
                     let code = wait_code(child);
