@@ -263,7 +263,10 @@ pub fn exec(
                 (true, None) => {
                     let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
                     wait_code(child);
-                    return Err(exec_err(ExecError::Pty(pty::PtyError::NotPtmx)));
+                    return Err(exec_err(ExecError::Relay {
+                        what: "the helper sent no pty master",
+                        source: nix::errno::Errno::EPROTO,
+                    }));
                 }
                 (false, _) => Ends::Pipes(cli),
             };

@@ -49,21 +49,49 @@ fn close_range(first: u32, last: u32) -> Result<(), ProcessError> {
 /// drops none of the `OwnedFd`s it closes this way (it ends in exec or
 /// `exit`).
 pub fn close_from_except(first: RawFd, keep: &[RawFd]) -> Result<(), ProcessError> {
+    for (lo, hi) in gaps(first, keep) {
+        close_range(lo, hi)?;
+    }
+    Ok(())
+}
+
+/// The ranges (inclusive) from `first` to the last descriptor number that
+/// leave out exactly `keep`.
+fn gaps(first: RawFd, keep: &[RawFd]) -> Vec<(u32, u32)> {
+    let first = u32::try_from(first).unwrap_or(0);
     let mut keep: Vec<u32> = keep
         .iter()
         .filter_map(|fd| u32::try_from(*fd).ok())
-        .filter(|fd| *fd >= first as u32)
+        .filter(|fd| *fd >= first)
         .collect();
     keep.sort_unstable();
     keep.dedup();
-    let mut next = first as u32;
+    let mut out = Vec::new();
+    let mut next = first;
     for fd in keep {
         if fd > next {
-            close_range(next, fd - 1)?;
+            out.push((next, fd - 1));
         }
-        next = fd + 1;
+        next = fd.saturating_add(1);
     }
-    close_range(next, u32::MAX)
+    out.push((next, u32::MAX));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gaps;
+
+    #[test]
+    fn gaps_leave_out_exactly_the_kept_descriptors() {
+        assert_eq!(gaps(3, &[]), vec![(3, u32::MAX)]);
+        assert_eq!(gaps(0, &[]), vec![(0, u32::MAX)]);
+        assert_eq!(
+            gaps(3, &[9, 4, 5, 9, 1]),
+            vec![(3, 3), (6, 8), (10, u32::MAX)]
+        );
+        assert_eq!(gaps(3, &[3]), vec![(4, u32::MAX)]);
+    }
 }
 
 /// Opens /dev/null on each of 0, 1, 2 that is closed, so that no
