@@ -78,22 +78,6 @@ fn gaps(first: RawFd, keep: &[RawFd]) -> Vec<(u32, u32)> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::gaps;
-
-    #[test]
-    fn gaps_leave_out_exactly_the_kept_descriptors() {
-        assert_eq!(gaps(3, &[]), vec![(3, u32::MAX)]);
-        assert_eq!(gaps(0, &[]), vec![(0, u32::MAX)]);
-        assert_eq!(
-            gaps(3, &[9, 4, 5, 9, 1]),
-            vec![(3, 3), (6, 8), (10, u32::MAX)]
-        );
-        assert_eq!(gaps(3, &[3]), vec![(4, u32::MAX)]);
-    }
-}
-
 /// Opens /dev/null on each of 0, 1, 2 that is closed, so that no
 /// descriptor opened later takes a standard number (a `dup2` onto 0-2 would
 /// clobber it).
@@ -198,4 +182,20 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<(usize
         }
     }
     Ok((msg.bytes, fds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gaps;
+
+    #[test]
+    fn gaps_leave_out_exactly_the_kept_descriptors() {
+        assert_eq!(gaps(3, &[]), vec![(3, u32::MAX)]);
+        assert_eq!(gaps(0, &[]), vec![(0, u32::MAX)]);
+        assert_eq!(
+            gaps(3, &[9, 4, 5, 9, 1]),
+            vec![(3, 3), (6, 8), (10, u32::MAX)]
+        );
+        assert_eq!(gaps(3, &[3]), vec![(4, u32::MAX)]);
+    }
 }
