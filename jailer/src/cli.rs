@@ -115,9 +115,37 @@ pub enum Cmd {
         /// The jail.
         name: String,
     },
-    /// Run a command inside a running jail (all its namespaces, its cgroup,
-    /// its capabilities and seccomp filter); stdio attached, exit code passed through.
+    /// Run a command inside a running jail (its namespaces, cgroup, capabilities, seccomp filter).
+    ///
+    /// Stdio relayed, exit code passed through (127: no such command).
+    /// The command gets none of this process's descriptors and no host
+    /// terminal: it runs in a session of its own, its stdio are pipes, or,
+    /// with a terminal, a pty allocated inside the jail that jailer relays
+    /// (the operator's terminal in raw mode meanwhile, the window size
+    /// followed). A terminal is used when stdin and stdout are both
+    /// terminals, or with -t; stdin that is not a terminal is always
+    /// relayed (`< file`, `echo x |`).
+    ///
+    /// Examples:
+    ///   jailer exec web -- /bin/bash                     # interactive shell (pty)
+    ///   jailer exec -t web -- top                        # force a pty
+    ///   jailer exec web -- tar c /srv > srv.tar          # pipes: output is untouched
+    ///   echo hi | jailer exec web -- cat                 # stdin relayed
+    ///   jailer exec -T -i web -- sh -c 'read x; echo $x' # pipes, keyboard relayed
+    #[command(verbatim_doc_comment)]
     Exec {
+        /// Give the command a pty inside the jail (its controlling terminal),
+        /// even when stdin or stdout is not a terminal.
+        #[arg(long, short = 't', conflicts_with = "no_tty")]
+        tty: bool,
+        /// Never give the command a terminal: pipes, even from a terminal.
+        #[arg(long, short = 'T')]
+        no_tty: bool,
+        /// Relay stdin when it is a terminal but no pty is used (-T, or
+        /// stdout not a terminal); without it the command's stdin is empty
+        /// then. Stdin that is not a terminal is always relayed.
+        #[arg(long, short = 'i')]
+        interactive: bool,
         /// The jail.
         name: String,
         /// The command and its arguments.
@@ -502,8 +530,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 println!("thawed jail {n}");
             }
         }
-        Cmd::Exec { name: n, command } => {
-            let code = runtime::exec::exec(&pool, &name(&n)?, &command)?;
+        Cmd::Exec {
+            name: n,
+            command,
+            tty,
+            no_tty,
+            interactive,
+        } => {
+            let opts = runtime::exec::ExecOptions {
+                tty: match (tty, no_tty) {
+                    (true, _) => runtime::exec::Tty::Always,
+                    (_, true) => runtime::exec::Tty::Never,
+                    _ => runtime::exec::Tty::Auto,
+                },
+                interactive,
+            };
+            let code = runtime::exec::exec(&pool, &name(&n)?, &command, opts)?;
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)));
         }
         Cmd::Ps { name: n } => {

@@ -80,6 +80,12 @@ pub enum RuntimeError {
     },
     #[error(transparent)]
     Ids(#[from] crate::ids::IdsError),
+    #[error("cannot exec in jail {name}")]
+    Exec {
+        name: Name,
+        #[source]
+        source: exec::ExecError,
+    },
     #[error("jail {name} did not stop within {secs} s after SIGKILL")]
     StopTimeout { name: Name, secs: u64 },
 }

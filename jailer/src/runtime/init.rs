@@ -17,6 +17,15 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 /// Host device nodes bind-mounted into the jail's `/dev`.
+///
+/// `tty` (char 5:0) names no terminal: opening it opens the opener's own
+/// controlling terminal, or fails with ENXIO. No jail process has a host
+/// terminal as that: the monitor (and so init) and `jailer exec`'s helper
+/// and command each `setsid` before anything of the jail runs, and `exec
+/// -t` gives the command a pty from the jail's own devpts. So the jail's
+/// `/dev/tty` reaches the jail's pty or nothing (test
+/// `escape_exec::jail_dev_tty_is_never_a_host_terminal`); programs that
+/// ask for a terminal there (sudo, less, ssh) keep working.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 /// Kernel interfaces under `/proc` and `/sys` that a jail has no use for
 /// and that leak host state (memory, keys, timers, scheduler and hardware

@@ -9,3 +9,5 @@ pub mod loopdev;
 pub mod mount;
 pub mod mountapi;
 pub mod net;
+pub mod process;
+pub mod pty;

@@ -9,6 +9,7 @@
 
 mod btrfs;
 mod cli;
+mod escape_exec;
 mod escape_host;
 mod escape_log;
 mod import;
@@ -89,6 +90,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(cli::trials());
     trials.extend(escape_host::trials());
     trials.extend(escape_log::trials());
+    trials.extend(escape_exec::trials());
     trials.extend(import::trials());
     trials.extend(runtime::trials());
     trials.extend(tables::trials());

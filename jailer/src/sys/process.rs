@@ -1,0 +1,201 @@
+//! Process hygiene for `jailer exec`: which descriptors a process keeps,
+//! signal dispositions, pidfds.
+//!
+//! `close_range(2)` is Linux 5.9 and pidfds 5.3; the jails need 5.12
+//! (idmapped mounts) anyway, so neither has a fallback.
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// What went wrong with a descriptor or a signal.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("cannot close the inherited descriptors")]
+    CloseRange(#[source] Errno),
+    #[error("cannot open /dev/null for a closed standard descriptor")]
+    DevNull(#[source] Errno),
+    #[error("cannot open a pidfd for process {pid}")]
+    PidfdOpen {
+        pid: Pid,
+        #[source]
+        source: Errno,
+    },
+    #[error("cannot reset the disposition of {signal}")]
+    Signal {
+        signal: Signal,
+        #[source]
+        source: Errno,
+    },
+    #[error("cannot set the parent-death signal")]
+    DeathSignal(#[source] Errno),
+}
+
+fn close_range(first: u32, last: u32) -> Result<(), ProcessError> {
+    if first > last {
+        return Ok(());
+    }
+    // SAFETY: close_range(2) only closes descriptors of this process; the
+    // callers own every descriptor in the range (they are closing what they
+    // inherited and never use those numbers again).
+    let r = unsafe { libc::close_range(first, last, 0) };
+    Errno::result(r).map(drop).map_err(ProcessError::CloseRange)
+}
+
+/// Closes every descriptor from `first` up, except those in `keep`.
+///
+/// Run in a forked child only, which owns its copy of every descriptor and
+/// drops none of the `OwnedFd`s it closes this way (it ends in exec or
+/// `exit`).
+pub fn close_from_except(first: RawFd, keep: &[RawFd]) -> Result<(), ProcessError> {
+    for (lo, hi) in gaps(first, keep) {
+        close_range(lo, hi)?;
+    }
+    Ok(())
+}
+
+/// The ranges (inclusive) from `first` to the last descriptor number that
+/// leave out exactly `keep`.
+fn gaps(first: RawFd, keep: &[RawFd]) -> Vec<(u32, u32)> {
+    let first = u32::try_from(first).unwrap_or(0);
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|fd| u32::try_from(*fd).ok())
+        .filter(|fd| *fd >= first)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut out = Vec::new();
+    let mut next = first;
+    for fd in keep {
+        if fd > next {
+            out.push((next, fd - 1));
+        }
+        next = fd.saturating_add(1);
+    }
+    out.push((next, u32::MAX));
+    out
+}
+
+/// Opens /dev/null on each of 0, 1, 2 that is closed, so that no
+/// descriptor opened later takes a standard number (a `dup2` onto 0-2 would
+/// clobber it).
+pub fn ensure_stdio_open() -> Result<(), ProcessError> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    for fd in 0..3 {
+        if fcntl(fd, FcntlArg::F_GETFD) == Err(Errno::EBADF) {
+            // The lowest free number is `fd` (the ones below are open):
+            // the descriptor stays open for the life of the process.
+            nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty())
+                .map_err(ProcessError::DevNull)?;
+        }
+    }
+    Ok(())
+}
+
+/// A pidfd for the child `pid` (not yet reaped, so the pid is its own).
+pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, ProcessError> {
+    // SAFETY: pidfd_open(2) takes a pid and flags (0: close-on-exec is
+    // implied) and returns a new descriptor or -1.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    let fd = Errno::result(r).map_err(|source| ProcessError::PidfdOpen { pid, source })?;
+    // SAFETY: the syscall just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sends `signal` to the process of `pidfd` (`ESRCH` once it has exited).
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: Signal) -> nix::Result<()> {
+    // SAFETY: pidfd_send_signal(2) with a NULL siginfo and no flags takes
+    // integers only.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// Resets `signal` to its default action (a command must not inherit the
+/// CLI's `SIGPIPE` ignored: Rust's runtime ignores it).
+pub fn default_action(signal: Signal) -> Result<(), ProcessError> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: SIG_DFL installs no handler, so no code of ours runs in
+    // signal context.
+    unsafe { sigaction(signal, &dfl) }
+        .map(drop)
+        .map_err(|source| ProcessError::Signal { signal, source })
+}
+
+/// SIGKILL to the calling process when its parent exits; fails with
+/// `ESRCH` if the parent is already gone (checked after setting it).
+pub fn die_with_parent(parent: Pid) -> Result<(), ProcessError> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes an integer signal and no pointers.
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    Errno::result(r).map_err(ProcessError::DeathSignal)?;
+    if nix::unistd::getppid() != parent {
+        return Err(ProcessError::DeathSignal(Errno::ESRCH));
+    }
+    Ok(())
+}
+
+/// Sends `data` on the unix socket `sock` with `fds` attached (SCM_RIGHTS).
+pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) -> nix::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[std::io::IoSlice::new(data)],
+        cmsgs,
+        MsgFlags::empty(),
+        None,
+    )
+    .map(drop)
+}
+
+/// Receives one message into `buf` and up to four descriptors sent with it
+/// (installed close-on-exec): the length and the descriptors.
+pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(got) = c {
+            for fd in got {
+                // SAFETY: SCM_RIGHTS just installed this fd in our table;
+                // nothing else owns it.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Ok((msg.bytes, fds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gaps;
+
+    #[test]
+    fn gaps_leave_out_exactly_the_kept_descriptors() {
+        assert_eq!(gaps(3, &[]), vec![(3, u32::MAX)]);
+        assert_eq!(gaps(0, &[]), vec![(0, u32::MAX)]);
+        assert_eq!(
+            gaps(3, &[9, 4, 5, 9, 1]),
+            vec![(3, 3), (6, 8), (10, u32::MAX)]
+        );
+        assert_eq!(gaps(3, &[3]), vec![(4, u32::MAX)]);
+    }
+}
