@@ -211,14 +211,14 @@ fn mount_attrs() -> Result<(), String> {
     Ok(())
 }
 
-static DEVS: OnceLock<Result<(PathBuf, (u64, u64)), String>> = OnceLock::new();
+static DEVS: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 /// The debian pool with template `devs`: `deb` plus device nodes made on
 /// the host (`jailer template import` keeps nodes): `/nodes/{loop, mem,
 /// kmsg, console, null}` (`loop` is the loop device under the scratch
 /// btrfs that holds every pool and jail of this run) and `/dev/kmsg` under
-/// where the jail's `/dev` is mounted. Also the loop device's numbers.
-fn devs_pool() -> Result<(PathBuf, (u64, u64)), String> {
+/// where the jail's `/dev` is mounted.
+fn devs_pool() -> Result<PathBuf, String> {
     DEVS.get_or_init(|| {
         let root = crate::debian_pool()?;
         let loopdev = scratch_device()?;
@@ -260,7 +260,7 @@ fn devs_pool() -> Result<(PathBuf, (u64, u64)), String> {
             .args(["subvolume", "delete"])
             .arg(&src)
             .output();
-        made.map(|()| (root, loopdev))
+        made.map(|()| root)
     })
     .clone()
 }
@@ -332,7 +332,7 @@ fn own_snapshot(root: &Path, name: &str, snap: &str) -> Result<(), String> {
 /// do /dev/console and /dev/kmsg under its /dev mount, exposed by a btrfs
 /// snapshot the jail takes of itself. EACCES: the rootfs view is nodev.
 fn template_nodes() -> Result<(), String> {
-    let (root, _) = devs_pool()?;
+    let root = devs_pool()?;
     let name = "ed-nodes";
     let _j = jail(&root, name);
     ok(
@@ -367,7 +367,7 @@ fn template_nodes() -> Result<(), String> {
 /// own command (from the console log) and for an exec'd process. The
 /// template's /dev/null node, the one allowed device among them, opens.
 fn cgroup_refuses() -> Result<(), String> {
-    let (root, _) = devs_pool()?;
+    let root = devs_pool()?;
     let name = "ed-cgroup";
     let _j = jail(&root, name);
     let env = format!("PROBE={PROBE}");
@@ -500,7 +500,7 @@ fn mknod() -> Result<(), String> {
             .and_then(|h| u64::from_str_radix(h, 16).ok())
             .ok_or_else(|| format!("CapEff: {capeff}"))?;
         let has_mknod = mask & (1 << 27) != 0;
-        if has_mknod != !extra.is_empty() {
+        if has_mknod == extra.is_empty() {
             return Err(format!(
                 "{name}: cap_mknod in CapEff is {has_mknod}: {capeff}"
             ));
