@@ -85,6 +85,13 @@ pub enum CgroupError {
         #[source]
         source: cgroups_rs::error::Error,
     },
+    #[error("cannot open the cgroup directory {} of jail {name} to limit its devices", path.display())]
+    DeviceDir {
+        name: Name,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot limit the devices of jail {name}")]
     DeviceFilter {
         name: Name,
@@ -223,7 +230,11 @@ impl JailCgroup {
         if let Some(w) = limits.io_weight {
             jc.set_io_weight(w);
         }
-        jc.limit_devices()?;
+        if let Err(e) = jc.limit_devices() {
+            // Never leave a group that would let a jail open any device.
+            let _ = jc.cg.delete();
+            return Err(e);
+        }
         Ok(jc)
     }
 
@@ -233,14 +244,16 @@ impl JailCgroup {
     /// without the list.
     fn limit_devices(&self) -> Result<(), CgroupError> {
         if self.cg.v2() {
-            let Some(dir) = self.dir("") else {
-                return Ok(());
-            };
-            let fd = std::fs::File::open(&dir).map_err(|source| CgroupError::Open {
+            let open_err = |path: PathBuf, source| CgroupError::DeviceDir {
                 name: self.name.clone(),
-                path: dir.clone(),
+                path,
                 source,
-            })?;
+            };
+            let Some(dir) = self.dir("") else {
+                let gone = std::io::Error::from(std::io::ErrorKind::NotFound);
+                return Err(open_err(PathBuf::from("(none)"), gone));
+            };
+            let fd = std::fs::File::open(&dir).map_err(|e| open_err(dir.clone(), e))?;
             return bpf::attach_device_filter(fd.as_fd(), ALLOWED_DEVICES, &dir).map_err(
                 |source| CgroupError::DeviceFilter {
                     name: self.name.clone(),

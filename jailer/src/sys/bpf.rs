@@ -238,12 +238,14 @@ pub enum BpfError {
     },
 }
 
+/// The verifier log's last lines (where it says why), on one line.
 fn verifier(log: &str) -> String {
-    if log.is_empty() {
-        String::new()
-    } else {
-        format!("; verifier: {}", log.trim())
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return String::new();
     }
+    let tail = &lines[lines.len().saturating_sub(3)..];
+    format!("; verifier: {}", tail.join(" / "))
 }
 
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
