@@ -340,6 +340,11 @@ fn template_nodes() -> Result<(), String> {
         &["create", name, "--template", "devs", "--", "sleep", "1000"],
     )?;
     ok(&root, &["start", name])?;
+    let inside = mount_opts(&sh_ok(&root, name, "cat /proc/self/mountinfo")?);
+    let slash = opts_of(&inside, "/")?;
+    if !has(slash, "nodev") || has(slash, "nosuid") {
+        return Err(format!("the jail's / should be nodev and suid: {slash:?}"));
+    }
     let nodes = [
         "/nodes/loop",
         "/nodes/mem",
