@@ -7,13 +7,43 @@
 
 use crate::name::Name;
 use crate::record::{CgroupRef, JailRecord};
+use crate::sys::bpf::{self, BpfError, DeviceKind, DeviceRule};
 use cgroups_rs::{hierarchies, Cgroup, MaxValue, Resources};
 use std::collections::BTreeMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-/// v1 controllers a jail gets a group in.
-const V1_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids", "freezer", "blkio"];
+/// v1 controllers a jail gets a group in (those the host has).
+const V1_CONTROLLERS: &[&str] = &[
+    "cpu", "cpuacct", "memory", "pids", "freezer", "blkio", "devices",
+];
+/// The only devices a jail may open (or make, had it `cap_mknod` in the
+/// host's namespace): the nodes of its minimal `/dev` (`null zero full
+/// random urandom tty` bound from the host, `ptmx` and the ptys of its own
+/// devpts). Everything else, whatever node a jail finds in its rootfs (a
+/// template's `b 7 N`, a snapshot's `/dev/console`), is refused by the
+/// kernel with EPERM: v1's `devices` controller (`devices.deny a`, then one
+/// `devices.allow` per rule) or, on v2, the BPF device program
+/// ([`crate::sys::bpf`]) attached to the group.
+pub const ALLOWED_DEVICES: &[DeviceRule] = &[
+    chr(1, Some(3)), // null
+    chr(1, Some(5)), // zero
+    chr(1, Some(7)), // full
+    chr(1, Some(8)), // random
+    chr(1, Some(9)), // urandom
+    chr(5, Some(0)), // tty
+    chr(5, Some(2)), // ptmx
+    chr(136, None),  // pts/*
+];
+
+const fn chr(major: u32, minor: Option<u32>) -> DeviceRule {
+    DeviceRule {
+        kind: DeviceKind::Char,
+        major,
+        minor,
+        access: bpf::ACCESS_ALL,
+    }
+}
 /// CFS period in microseconds.
 const CPU_PERIOD_US: u64 = 100_000;
 
@@ -48,6 +78,26 @@ pub enum CgroupError {
     },
     #[error("cannot remove the cgroup of jail {name}: processes are still in it")]
     Busy { name: Name },
+    #[error("cannot limit the devices of jail {name} in {}", path.display())]
+    Devices {
+        name: Name,
+        path: PathBuf,
+        #[source]
+        source: cgroups_rs::error::Error,
+    },
+    #[error("cannot open the cgroup directory {} of jail {name} to limit its devices", path.display())]
+    DeviceDir {
+        name: Name,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot limit the devices of jail {name}")]
+    DeviceFilter {
+        name: Name,
+        #[source]
+        source: BpfError,
+    },
 }
 
 /// Limits from the jail's spec.
@@ -180,7 +230,73 @@ impl JailCgroup {
         if let Some(w) = limits.io_weight {
             jc.set_io_weight(w);
         }
+        if let Err(e) = jc.limit_devices() {
+            // Never leave a group that would let a jail open any device.
+            let _ = jc.cg.delete();
+            return Err(e);
+        }
         Ok(jc)
+    }
+
+    /// Allows the group [`ALLOWED_DEVICES`] and nothing else. Runs before
+    /// init exists (on v2 init is created in the group, on v1 it joins the
+    /// `devices` group first thing), so nothing of the jail's ever runs
+    /// without the list.
+    fn limit_devices(&self) -> Result<(), CgroupError> {
+        if self.cg.v2() {
+            let open_err = |path: PathBuf, source| CgroupError::DeviceDir {
+                name: self.name.clone(),
+                path,
+                source,
+            };
+            let Some(dir) = self.dir("") else {
+                let gone = std::io::Error::from(std::io::ErrorKind::NotFound);
+                return Err(open_err(PathBuf::from("(none)"), gone));
+            };
+            let fd = std::fs::File::open(&dir).map_err(|e| open_err(dir.clone(), e))?;
+            return bpf::attach_device_filter(fd.as_fd(), ALLOWED_DEVICES, &dir).map_err(
+                |source| CgroupError::DeviceFilter {
+                    name: self.name.clone(),
+                    source,
+                },
+            );
+        }
+        use cgroups_rs::devices::{DevicePermissions, DeviceType, DevicesController};
+        let Some(dev) = self.cg.controller_of::<DevicesController>() else {
+            // The jail's rootfs and /dev are still `nodev` in its view.
+            tracing::warn!(jail = %self.name, "this host has no v1 devices controller; device nodes are refused by nodev mounts only");
+            eprintln!(
+                "jailer-monitor: {}: no devices cgroup on this host; device nodes are refused by nodev mounts only",
+                self.name
+            );
+            return Ok(());
+        };
+        let err = |source| CgroupError::Devices {
+            name: self.name.clone(),
+            path: self.dir("devices").unwrap_or_default(),
+            source,
+        };
+        dev.deny_device(DeviceType::All, -1, -1, &DevicePermissions::all())
+            .map_err(err)?;
+        for r in ALLOWED_DEVICES {
+            let kind = match r.kind {
+                DeviceKind::Char => DeviceType::Char,
+                DeviceKind::Block => DeviceType::Block,
+            };
+            let access: Vec<DevicePermissions> = [
+                (bpf::ACCESS_READ, DevicePermissions::Read),
+                (bpf::ACCESS_WRITE, DevicePermissions::Write),
+                (bpf::ACCESS_MKNOD, DevicePermissions::MkNod),
+            ]
+            .into_iter()
+            .filter(|(bit, _)| r.access & bit != 0)
+            .map(|(_, p)| p)
+            .collect();
+            let minor = r.minor.map_or(-1, i64::from);
+            dev.allow_device(kind, i64::from(r.major), minor, &access)
+                .map_err(err)?;
+        }
+        Ok(())
     }
 
     /// Applies an I/O weight where the controller supports one: v2

@@ -842,6 +842,7 @@ fn launch(
         rootfs_ready(name)?;
         let userns = std::fs::File::open(format!("/proc/{child}/ns/user"))
             .map_err(sys(name, "cannot open the jail's user namespace"))?;
+        // The jail's view: idmapped, nodev, suid (see mountapi::idmap).
         let tree = mountapi::clone_tree(&rootfs)?;
         mountapi::idmap(tree.as_fd(), userns.as_fd(), &rootfs)?;
         init::send_go(&parent_sock, tree.as_fd())

@@ -373,7 +373,10 @@ fn setup(
             None::<&str>,
         ),
     )?;
-    // 5. A minimal /dev.
+    // 5. A minimal /dev: a nodev tmpfs; the host's nodes bound on it are
+    // mounts of their own (the host's devtmpfs), and devpts is the one
+    // mount here that must open devices. The jail's cgroup allows no
+    // other device (cgroup::ALLOWED_DEVICES).
     let dev = jail_dir(root, "dev")?;
     step(
         "mount /dev",
@@ -381,7 +384,7 @@ fn setup(
             Some("tmpfs"),
             &dev,
             Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            nosuid_nodev_noexec,
             Some("mode=755,size=65536k"),
         ),
     )?;

@@ -3,6 +3,7 @@
 //! Each submodule is small and has its own error type; the logic above calls
 //! these functions and never issues raw syscalls itself.
 
+pub mod bpf;
 pub mod btrfs;
 pub mod clone3;
 pub mod loopdev;

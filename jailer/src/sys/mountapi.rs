@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 const AT_EMPTY_PATH: libc::c_uint = 0x1000;
+const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
+const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
 const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x0000_0040;
@@ -36,7 +38,7 @@ pub enum MountApiError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot idmap the mount of {} (needs kernel 5.12+ and a filesystem that supports idmapped mounts)", path.display())]
+    #[error("cannot make the idmapped, nodev view of {} (needs kernel 5.12+ and a filesystem that supports idmapped mounts)", path.display())]
     Idmap {
         path: PathBuf,
         #[source]
@@ -79,16 +81,21 @@ pub fn clone_tree(path: &Path) -> Result<OwnedFd, MountApiError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Makes the detached tree `tree` idmapped through user namespace `userns`:
-/// on-disk ids are shown through that namespace's id map.
+/// Makes the detached tree `tree` (every mount in it) the jail's view of
+/// its rootfs, in one `mount_setattr`: idmapped through user namespace
+/// `userns` (on-disk ids are shown through that namespace's id map),
+/// `nodev` (a device node in the tree, from a template or a snapshot the
+/// jail takes of itself, opens nothing: EACCES) and `suid`, whatever the
+/// host's pool mount says (setuid programs of the jail's own keep their
+/// meaning inside its view).
 pub fn idmap(
     tree: BorrowedFd<'_>,
     userns: BorrowedFd<'_>,
     what: &Path,
 ) -> Result<(), MountApiError> {
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
+        attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV,
+        attr_clr: MOUNT_ATTR_NOSUID,
         propagation: 0,
         userns_fd: u64::try_from(userns.as_raw_fd()).unwrap_or(u64::MAX),
     };
