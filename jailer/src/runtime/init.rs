@@ -86,7 +86,11 @@ impl Plan {
                     .map_err(|_| format!("unknown capability {c}"))
             })
             .collect::<Result<_, _>>()?;
-        let filters = seccomp::build(&spec.seccomp).map_err(|e| crate::error_chain(&e))?;
+        let mut filters = seccomp::build(&spec.seccomp).map_err(|e| crate::error_chain(&e))?;
+        // A jail with a disk limit makes no subvolumes, which would escape it.
+        if spec.disk.is_some() && !spec.seccomp.unconfined {
+            filters.push(seccomp::no_subvolumes().map_err(|e| crate::error_chain(&e))?);
+        }
         if argv.is_empty() {
             return Err("no command to run".into());
         }

@@ -353,6 +353,22 @@ mod abi {
     nix::ioctl_write_ptr!(snap_destroy_v2, MAGIC, 63, VolArgsV2);
 }
 
+/// The ioctl request numbers that make a subvolume or a snapshot
+/// (`BTRFS_IOC_SNAP_CREATE`, `SUBVOL_CREATE`, `SNAP_CREATE_V2`,
+/// `SUBVOL_CREATE_V2`), for a seccomp filter; the kernel reads the request
+/// as 32 bits.
+pub fn subvolume_creating_ioctls() -> [u32; 4] {
+    use std::mem::size_of;
+    let v1 = size_of::<abi::VolArgs>();
+    let v2 = size_of::<abi::VolArgsV2>();
+    [
+        nix::request_code_write!(0x94, 1, v1) as u32,
+        nix::request_code_write!(0x94, 14, v1) as u32,
+        nix::request_code_write!(0x94, 23, v2) as u32,
+        nix::request_code_write!(0x94, 24, v2) as u32,
+    ]
+}
+
 /// Whether `path` is on a btrfs filesystem (`statfs` reports
 /// `BTRFS_SUPER_MAGIC`); a symlink is followed.
 pub fn is_btrfs(path: &Path) -> Result<bool, BtrfsError> {
@@ -729,6 +745,32 @@ struct Child {
     /// (empty when it is the root itself).
     dir: PathBuf,
     name: OsString,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn subvolume_creating_request_numbers() {
+        // As `strace` prints them on x86_64.
+        assert_eq!(
+            super::subvolume_creating_ioctls(),
+            [0x5000_9401, 0x5000_940e, 0x5000_9417, 0x5000_9418]
+        );
+    }
+
+    #[test]
+    fn qgroup_dir_parses() {
+        let d = tempfile::tempdir().expect("tmp");
+        std::fs::write(d.path().join("exclusive"), "16384\n").expect("w");
+        std::fs::write(d.path().join("max_exclusive"), "0\n").expect("w");
+        let u = super::read_qgroup_dir(d.path()).expect("parse");
+        assert_eq!((u.exclusive, u.max_exclusive), (16384, None));
+        std::fs::write(d.path().join("max_exclusive"), "67108864\n").expect("w");
+        let u = super::read_qgroup_dir(d.path()).expect("parse");
+        assert_eq!(u.max_exclusive, Some(64 << 20));
+        std::fs::write(d.path().join("exclusive"), "x").expect("w");
+        assert!(super::read_qgroup_dir(d.path()).is_err());
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
