@@ -201,10 +201,7 @@ impl Pool {
     /// Writes a lifecycle record with `write`; if the pool is full
     /// (`ENOSPC`), releases the reserve and writes once more. Records live
     /// outside every jail's rootfs, so no jail's disk limit applies to them.
-    pub fn write_record<T>(
-        &self,
-        write: impl Fn() -> Result<T, FsError>,
-    ) -> Result<T, FsError> {
+    pub fn write_record<T>(&self, write: impl Fn() -> Result<T, FsError>) -> Result<T, FsError> {
         match write() {
             Err(FsError::Write { source, .. })
                 if source.raw_os_error() == Some(libc::ENOSPC) && self.release_reserve() =>

@@ -628,7 +628,9 @@ fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
     let json = serde_json::to_vec_pretty(&exit).unwrap_or_default();
     // Best effort, like the transitions: after a crash the jail is stopped
     // whatever this says.
-    if let Err(e) = pool.write_record(|| crate::fsutil::write_unsynced(&exit_path(pool, name), &json)) {
+    if let Err(e) =
+        pool.write_record(|| crate::fsutil::write_unsynced(&exit_path(pool, name), &json))
+    {
         eprintln!("jailer-monitor: {name}: {}", crate::error_chain(&e));
     }
     // Init's death killed its pid namespace; anything joined only to the

@@ -166,13 +166,9 @@ pub fn no_subvolumes() -> Result<BpfProgram, SeccompError> {
     let rules = crate::sys::btrfs::subvolume_creating_ioctls()
         .into_iter()
         .map(|req| {
-            let cond = SeccompCondition::new(
-                1,
-                SeccompCmpArgLen::Dword,
-                SeccompCmpOp::Eq,
-                u64::from(req),
-            )
-            .map_err(SeccompError::Build)?;
+            let cond =
+                SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, u64::from(req))
+                    .map_err(SeccompError::Build)?;
             SeccompRule::new(vec![cond]).map_err(SeccompError::Build)
         })
         .collect::<Result<Vec<_>, _>>()?;

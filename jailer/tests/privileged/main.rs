@@ -9,6 +9,7 @@
 
 mod btrfs;
 mod cli;
+mod escape_disk;
 mod import;
 mod runtime;
 mod scratch;
@@ -82,6 +83,7 @@ fn main() -> std::process::ExitCode {
     let mut trials: Vec<Trial> = Vec::new();
     trials.extend(btrfs::trials());
     trials.extend(cli::trials());
+    trials.extend(escape_disk::trials());
     trials.extend(import::trials());
     trials.extend(runtime::trials());
     trials.extend(tables::trials());
