@@ -102,6 +102,21 @@ fn disk_limit() -> Result<(), String> {
             (before - after) >> 20
         ));
     }
+    // jail_resources shows the use, near the limit, and the limit.
+    let out = ok(
+        &root,
+        &[
+            "query",
+            "SELECT disk_used, disk_limit FROM jail_resources WHERE jail = 'dq-limit'",
+            "--json",
+        ],
+    )?;
+    let rows: serde_json::Value =
+        serde_json::from_str(&out).map_err(|e| format!("query: {e}: {out}"))?;
+    let used = rows[0]["disk_used"].as_i64().unwrap_or(-1);
+    if rows[0]["disk_limit"] != 64i64 << 20 || !(32i64 << 20..=80 << 20).contains(&used) {
+        return Err(format!("jail_resources shows {rows}"));
+    }
     // A jail without a limit is not bounded (the limit is per jail).
     let _u = jail(&root, "dq-unlimited");
     start_sh(
