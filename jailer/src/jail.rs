@@ -4,7 +4,9 @@
 //! 1. allocate the id range (no other create runs, so none takes it too);
 //! 2. make `jails/NAME/` and write `jail.json` (state `created`);
 //! 3. snapshot the template into `jails/NAME/rootfs`: the btrfs transaction
-//!    this commits is the commit point of the whole create.
+//!    this commits is the commit point of the whole create;
+//! 4. set the rootfs qgroup's limit (`--disk`), before anything can run in
+//!    it (quotas are turned on first if the pool has none).
 //!
 //! A create killed anywhere before 3 leaves a directory without a rootfs;
 //! `ls` shows it broken, and the next `create` or `rm` of that name clears
@@ -272,7 +274,12 @@ pub fn create_with<H>(
             Ok(hooked)
         });
     match result {
-        Ok(h) => Ok((rec, lock, h)),
+        Ok(h) => {
+            // Pools made before the reserve get it here (and one spent on a
+            // full pool is made again once there is room).
+            pool.ensure_reserve();
+            Ok((rec, lock, h))
+        }
         Err(e) => {
             if let Err(cleanup) = clear(pool, &name) {
                 tracing::warn!(jail = %name, error = %crate::error_chain(&cleanup), "cleanup after failed create failed");
