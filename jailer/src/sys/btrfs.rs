@@ -465,11 +465,15 @@ pub fn subvolume_id(path: &Path) -> Result<u64, BtrfsError> {
 /// them into a path; no directory is read.
 pub fn nested_subvolumes(path: &Path) -> Result<Vec<PathBuf>, BtrfsError> {
     let top = open_subvolume(path)?;
-    let mut found = walk_nested(&top, path)?;
+    let found = walk_nested(&top, path)?;
+    let mut order: Vec<usize> = (0..found.len()).collect();
     // The walk lists parents before children; a stable sort by depth,
     // deepest first, puts each child before the one that contains it.
-    found.sort_by_key(|n| std::cmp::Reverse(n.depth));
-    Ok(found.into_iter().map(|n| path.join(n.rel)).collect())
+    order.sort_by_key(|&i| std::cmp::Reverse(found[i].depth));
+    Ok(order
+        .into_iter()
+        .map(|i| path.join(rel_path(&found, i)))
+        .collect())
 }
 
 /// Deletes the subvolume `path` and every subvolume nested below it, children
@@ -996,8 +1000,10 @@ fn open_beneath(base: &File, rel: &Path) -> io::Result<File> {
 /// A subvolume found below the top of a walk.
 struct Nested {
     id: u64,
-    /// Its path relative to the top subvolume's root.
-    rel: PathBuf,
+    /// Index of its parent in the walk's list; `None`: the top.
+    parent: Option<usize>,
+    /// Its path relative to its parent subvolume's root.
+    seg: PathBuf,
     /// 1 for a child of the top.
     depth: usize,
     /// Whether it was read-only with subvolumes below it (their deletion
@@ -1005,14 +1011,30 @@ struct Nested {
     readonly_parent: bool,
 }
 
+/// The path of `list[i]` relative to the top of the walk.
+fn rel_path(list: &[Nested], i: usize) -> PathBuf {
+    let mut segs = Vec::new();
+    let mut cur = Some(i);
+    while let Some(j) = cur {
+        segs.push(&list[j].seg);
+        cur = list[j].parent;
+    }
+    segs.iter().rev().collect()
+}
+
 /// The longest piece of a relative path opened in one `openat2`, safely
 /// below `PATH_MAX`.
 const OPEN_CHUNK: usize = 3072;
 
-/// Opens the subvolume `rel` below the open subvolume `top` (at `path`)
-/// beneath it, in pieces shorter than `PATH_MAX` (so any depth works, with
-/// at most two descriptors open), and checks it is subvolume `id`.
-fn open_nested(top: &File, path: &Path, rel: &Path, id: u64) -> Result<File, BtrfsError> {
+/// How many ancestors' descriptors a walk keeps open (the rest it re-opens
+/// from the top when it needs them).
+const CHAIN_FDS: usize = 16;
+
+/// Opens the subvolume `rel` below the open directory `base` (the
+/// subvolume or directory at `path`) beneath it, in pieces shorter than
+/// `PATH_MAX` (so any depth works, with at most two descriptors open), and
+/// checks it is subvolume `id`.
+fn open_nested(base: &File, path: &Path, rel: &Path, id: u64) -> Result<File, BtrfsError> {
     let full = path.join(rel);
     let open_err = |source: io::Error| BtrfsError::Open {
         path: full.clone(),
@@ -1023,18 +1045,16 @@ fn open_nested(top: &File, path: &Path, rel: &Path, id: u64) -> Result<File, Btr
     let mut comps = rel.components().peekable();
     while let Some(c) = comps.next() {
         piece.push(c);
-        let last = comps.peek().is_none();
         let next_len = comps.peek().map_or(0, |n| n.as_os_str().len() + 1);
-        if last || piece.as_os_str().len() + next_len > OPEN_CHUNK {
-            let base = cur.as_ref().unwrap_or(top);
-            let opened = open_beneath(base, &piece).map_err(open_err)?;
+        if next_len == 0 || piece.as_os_str().len() + next_len > OPEN_CHUNK {
+            let opened = open_beneath(cur.as_ref().unwrap_or(base), &piece).map_err(open_err)?;
             cur = Some(opened);
             piece.clear();
         }
     }
     let root = match cur {
         Some(f) => f,
-        None => open_beneath(top, Path::new("")).map_err(open_err)?,
+        None => open_beneath(base, Path::new("")).map_err(open_err)?,
     };
     let ino = root
         .metadata()
@@ -1053,43 +1073,75 @@ fn open_nested(top: &File, path: &Path, rel: &Path, id: u64) -> Result<File, Btr
     Ok(root)
 }
 
+/// Opens `list[i]`, beneath `top` (at `path`), checking its id.
+fn open_listed(top: &File, path: &Path, list: &[Nested], i: usize) -> Result<File, BtrfsError> {
+    open_nested(top, path, &rel_path(list, i), list[i].id)
+}
+
 /// Every subvolume below the subvolume open as `top` (at `path`), parents
-/// before children, each opened beneath `top` and checked once. Iterative:
-/// the depth of the tree costs memory for its paths, never stack or
-/// descriptors.
+/// before children, each opened beneath its parent (no symlinks, no mounts)
+/// and checked once. Iterative, depth first: the tree's size costs memory
+/// for one entry per subvolume, never stack; descriptors are bounded by
+/// keeping only the nearest [`CHAIN_FDS`] ancestors open.
 fn walk_nested(top: &File, path: &Path) -> Result<Vec<Nested>, BtrfsError> {
     let mut out: Vec<Nested> = Vec::new();
     // Indexes into `out` still to expand; `None` is the top itself.
     let mut todo: Vec<Option<usize>> = vec![None];
+    // Open ancestors of what is being expanded, outermost first, with
+    // their paths.
+    let mut chain: Vec<(usize, File, PathBuf)> = Vec::new();
     while let Some(i) = todo.pop() {
-        let (rel, depth, here) = match i {
-            None => (PathBuf::new(), 0, None),
+        let here = match i {
+            None => None,
             Some(i) => {
+                let parent = out[i].parent;
+                // Keep the chain up to this node's parent, if it holds it.
+                match chain.iter().rposition(|(j, _, _)| Some(*j) == parent) {
+                    Some(k) => chain.truncate(k + 1),
+                    None => chain.clear(),
+                }
                 let n = &out[i];
-                let f = open_nested(top, path, &n.rel, n.id)?;
-                (n.rel.clone(), n.depth, Some(f))
+                let opened = match chain.last() {
+                    Some((_, pf, pp)) if parent.is_some() => {
+                        (open_nested(pf, pp, &n.seg, n.id)?, pp.join(&n.seg))
+                    }
+                    _ => (
+                        open_listed(top, path, &out, i)?,
+                        path.join(rel_path(&out, i)),
+                    ),
+                };
+                Some((i, opened.0, opened.1))
             }
         };
-        let subvol = here.as_ref().unwrap_or(top);
-        let kids = children(subvol, &path.join(&rel))?;
+        let (subvol, here_path, depth) = match &here {
+            None => (top, path, 0),
+            Some((i, f, p)) => (f, p.as_path(), out[*i].depth),
+        };
+        let kids = children(subvol, here_path)?;
         if let Some(i) = i {
             if !kids.is_empty() {
-                out[i].readonly_parent = readonly_fd(subvol, &path.join(&rel))?;
+                out[i].readonly_parent = readonly_fd(subvol, here_path)?;
             }
         }
-        drop(here);
         for child in kids {
-            let child_rel = rel.join(&child.dir).join(&child.name);
+            let seg = child.dir.join(&child.name);
             // Checked now, so that a bad path fails the walk before any
             // change, whatever the order of the deletes.
-            drop(open_nested(top, path, &child_rel, child.treeid)?);
+            drop(open_nested(subvol, here_path, &seg, child.treeid)?);
             todo.push(Some(out.len()));
             out.push(Nested {
                 id: child.treeid,
-                rel: child_rel,
+                parent: i,
+                seg,
                 depth: depth + 1,
                 readonly_parent: false,
             });
+        }
+        if let Some(h) = here {
+            chain.push(h);
+            if chain.len() > CHAIN_FDS {
+                chain.remove(0);
+            }
         }
     }
     Ok(out)
@@ -1097,7 +1149,7 @@ fn walk_nested(top: &File, path: &Path) -> Result<Vec<Nested>, BtrfsError> {
 
 /// Deletes the subvolume `id` (somewhere below the open directory `fd`) by
 /// its id: the kernel finds its name and parent itself.
-fn destroy_by_id(fd: &File, id: u64, path: &Path) -> Result<(), BtrfsError> {
+fn destroy_by_id(fd: &File, id: u64) -> Result<(), Errno> {
     let mut name = [0u8; abi::VOL_ARGS_V2_NAME_LEN];
     name[..8].copy_from_slice(&id.to_ne_bytes());
     let args = abi::VolArgsV2::new(0, abi::SUBVOL_SPEC_BY_ID, name);
@@ -1105,10 +1157,7 @@ fn destroy_by_id(fd: &File, id: u64, path: &Path) -> Result<(), BtrfsError> {
     // `btrfs_ioctl_vol_args_v2` (the subvolume id in the name union's first
     // 8 bytes) that the kernel only reads.
     let res = unsafe { abi::snap_destroy_v2(fd.as_raw_fd(), &args) };
-    res.map(drop).map_err(|e| BtrfsError::Delete {
-        path: path.to_path_buf(),
-        source: e.into(),
-    })
+    res.map(drop)
 }
 
 /// Unlinks the subvolume `name` from the open directory `dir`.
@@ -1128,22 +1177,23 @@ fn destroy(dir: &File, name: &OsStr, path: &Path) -> Result<(), BtrfsError> {
 fn delete_tree(dir: &File, name: &OsStr, subvol: &File, path: &Path) -> Result<(), BtrfsError> {
     let nested = walk_nested(subvol, path)?;
     // Read-only subvolumes that hold others: `None` is the top.
-    let mut parents: Vec<Option<&Nested>> = nested
-        .iter()
-        .filter(|n| n.readonly_parent)
+    let mut parents: Vec<Option<usize>> = (0..nested.len())
+        .filter(|&i| nested[i].readonly_parent)
         .map(Some)
         .collect();
     if !nested.is_empty() && readonly_fd(subvol, path)? {
         parents.insert(0, None);
     }
-    let open = |n: Option<&Nested>| match n {
+    let open = |n: Option<usize>| match n {
         None => subvol.try_clone().map_err(|source| BtrfsError::Open {
             path: path.to_path_buf(),
             source,
         }),
-        Some(n) => open_nested(subvol, path, &n.rel, n.id),
+        Some(i) => open_listed(subvol, path, &nested, i),
     };
-    let path_of = |n: Option<&Nested>| n.map_or_else(|| path.to_path_buf(), |n| path.join(&n.rel));
+    let path_of = |n: Option<usize>| {
+        n.map_or_else(|| path.to_path_buf(), |i| path.join(rel_path(&nested, i)))
+    };
     let mut cleared = Vec::new();
     let result = (|| {
         for &p in &parents {
@@ -1152,8 +1202,11 @@ fn delete_tree(dir: &File, name: &OsStr, subvol: &File, path: &Path) -> Result<(
         }
         // Parents come before their children in the walk: backwards,
         // every subvolume is deleted after those below it.
-        for n in nested.iter().rev() {
-            destroy_by_id(subvol, n.id, &path.join(&n.rel))?;
+        for (i, n) in nested.iter().enumerate().rev() {
+            destroy_by_id(subvol, n.id).map_err(|e| BtrfsError::Delete {
+                path: path_of(Some(i)),
+                source: e.into(),
+            })?;
         }
         destroy(dir, name, path)
     })();
