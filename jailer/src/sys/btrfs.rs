@@ -1147,6 +1147,32 @@ fn walk_nested(top: &File, path: &Path) -> Result<Vec<Nested>, BtrfsError> {
     Ok(out)
 }
 
+/// Unlinks `list[i]` by name from its directory, opened beneath its parent
+/// subvolume (itself opened beneath `top`, at `path`), after checking that
+/// the name there is still subvolume `list[i].id`.
+fn destroy_listed(top: &File, path: &Path, list: &[Nested], i: usize) -> Result<(), BtrfsError> {
+    let n = &list[i];
+    let full = path.join(rel_path(list, i));
+    let parent = match n.parent {
+        Some(p) => open_listed(top, path, list, p)?,
+        None => top.try_clone().map_err(|source| BtrfsError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?,
+    };
+    let (dir_rel, name) = match (n.seg.parent(), n.seg.file_name()) {
+        (Some(d), Some(name)) => (d, name),
+        _ => return Err(BtrfsError::InvalidName { path: full }),
+    };
+    let dir = open_beneath(&parent, dir_rel).map_err(|source| BtrfsError::Open {
+        path: full.parent().unwrap_or(&full).to_path_buf(),
+        source,
+    })?;
+    let dir_path = full.parent().unwrap_or(&full).to_path_buf();
+    drop(open_nested(&dir, &dir_path, Path::new(name), n.id)?);
+    destroy(&dir, name, &full)
+}
+
 /// Deletes the subvolume `id` (somewhere below the open directory `fd`) by
 /// its id: the kernel finds its name and parent itself.
 fn destroy_by_id(fd: &File, id: u64) -> Result<(), Errno> {
@@ -1203,10 +1229,19 @@ fn delete_tree(dir: &File, name: &OsStr, subvol: &File, path: &Path) -> Result<(
         // Parents come before their children in the walk: backwards,
         // every subvolume is deleted after those below it.
         for (i, n) in nested.iter().enumerate().rev() {
-            destroy_by_id(subvol, n.id).map_err(|e| BtrfsError::Delete {
-                path: path_of(Some(i)),
-                source: e.into(),
-            })?;
+            match destroy_by_id(subvol, n.id) {
+                Ok(()) => {}
+                // The kernel builds the subvolume's whole path from the
+                // filesystem's top, which fails past PATH_MAX: unlink it
+                // by name from its directory, opened beneath its parent.
+                Err(Errno::ENAMETOOLONG) => destroy_listed(subvol, path, &nested, i)?,
+                Err(e) => {
+                    return Err(BtrfsError::Delete {
+                        path: path_of(Some(i)),
+                        source: e.into(),
+                    })
+                }
+            }
         }
         destroy(dir, name, path)
     })();

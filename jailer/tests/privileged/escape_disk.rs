@@ -29,7 +29,7 @@ pub fn trials() -> Vec<Trial> {
             full_pool,
         ),
         t(
-            "rm_finishes_1800_nested_subvolumes_with_64_fds",
+            "rm_finishes_3600_nested_subvolumes_past_path_max_with_64_fds",
             deep_nesting,
         ),
     ]
@@ -322,20 +322,29 @@ fn deep_nesting() -> Result<(), String> {
     btrfs::create_subvolume(&outside).map_err(|e| jailer::error_chain(&e))?;
     std::os::unix::fs::symlink(&outside, rootfs.join("root/link"))
         .map_err(|e| format!("symlink: {e}"))?;
-    // 1,800 nested subvolumes, made from the host (the fixture: jails with
+    // 3,600 nested subvolumes, made from the host (the fixture: jails with
     // a limit cannot make them), one read-only midway with others below.
-    // Their paths inside the rootfs pass 3,600 bytes: the walk must open
-    // them in pieces (and the host's full paths stay below PATH_MAX).
-    let mut p = rootfs.join("root");
-    for i in 0..1800 {
-        p = p.join("n");
-        btrfs::create_subvolume(&p)
-            .map_err(|e| format!("level {i}: {}", jailer::error_chain(&e)))?;
-        if i == 500 {
-            std::os::unix::fs::symlink(&outside, p.join("link"))
-                .map_err(|e| format!("symlink: {e}"))?;
+    // Two chains of 1,800 (each made through paths below PATH_MAX), the
+    // second then moved to the end of the first: the deepest paths pass
+    // 7,000 bytes, so the walk must open them in pieces, and the kernel
+    // cannot name them when deleting by id.
+    let chain = |base: PathBuf| -> Result<PathBuf, String> {
+        let mut p = base;
+        for i in 0..1800 {
+            p = p.join("n");
+            btrfs::create_subvolume(&p)
+                .map_err(|e| format!("level {i}: {}", jailer::error_chain(&e)))?;
+            if i == 500 {
+                std::os::unix::fs::symlink(&outside, p.join("link"))
+                    .map_err(|e| format!("symlink: {e}"))?;
+            }
         }
-    }
+        Ok(p)
+    };
+    let leaf = chain(rootfs.join("root"))?;
+    chain(rootfs.join("tmp"))?;
+    std::fs::rename(rootfs.join("tmp/n"), leaf.join("m"))
+        .map_err(|e| format!("moving the second chain: {e}"))?;
     let mid = rootfs.join("root").join(vec!["n"; 400].join("/"));
     btrfs::set_readonly(&mid, true).map_err(|e| jailer::error_chain(&e))?;
     // 64 descriptors: the walk must not hold one per level. (The shell's
