@@ -489,9 +489,8 @@ pub fn nested_subvolumes(path: &Path) -> Result<Vec<PathBuf>, BtrfsError> {
 ///
 /// Any depth works: the walk keeps an explicit list, not a call stack, and
 /// holds a bounded number of descriptors (the nearest 16 ancestors; others
-/// are re-opened from the top by their path, in pieces below `PATH_MAX`);
-/// nested
-/// subvolumes are then deleted by id (`BTRFS_IOC_SNAP_DESTROY_V2` with
+/// are re-opened from the top by their path, in pieces below `PATH_MAX`).
+/// Nested subvolumes are then deleted by id (`BTRFS_IOC_SNAP_DESTROY_V2` with
 /// `BTRFS_SUBVOL_SPEC_BY_ID`), leaves first, which follows no path at all;
 /// one whose path from the filesystem's top is too long for the kernel to
 /// name (`ENAMETOOLONG`) is unlinked by name from its directory, opened
