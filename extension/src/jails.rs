@@ -17,6 +17,7 @@ impl JailTables {
                 pool_root: paths.pool_root.clone(),
                 proc_root: paths.proc_root.clone(),
                 cgroup_root: paths.cgroup_root.clone(),
+                btrfs_sysfs: std::path::PathBuf::from(jailer_tables::HOST_BTRFS_SYSFS),
             },
         }
     }

@@ -130,6 +130,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             pool_root: args.root,
             proc_root: args.proc_root,
             cgroup_root: args.cgroup_root,
+            btrfs_sysfs: std::path::PathBuf::from(jailer_tables::HOST_BTRFS_SYSFS),
         };
         let format = if args.json {
             query::Format::Json

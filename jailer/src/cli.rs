@@ -257,6 +257,11 @@ pub struct CreateArgs {
     /// Memory limit (e.g. 512M, 2G).
     #[arg(long)]
     pub memory: Option<String>,
+    /// Disk limit: what the jail may write beyond its template (e.g. 512M,
+    /// 20G; default 10G); `none` or 0 for no limit. Enforced by btrfs quota
+    /// groups.
+    #[arg(long, value_name = "SIZE")]
+    pub disk: Option<String>,
     /// CPU limit in cpus (e.g. 0.5, 2).
     #[arg(long)]
     pub cpus: Option<String>,
@@ -383,6 +388,7 @@ fn raw_spec(c: CreateArgs) -> RawSpec {
         template: c.template,
         hostname: c.hostname,
         memory: c.memory,
+        disk: c.disk,
         cpus: c.cpus,
         pids: c.pids,
         io_weight: c.io_weight,
@@ -471,6 +477,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 println!("free:       {}", human_bytes(info.free));
                 println!("templates:  {}", info.templates);
                 println!("jails:      {}", info.jails);
+                println!("quota:      {}", info.quota.unwrap_or("off"));
             }
         }
         Cmd::Template(t) => return template_cmd(&pool, t, args.json, args.verbose > 0),

@@ -4,7 +4,9 @@
 //! 1. allocate the id range (no other create runs, so none takes it too);
 //! 2. make `jails/NAME/` and write `jail.json` (state `created`);
 //! 3. snapshot the template into `jails/NAME/rootfs`: the btrfs transaction
-//!    this commits is the commit point of the whole create.
+//!    this commits is the commit point of the whole create;
+//! 4. set the rootfs qgroup's limit (`--disk`), before anything can run in
+//!    it (quotas are turned on first if the pool has none).
 //!
 //! A create killed anywhere before 3 leaves a directory without a rootfs;
 //! `ls` shows it broken, and the next `create` or `rm` of that name clears
@@ -47,6 +49,18 @@ pub enum JailError {
     Snapshot {
         name: Name,
         template: Name,
+        #[source]
+        source: BtrfsError,
+    },
+    #[error("cannot turn on btrfs quotas for the disk limit of jail {name}; create it with `--disk none` to have no limit")]
+    Quota {
+        name: Name,
+        #[source]
+        source: PoolError,
+    },
+    #[error("cannot set the disk limit of jail {name}")]
+    DiskLimit {
+        name: Name,
         #[source]
         source: BtrfsError,
     },
@@ -96,7 +110,9 @@ fn random_id() -> String {
 }
 
 /// Removes whatever is at `jails/NAME`: the rootfs subvolume (with nested
-/// ones), the record, the directory, and last its id range in the host's
+/// ones, however deep), then the record and the directory, so the record
+/// goes only once the rootfs is gone: a removal that fails midway leaves a
+/// jail that the next `rm` removes; last its id range in the host's
 /// registry (never before its files are gone: they are owned by it).
 /// Tolerates any partial state.
 fn clear(pool: &Pool, name: &Name) -> Result<(), JailError> {
@@ -108,7 +124,17 @@ fn clear(pool: &Pool, name: &Name) -> Result<(), JailError> {
 fn clear_files(pool: &Pool, name: &Name) -> Result<(), JailError> {
     let rootfs = pool.jail_rootfs(name);
     if btrfs::is_subvolume(&rootfs).unwrap_or(false) {
+        let id = btrfs::subvolume_id(&rootfs).ok();
         btrfs::delete_subvolume_recursive(&rootfs)?;
+        // Its qgroup (and limit) is of no more use; the kernel keeps it
+        // until the subvolume's space is freed (EBUSY before), and newer
+        // kernels drop it by themselves then. A leftover costs nothing:
+        // `create` sets the limit of every new rootfs.
+        if let Some(id) = id {
+            if let Err(e) = btrfs::destroy_qgroup(pool.root(), id) {
+                tracing::debug!(jail = %name, error = %crate::error_chain(&e), "qgroup kept");
+            }
+        }
     }
     match std::fs::remove_dir_all(pool.jail_dir(name)) {
         Ok(()) => Ok(()),
@@ -157,6 +183,14 @@ pub fn create_with<H>(
     pool.ensure_ready()?;
     let name = spec.name.clone();
     template::get(pool, &spec.template)?;
+    // Pools made before quotas existed get them now.
+    let quota = match spec.disk {
+        Some(_) => Some(pool.ensure_quota().map_err(|source| JailError::Quota {
+            name: name.clone(),
+            source,
+        })?),
+        None => pool.quota_mode(),
+    };
     let lock = pool.lock("jail", &name, false)?;
     match record::read_jail(&pool.jail_json(&name)) {
         Ok(r) if !is_incomplete(pool, &r) => return Err(JailError::Exists { name }),
@@ -235,10 +269,26 @@ pub fn create_with<H>(
                 });
             let hooked = hooked?;
             snap.and(synced)?;
+            // Before anything runs in it (`jailer run` tells its monitor to
+            // go on only once this returns). Without a limit the call only
+            // matters for a qgroup left over from an old subvolume id.
+            if quota.is_some() {
+                btrfs::set_exclusive_limit(&pool.jail_rootfs(&name), rec.spec.disk).map_err(
+                    |source| JailError::DiskLimit {
+                        name: name.clone(),
+                        source,
+                    },
+                )?;
+            }
             Ok(hooked)
         });
     match result {
-        Ok(h) => Ok((rec, lock, h)),
+        Ok(h) => {
+            // Pools made before the reserve get it here (and one spent on a
+            // full pool is made again once there is room).
+            pool.ensure_reserve();
+            Ok((rec, lock, h))
+        }
         Err(e) => {
             if let Err(cleanup) = clear(pool, &name) {
                 tracing::warn!(jail = %name, error = %crate::error_chain(&cleanup), "cleanup after failed create failed");
@@ -370,19 +420,11 @@ pub fn remove(pool: &Pool, name: &Name, force: bool) -> Result<(), JailError> {
             crate::runtime::stop_if_running(pool, name)?;
         }
     }
-    // Un-commit first: a crash after this leaves a bare directory, which
-    // reads as an interrupted create and is cleared by the next rm/create.
-    match std::fs::remove_file(pool.jail_json(name)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(JailError::Remove {
-                name: name.clone(),
-                source,
-            })
-        }
-    }
+    // The rootfs first, the record last: a removal that fails (or a crash)
+    // midway leaves the record, or a directory without a rootfs, which reads
+    // as an interrupted create; either way the next rm finishes it.
     clear(pool, name)?;
     lock.remove();
+    pool.ensure_reserve();
     Ok(())
 }

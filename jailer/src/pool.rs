@@ -8,12 +8,24 @@
 //! ROOT/jails/NAME/rootfs         writable snapshot of a template
 //! ROOT/jails/NAME/jail.json      spec + lifecycle state
 //! ROOT/.locks/                   flock files (jail-NAME, template-NAME, pool)
+//! ROOT/.reserve                  preallocated space for lifecycle records
 //! ```
+//!
+//! Quotas: `init` turns btrfs quotas on (simple quotas where the kernel has
+//! them, 6.7+, else full qgroups), and `create` does for pools made before;
+//! each jail's rootfs subvolume gets its `--disk` limit on its qgroup.
+//!
+//! The reserve: a full pool (filled by a jail without a limit, or by the
+//! host) must not stop `stop`, `start`, `rm` or `ls` of the other jails.
+//! Lifecycle records are written through [`Pool::write_record`], which on
+//! `ENOSPC` gives the reserve's space back to the filesystem and writes
+//! again; the reserve is made again once the pool has room.
 
 use crate::fsutil::{atomic_write, FsError, Lock};
 use crate::name::Name;
 use crate::sys::{btrfs, loopdev, mount};
 use serde::{Deserialize, Serialize};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -23,6 +35,9 @@ pub const DEFAULT_ROOT: &str = "/var/lib/jailer";
 pub const DEFAULT_IMAGE_SIZE: u64 = 20 << 30;
 /// The label `jailer init` gives the filesystems it formats.
 pub const LABEL: &str = "jailer-pool";
+
+/// The size of `ROOT/.reserve`: room for thousands of record writes.
+pub const RESERVE_SIZE: u64 = 32 << 20;
 
 /// What went wrong with the pool.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +147,82 @@ impl Pool {
     }
     fn locks_dir(&self) -> PathBuf {
         self.root.join(".locks")
+    }
+    /// `ROOT/.reserve`: space held back for lifecycle records.
+    pub fn reserve_path(&self) -> PathBuf {
+        self.root.join(".reserve")
+    }
+
+    /// Makes `ROOT/.reserve` hold [`RESERVE_SIZE`] preallocated bytes if it
+    /// does not, when the pool has room for it (four times its size free);
+    /// best effort, a failure is logged.
+    pub fn ensure_reserve(&self) {
+        let path = self.reserve_path();
+        let full = std::fs::metadata(&path).is_ok_and(|m| m.blocks() * 512 >= RESERVE_SIZE);
+        if full {
+            return;
+        }
+        let room = mount::usage(&self.root).is_ok_and(|u| u.free >= 4 * RESERVE_SIZE);
+        if !room {
+            return;
+        }
+        let made = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .and_then(|f| {
+                let len = RESERVE_SIZE as libc::off_t;
+                nix::fcntl::fallocate(
+                    std::os::fd::AsRawFd::as_raw_fd(&f),
+                    nix::fcntl::FallocateFlags::empty(),
+                    0,
+                    len,
+                )?;
+                f.sync_all()
+            });
+        if let Err(e) = made {
+            tracing::warn!(path = %path.display(), error = %e, "cannot make the pool's space reserve");
+        }
+    }
+
+    /// Gives the reserve's space back to the filesystem and commits, so that
+    /// the next write finds it. Whether there was a reserve to release.
+    fn release_reserve(&self) -> bool {
+        let path = self.reserve_path();
+        let had = std::fs::metadata(&path).is_ok_and(|m| m.blocks() > 0);
+        if had {
+            let _ = std::fs::remove_file(&path);
+            // Freed extents are usable once the transaction commits.
+            let _ = btrfs::sync(&self.root);
+            tracing::warn!(root = %self.root.display(), "pool is full: released its space reserve to write a record");
+        }
+        had
+    }
+
+    /// Writes a lifecycle record with `write`; if the pool is full
+    /// (`ENOSPC`), releases the reserve and writes once more. Records live
+    /// outside every jail's rootfs, so no jail's disk limit applies to them.
+    pub fn write_record<T>(&self, write: impl Fn() -> Result<T, FsError>) -> Result<T, FsError> {
+        match write() {
+            Err(FsError::Write { source, .. })
+                if source.raw_os_error() == Some(libc::ENOSPC) && self.release_reserve() =>
+            {
+                write()
+            }
+            other => other,
+        }
+    }
+
+    /// Turns btrfs quotas on for the pool (a no-op when on).
+    pub fn ensure_quota(&self) -> Result<btrfs::QuotaMode, PoolError> {
+        Ok(btrfs::enable_quota(&self.root)?)
+    }
+
+    /// The pool's quota mode; `None` when quotas are off.
+    pub fn quota_mode(&self) -> Option<btrfs::QuotaMode> {
+        let fsid = btrfs::fsid(&self.root).ok()?;
+        btrfs::quota_mode_in(Path::new(btrfs::SYSFS), &fsid)
     }
 
     /// Takes the lock of one jail (`kind` "jail") or template ("template").
@@ -284,8 +375,8 @@ fn mkfs(target: &Path) -> Result<(), PoolError> {
     Ok(())
 }
 
-/// Creates the pool's directories and `pool.json` if missing, then closes
-/// the pool to host users ([`harden`]).
+/// Creates the pool's directories and `pool.json` if missing, turns quotas
+/// on, makes the reserve, then closes the pool to host users ([`harden`]).
 fn lay_out(pool: &Pool, record: PoolRecord) -> Result<(), PoolError> {
     for d in [pool.templates_dir(), pool.jails_dir(), pool.locks_dir()] {
         std::fs::create_dir_all(&d).map_err(io_err(&d))?;
@@ -294,6 +385,7 @@ fn lay_out(pool: &Pool, record: PoolRecord) -> Result<(), PoolError> {
         let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
         atomic_write(&pool.record_path(), &json)?;
     }
+    prepare_space(pool);
     harden(pool)
 }
 
@@ -358,6 +450,16 @@ impl Pool {
     }
 }
 
+/// Quotas on and the reserve made; a failure is logged, not fatal: jails
+/// without a disk limit work without quotas, and `create` of one with a
+/// limit reports why quotas cannot be turned on.
+fn prepare_space(pool: &Pool) {
+    if let Err(e) = pool.ensure_quota() {
+        tracing::warn!(root = %pool.root.display(), error = %crate::error_chain(&e), "cannot turn on btrfs quotas");
+    }
+    pool.ensure_reserve();
+}
+
 /// `jailer init`: makes the pool at `root` ready. Idempotent: a ready pool is
 /// left as it is, an existing image is re-attached, never re-formatted.
 pub fn init(root: &Path, opts: &InitOptions) -> Result<(Pool, InitAction), PoolError> {
@@ -368,6 +470,7 @@ pub fn init(root: &Path, opts: &InitOptions) -> Result<(Pool, InitAction), PoolE
 
     if btrfs::is_btrfs(&root)? {
         if pool.ensure_ready().is_ok() {
+            prepare_space(&pool);
             harden(&pool)?;
             return Ok((pool, InitAction::AlreadyReady));
         }
@@ -491,6 +594,8 @@ pub struct PoolInfo {
     pub free: u64,
     pub templates: usize,
     pub jails: usize,
+    /// `simple` or `full` btrfs quotas, `null` when off.
+    pub quota: Option<&'static str>,
 }
 
 fn count_dirs(dir: &Path) -> usize {
@@ -531,5 +636,6 @@ pub fn info(pool: &Pool) -> Result<PoolInfo, PoolError> {
         free: usage.free,
         templates: count_dirs(&pool.templates_dir()),
         jails: count_dirs(&pool.jails_dir()),
+        quota: pool.quota_mode().map(btrfs::QuotaMode::as_str),
     })
 }

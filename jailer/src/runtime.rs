@@ -138,7 +138,7 @@ fn read(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
 /// the id range, which cannot be re-derived, were written durably by create.
 fn write(pool: &Pool, rec: &JailRecord) -> Result<(), RuntimeError> {
     let json = serde_json::to_vec_pretty(rec).unwrap_or_default();
-    crate::fsutil::write_unsynced(&pool.jail_json(rec.name()), &json)
+    pool.write_record(|| crate::fsutil::write_unsynced(&pool.jail_json(rec.name()), &json))
         .map(drop)
         .map_err(|source| RuntimeError::Record {
             name: rec.name().clone(),
@@ -659,7 +659,9 @@ fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
     let json = serde_json::to_vec_pretty(&exit).unwrap_or_default();
     // Best effort, like the transitions: after a crash the jail is stopped
     // whatever this says.
-    if let Err(e) = crate::fsutil::write_unsynced(&exit_path(pool, name), &json) {
+    if let Err(e) =
+        pool.write_record(|| crate::fsutil::write_unsynced(&exit_path(pool, name), &json))
+    {
         log.note(&format!(
             "jailer-monitor: {name}: {}",
             escape(&crate::error_chain(&e))

@@ -239,6 +239,32 @@ fn socket_filter(spec: &SeccompSpec) -> Result<BpfProgram, SeccompError> {
     BpfProgram::try_from(f).map_err(SeccompError::Build)
 }
 
+/// The filter of a jail with a disk limit: making a subvolume or a snapshot
+/// (the btrfs ioctls) answers EPERM. A nested subvolume has its own qgroup,
+/// outside the jail's limit: only simple quotas (kernel 6.7+) put it in its
+/// parent's groups, and even there `SUBVOL_CREATE_V2`/`SNAP_CREATE_V2` with
+/// an explicit (empty) inherit list skip that; the filter cannot read the
+/// argument, so all four are refused, on every kernel.
+pub fn no_subvolumes() -> Result<BpfProgram, SeccompError> {
+    let rules = crate::sys::btrfs::subvolume_creating_ioctls()
+        .into_iter()
+        .map(|req| {
+            let cond =
+                SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, u64::from(req))
+                    .map_err(SeccompError::Build)?;
+            SeccompRule::new(vec![cond]).map_err(SeccompError::Build)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let filter = SeccompFilter::new(
+        BTreeMap::from([(libc::SYS_ioctl, rules)]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        TargetArch::x86_64,
+    )
+    .map_err(SeccompError::Build)?;
+    BpfProgram::try_from(filter).map_err(SeccompError::Build)
+}
+
 /// Installs `filters` on the calling thread (no_new_privs must be set).
 pub fn install(filters: &[BpfProgram]) -> Result<(), SeccompError> {
     for f in filters {
@@ -277,5 +303,6 @@ mod tests {
         })
         .expect("build")
         .is_empty());
+        assert!(!no_subvolumes().expect("build").is_empty());
     }
 }

@@ -44,6 +44,11 @@ pub const DEFAULT_PIDS: u64 = 4096;
 /// which the host's `nosuid` pool mount makes inert outside the jail.
 pub const NEVER_GRANTED: &[&str] = &["cap_setfcap"];
 
+/// The disk limit of a jail made without `--disk`: what it may write beyond
+/// its template. A jail that needs more (or less) says so; `--disk none`
+/// lifts the limit.
+pub const DEFAULT_DISK: u64 = 10 << 30;
+
 /// Why a value given for a jail was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SpecError {
@@ -53,6 +58,8 @@ pub enum SpecError {
     Size { value: String },
     #[error("invalid log size {value:?}: use at least 4K, e.g. 8M (a size like --memory takes)")]
     LogSize { value: String },
+    #[error("invalid disk limit {value:?}: use a size such as 512M or 20G (powers of 1024), or `none` for no limit")]
+    Disk { value: String },
     #[error("invalid cpu count {value:?}: use a positive number such as 0.5 or 2")]
     Cpus { value: String },
     #[error("invalid pids limit {value:?}: use a positive whole number")]
@@ -126,6 +133,18 @@ pub fn parse_log_size(s: &str) -> Result<u64, SpecError> {
 
 fn default_log_size() -> u64 {
     crate::runtime::console::DEFAULT_CAP
+}
+
+/// Parses a disk limit: a size as [`parse_size`] takes it, or `none` / `0`
+/// for no limit (`None`).
+pub fn parse_disk(s: &str) -> Result<Option<u64>, SpecError> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("none") || t == "0" {
+        return Ok(None);
+    }
+    parse_size(t).map(Some).map_err(|_| SpecError::Disk {
+        value: s.to_string(),
+    })
 }
 
 /// Parses a cpu count (fractions allowed).
@@ -339,6 +358,11 @@ pub struct JailSpec {
     pub hostname: String,
     /// Memory limit in bytes.
     pub memory: Option<u64>,
+    /// Disk limit in bytes: what the jail's rootfs may hold beyond what it
+    /// shares with its template (btrfs `max_excl` of its subvolume's
+    /// qgroup). `None`: no limit (and records made before the option).
+    #[serde(default)]
+    pub disk: Option<u64>,
     /// CPU limit in cpus (fractions allowed).
     pub cpus: Option<f64>,
     /// Maximum number of processes.
@@ -373,6 +397,8 @@ pub struct RawSpec {
     pub template: String,
     pub hostname: Option<String>,
     pub memory: Option<String>,
+    /// `None`: [`DEFAULT_DISK`].
+    pub disk: Option<String>,
     pub cpus: Option<String>,
     pub pids: Option<String>,
     pub io_weight: Option<String>,
@@ -441,6 +467,10 @@ impl RawSpec {
             template,
             hostname,
             memory: self.memory.as_deref().map(parse_size).transpose()?,
+            disk: match &self.disk {
+                Some(d) => parse_disk(d)?,
+                None => Some(DEFAULT_DISK),
+            },
             cpus: self.cpus.as_deref().map(parse_cpus).transpose()?,
             pids: Some(
                 self.pids
@@ -506,6 +536,29 @@ mod tests {
         }
         let e = parse_size("lots").expect_err("bad").to_string();
         assert!(e.contains("\"lots\"") && e.contains("512M"), "{e}");
+    }
+
+    #[test]
+    fn disk_limits() {
+        assert_eq!(parse_disk("64M"), Ok(Some(64 << 20)));
+        assert_eq!(parse_disk("none"), Ok(None));
+        assert_eq!(parse_disk("None"), Ok(None));
+        assert_eq!(parse_disk("0"), Ok(None));
+        assert!(parse_disk("lots").is_err());
+        assert!(parse_disk("-1G").is_err());
+        let raw = RawSpec {
+            name: "a".into(),
+            template: "t".into(),
+            ..Default::default()
+        };
+        assert_eq!(raw.validate().expect("valid").disk, Some(DEFAULT_DISK));
+        let old: JailSpec = serde_json::from_value(serde_json::json!({
+            "name": "a", "template": "t", "hostname": "a", "memory": null,
+            "cpus": null, "pids": null, "cap_add": [], "cap_drop": [],
+            "capabilities": [], "net": {"mode": "none"}, "env": [], "command": []
+        }))
+        .expect("old record");
+        assert_eq!(old.disk, None);
     }
 
     #[test]

@@ -506,6 +506,19 @@ impl<'a> Ctx<'a> {
         Ok(rows)
     }
 
+    /// The jail's qgroup usage; `None` when the pool has no quotas or it
+    /// cannot be read (logged: a query never fails for it).
+    fn disk(&self, name: &Name) -> Option<jailer::sys::btrfs::QgroupUsage> {
+        let rootfs = self.pool.jail_rootfs(name);
+        match jailer::sys::btrfs::qgroup_usage(&rootfs, &self.src.btrfs_sysfs) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(jail = %name, error = %jailer::error_chain(&e), "no disk usage");
+                None
+            }
+        }
+    }
+
     fn resources(&self, c: &Constraints) -> Result<Vec<Row>, TableError> {
         let mut rows = Vec::new();
         for j in self.live(c)? {
@@ -530,6 +543,11 @@ impl<'a> Ctx<'a> {
                 opt(r.io_write_bytes),
                 int(i64::from(r.frozen.unwrap_or(false))),
             ]);
+            let disk = self.disk(&j.rec.spec.name);
+            if let Some(r) = rows.last_mut() {
+                r.push(opt(disk.map(|u| u.exclusive)));
+                r.push(opt(disk.and_then(|u| u.max_exclusive)));
+            }
         }
         Ok(rows)
     }

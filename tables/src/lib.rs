@@ -198,6 +198,9 @@ impl Constraints {
     }
 }
 
+/// Where the host shows btrfs filesystems and their quota groups.
+pub const HOST_BTRFS_SYSFS: &str = jailer::sys::btrfs::SYSFS;
+
 /// Where the host's state is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sources {
@@ -208,6 +211,8 @@ pub struct Sources {
     /// The cgroup root (`/sys/fs/cgroup`); recorded cgroup paths under
     /// `/sys/fs/cgroup` are read under it instead.
     pub cgroup_root: PathBuf,
+    /// `/sys/fs/btrfs`: the pool's quota groups (a jail's disk use).
+    pub btrfs_sysfs: PathBuf,
 }
 
 impl Sources {
@@ -217,6 +222,7 @@ impl Sources {
             pool_root: pool_root.into(),
             proc_root: PathBuf::from("/proc"),
             cgroup_root: PathBuf::from(cgroup::HOST_CGROUP_ROOT),
+            btrfs_sysfs: PathBuf::from(HOST_BTRFS_SYSFS),
         }
     }
 }

@@ -155,6 +155,14 @@ pub const JAIL_RESOURCES: &[Column] = &[
         "Bytes written to block devices, -1 unknown",
     ),
     int("frozen", "1 when the cgroup is frozen"),
+    big(
+        "disk_used",
+        "Bytes the jail's rootfs holds beyond its template (its btrfs qgroup's exclusive bytes, as of the last commit), -1 unknown (no quotas)",
+    ),
+    big(
+        "disk_limit",
+        "Disk limit the kernel enforces on disk_used, bytes, -1 unlimited",
+    ),
 ];
 
 pub const TABLES: &[TableSpec] = &[
@@ -185,7 +193,7 @@ pub const TABLES: &[TableSpec] = &[
     },
     TableSpec {
         name: "jail_resources",
-        description: "Resource use and the limits the kernel enforces, from a running jail's cgroup (v1 or v2).",
+        description: "Resource use and the limits the kernel enforces, from a running jail's cgroup (v1 or v2) and its rootfs's btrfs quota group.",
         columns: JAIL_RESOURCES,
     },
 ];

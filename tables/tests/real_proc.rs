@@ -54,6 +54,7 @@ fn tables_parse_the_real_kernel() {
         pool_root: fx.src.pool_root.clone(),
         proc_root: PathBuf::from("/proc"),
         cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+        btrfs_sysfs: PathBuf::from("/sys/fs/btrfs"),
     };
     let proc = Path::new("/proc");
     let me = std::process::id() as i32;

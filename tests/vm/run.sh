@@ -193,9 +193,11 @@ build_test() {
 }
 privileged=$(build_test -p jailer --test privileged | grep '/deps/privileged-')
 real_proc=$(build_test -p jailer-tables --test real_proc | grep '/deps/real_proc-')
+# The probe escape_disk copies into a jail (examples/ beside deps/).
+cargo build --locked --target "$target" -p jailer --example subvol_probe
 unset RUSTFLAGS
 bindir=$(dirname "$(dirname "$privileged")")
-for b in "$privileged" "$real_proc" "$bindir/jailer" "$bindir/jailer-extension"; do
+for b in "$privileged" "$real_proc" "$bindir/jailer" "$bindir/jailer-extension" "$bindir/examples/subvol_probe"; do
     [ -x "$b" ] || fail "no $b after the build"
     ldd "$b" 2>&1 | grep -Eq "statically linked|not a dynamic executable" || fail "$b is not static"
 done
@@ -295,7 +297,7 @@ q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
     echo "rootfs=$(q "$rootfs")"
     echo "bindir=$(q "$bindir")"
     printf 'localize='
-    q "jailer jailer-extension deps/$(basename "$privileged") deps/$(basename "$real_proc")"
+    q "jailer jailer-extension examples/subvol_probe deps/$(basename "$privileged") deps/$(basename "$real_proc")"
     echo
     for v in CI RUST_BACKTRACE JAILER_LOG; do
         [ -n "${!v+x}" ] && echo "export $v=$(q "${!v}")"

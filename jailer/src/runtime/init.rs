@@ -126,7 +126,11 @@ impl Plan {
                 "its record grants {c}, which no jail is given any more (a file capability it wrote would be valid on the host); recreate the jail"
             ));
         }
-        let filters = seccomp::build(&spec.seccomp).map_err(|e| crate::error_chain(&e))?;
+        let mut filters = seccomp::build(&spec.seccomp).map_err(|e| crate::error_chain(&e))?;
+        // A jail with a disk limit makes no subvolumes, which would escape it.
+        if spec.disk.is_some() && !spec.seccomp.unconfined {
+            filters.push(seccomp::no_subvolumes().map_err(|e| crate::error_chain(&e))?);
+        }
         if argv.is_empty() {
             return Err("no command to run".into());
         }

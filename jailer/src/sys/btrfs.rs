@@ -108,6 +108,14 @@ pub enum BtrfsError {
         #[source]
         source: io::Error,
     },
+    /// A quota ioctl failed; `what` says which.
+    #[error("cannot {what} {}", path.display())]
+    Quota {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
     /// A recursive delete failed below a read-only subvolume whose flag had
     /// been cleared, and setting the flag again failed too.
     #[error(
@@ -248,6 +256,88 @@ mod abi {
         }
     }
 
+    /// `struct btrfs_ioctl_quota_ctl_args`.
+    #[repr(C)]
+    pub struct QuotaCtlArgs {
+        pub cmd: u64,
+        pub status: u64,
+    }
+    /// BTRFS_QUOTA_CTL_ENABLE: full qgroups (every extent's sharing tracked).
+    pub const QUOTA_CTL_ENABLE: u64 = 1;
+    /// BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA (kernel 6.7+): extents charged to
+    /// the subvolume that wrote them.
+    pub const QUOTA_CTL_ENABLE_SIMPLE_QUOTA: u64 = 4;
+
+    /// `struct btrfs_qgroup_limit`.
+    #[repr(C)]
+    pub struct QgroupLimit {
+        pub flags: u64,
+        pub max_rfer: u64,
+        pub max_excl: u64,
+        pub rsv_rfer: u64,
+        pub rsv_excl: u64,
+    }
+    /// `struct btrfs_ioctl_qgroup_limit_args`.
+    #[repr(C)]
+    pub struct QgroupLimitArgs {
+        pub qgroupid: u64,
+        pub lim: QgroupLimit,
+    }
+    const _: () = assert!(size_of::<QgroupLimitArgs>() == 48);
+    /// BTRFS_QGROUP_LIMIT_MAX_EXCL.
+    pub const QGROUP_LIMIT_MAX_EXCL: u64 = 1 << 1;
+    /// The value that removes a limit (`(u64)-1`, CLEAR_VALUE in the kernel).
+    pub const QGROUP_LIMIT_CLEAR: u64 = u64::MAX;
+
+    /// `struct btrfs_ioctl_qgroup_create_args`.
+    #[repr(C)]
+    pub struct QgroupCreateArgs {
+        pub create: u64,
+        pub qgroupid: u64,
+    }
+
+    /// `struct btrfs_ioctl_fs_info_args`.
+    #[repr(C)]
+    pub struct FsInfoArgs {
+        pub max_id: u64,
+        pub num_devices: u64,
+        pub fsid: [u8; 16],
+        pub nodesize: u32,
+        pub sectorsize: u32,
+        pub clone_alignment: u32,
+        pub csum_type: u16,
+        pub csum_size: u16,
+        pub flags: u64,
+        pub generation: u64,
+        pub metadata_uuid: [u8; 16],
+        pub reserved: [u8; 944],
+    }
+    const _: () = assert!(size_of::<FsInfoArgs>() == 1024);
+
+    impl FsInfoArgs {
+        pub fn new() -> Self {
+            FsInfoArgs {
+                max_id: 0,
+                num_devices: 0,
+                fsid: [0; 16],
+                nodesize: 0,
+                sectorsize: 0,
+                clone_alignment: 0,
+                csum_type: 0,
+                csum_size: 0,
+                flags: 0,
+                generation: 0,
+                metadata_uuid: [0; 16],
+                reserved: [0; 944],
+            }
+        }
+    }
+
+    /// BTRFS_SUBVOL_SPEC_BY_ID: `SNAP_DESTROY_V2` names the subvolume by the
+    /// id in the first 8 bytes of the name union.
+    pub const SUBVOL_SPEC_BY_ID: u64 = 1 << 4;
+
+    nix::ioctl_none!(sync, MAGIC, 8);
     nix::ioctl_write_ptr!(subvol_create, MAGIC, 14, VolArgs);
     nix::ioctl_write_ptr!(snap_destroy, MAGIC, 15, VolArgs);
     nix::ioctl_readwrite!(ino_lookup, MAGIC, 18, InoLookupArgs);
@@ -256,6 +346,27 @@ mod abi {
     nix::ioctl_write_ptr!(subvol_setflags, MAGIC, 26, u64);
     nix::ioctl_readwrite!(get_subvol_rootref, MAGIC, 61, RootRefArgs);
     nix::ioctl_readwrite!(ino_lookup_user, MAGIC, 62, InoLookupUserArgs);
+    nix::ioctl_read!(fs_info, MAGIC, 31, FsInfoArgs);
+    nix::ioctl_readwrite!(quota_ctl, MAGIC, 40, QuotaCtlArgs);
+    nix::ioctl_write_ptr!(qgroup_create, MAGIC, 42, QgroupCreateArgs);
+    nix::ioctl_read!(qgroup_limit, MAGIC, 43, QgroupLimitArgs);
+    nix::ioctl_write_ptr!(snap_destroy_v2, MAGIC, 63, VolArgsV2);
+}
+
+/// The ioctl request numbers that make a subvolume or a snapshot
+/// (`BTRFS_IOC_SNAP_CREATE`, `SUBVOL_CREATE`, `SNAP_CREATE_V2`,
+/// `SUBVOL_CREATE_V2`), for a seccomp filter; the kernel reads the request
+/// as 32 bits.
+pub fn subvolume_creating_ioctls() -> [u32; 4] {
+    use std::mem::size_of;
+    let v1 = size_of::<abi::VolArgs>();
+    let v2 = size_of::<abi::VolArgsV2>();
+    [
+        nix::request_code_write!(0x94, 1, v1) as u32,
+        nix::request_code_write!(0x94, 14, v1) as u32,
+        nix::request_code_write!(0x94, 23, v2) as u32,
+        nix::request_code_write!(0x94, 24, v2) as u32,
+    ]
 }
 
 /// Whether `path` is on a btrfs filesystem (`statfs` reports
@@ -354,12 +465,15 @@ pub fn subvolume_id(path: &Path) -> Result<u64, BtrfsError> {
 /// them into a path; no directory is read.
 pub fn nested_subvolumes(path: &Path) -> Result<Vec<PathBuf>, BtrfsError> {
     let top = open_subvolume(path)?;
-    let mut found = Vec::new();
-    collect_nested(&top, path, 1, &mut found)?;
-    // Post-order already puts children first; a stable sort by depth makes
-    // the order deepest first and keeps that property.
-    found.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
-    Ok(found.into_iter().map(|(_, p)| p).collect())
+    let found = walk_nested(&top, path)?;
+    let mut order: Vec<usize> = (0..found.len()).collect();
+    // The walk lists parents before children; a stable sort by depth,
+    // deepest first, puts each child before the one that contains it.
+    order.sort_by_key(|&i| std::cmp::Reverse(found[i].depth));
+    Ok(order
+        .into_iter()
+        .map(|i| path.join(rel_path(&found, i)))
+        .collect())
 }
 
 /// Deletes the subvolume `path` and every subvolume nested below it, children
@@ -368,9 +482,20 @@ pub fn nested_subvolumes(path: &Path) -> Result<Vec<PathBuf>, BtrfsError> {
 ///
 /// The kernel refuses to unlink a child from a read-only subvolume (`EROFS`),
 /// so such a parent's flag is cleared first. If a step fails, the flags
-/// cleared on the way are set again; what was deleted stays deleted. Nested
-/// subvolumes are only reached beneath `path` without crossing symlinks or
-/// mounts. Returns without waiting for the transaction to commit (like
+/// cleared on the way are set again; what was deleted stays deleted, and a
+/// second call finishes the job. Nested subvolumes are only reached beneath
+/// `path` without crossing symlinks or mounts, and every one of them is
+/// checked (found, opened, its id compared) before anything is deleted.
+///
+/// Any depth works: the walk keeps an explicit list, not a call stack, and
+/// holds a bounded number of descriptors (the nearest 16 ancestors; others
+/// are re-opened from the top by their path, in pieces below `PATH_MAX`).
+/// Nested subvolumes are then deleted by id (`BTRFS_IOC_SNAP_DESTROY_V2` with
+/// `BTRFS_SUBVOL_SPEC_BY_ID`), leaves first, which follows no path at all;
+/// one whose path from the filesystem's top is too long for the kernel to
+/// name (`ENAMETOOLONG`) is unlinked by name from its directory, opened
+/// beneath its parent.
+/// Returns without waiting for the transaction to commit (like
 /// `btrfs subvolume delete` without `-c`): the space is freed in the
 /// background.
 pub fn delete_subvolume_recursive(path: &Path) -> Result<(), BtrfsError> {
@@ -406,7 +531,215 @@ pub fn delete_subvolume_recursive(path: &Path) -> Result<(), BtrfsError> {
             })
         }
     };
-    delete_tree(&dir, name, subvol, path)
+    delete_tree(&dir, name, &subvol, path)
+}
+
+// ---------------------------------------------------------------------------
+// Quota groups
+
+/// How a filesystem with quotas enabled charges space to subvolumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaMode {
+    /// Simple quotas (kernel 6.7+): an extent is charged to the subvolume
+    /// that wrote it, for as long as it exists; shared extents are never
+    /// re-counted, so the accounting is cheap.
+    Simple,
+    /// Full qgroups: every extent's sharing is tracked (`exclusive` is what
+    /// only this subvolume references).
+    Full,
+}
+
+impl QuotaMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaMode::Simple => "simple",
+            QuotaMode::Full => "full",
+        }
+    }
+}
+
+/// Where the kernel shows btrfs filesystems (`/sys/fs/btrfs`).
+pub const SYSFS: &str = "/sys/fs/btrfs";
+
+/// The filesystem UUID of the btrfs holding `path`, as sysfs names it
+/// (`BTRFS_IOC_FS_INFO`, no privilege needed).
+pub fn fsid(path: &Path) -> Result<String, BtrfsError> {
+    let dir = open_btrfs_dir(path, Follow::Yes)?;
+    fsid_fd(&dir, path)
+}
+
+fn fsid_fd(dir: &File, path: &Path) -> Result<String, BtrfsError> {
+    let mut args = abi::FsInfoArgs::new();
+    // SAFETY: `dir` is open and `args` is a live, zeroed
+    // `btrfs_ioctl_fs_info_args` (flags 0: the kernel fills the basic
+    // fields and reads nothing else).
+    let res = unsafe { abi::fs_info(dir.as_raw_fd(), &mut args) };
+    res.map_err(|e| BtrfsError::Quota {
+        path: path.to_path_buf(),
+        what: "read the filesystem id of",
+        source: e.into(),
+    })?;
+    let h: String = args.fsid.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
+/// The quota mode of the filesystem with UUID `fsid`, from sysfs
+/// (`SYSFS/FSID/qgroups/` exists only while quotas are on; its `mode` file,
+/// kernel 6.7+, says `squota` or `qgroup`). `None`: quotas are off.
+pub fn quota_mode_in(sysfs: &Path, fsid: &str) -> Option<QuotaMode> {
+    let dir = sysfs.join(fsid).join("qgroups");
+    if !dir.is_dir() {
+        return None;
+    }
+    match std::fs::read_to_string(dir.join("mode")) {
+        Ok(m) if m.trim() == "squota" => Some(QuotaMode::Simple),
+        _ => Some(QuotaMode::Full),
+    }
+}
+
+/// Turns quotas on for the btrfs holding `path` (needs `CAP_SYS_ADMIN`):
+/// simple quotas where the kernel has them, else full qgroups (whose
+/// enabling starts a rescan in the background). A no-op when they are on.
+pub fn enable_quota(path: &Path) -> Result<QuotaMode, BtrfsError> {
+    let dir = open_btrfs_dir(path, Follow::Yes)?;
+    let id = fsid_fd(&dir, path)?;
+    if let Some(mode) = quota_mode_in(Path::new(SYSFS), &id) {
+        return Ok(mode);
+    }
+    let ctl = |cmd| {
+        let mut args = abi::QuotaCtlArgs { cmd, status: 0 };
+        // SAFETY: `dir` is open and `args` is a live
+        // `btrfs_ioctl_quota_ctl_args` the kernel may read and overwrite.
+        unsafe { abi::quota_ctl(dir.as_raw_fd(), &mut args) }
+    };
+    let err = |e: Errno| BtrfsError::Quota {
+        path: path.to_path_buf(),
+        what: "enable quotas on",
+        source: e.into(),
+    };
+    match ctl(abi::QUOTA_CTL_ENABLE_SIMPLE_QUOTA) {
+        Ok(_) => Ok(QuotaMode::Simple),
+        // Before 6.7 the command is unknown.
+        Err(Errno::EINVAL | Errno::EOPNOTSUPP) => ctl(abi::QUOTA_CTL_ENABLE)
+            .map(|_| QuotaMode::Full)
+            .map_err(err),
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// Sets (or with `None` removes) the limit on what the subvolume at `path`
+/// holds exclusively: its level-0 qgroup's `max_excl`
+/// (`BTRFS_IOC_QGROUP_LIMIT`). Writes past it fail with `EDQUOT`.
+pub fn set_exclusive_limit(path: &Path, max_excl: Option<u64>) -> Result<(), BtrfsError> {
+    let subvol = open_subvolume(path)?;
+    let id = tree_id(&subvol).map_err(|source| BtrfsError::SubvolumeId {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut args = abi::QgroupLimitArgs {
+        qgroupid: id,
+        lim: abi::QgroupLimit {
+            flags: abi::QGROUP_LIMIT_MAX_EXCL,
+            max_rfer: 0,
+            max_excl: max_excl.unwrap_or(abi::QGROUP_LIMIT_CLEAR),
+            rsv_rfer: 0,
+            rsv_excl: 0,
+        },
+    };
+    // SAFETY: `subvol` is open and `args` is a live, initialised
+    // `btrfs_ioctl_qgroup_limit_args` (only the MAX_EXCL field flagged).
+    let res = unsafe { abi::qgroup_limit(subvol.as_raw_fd(), &mut args) };
+    res.map(drop).map_err(|e| BtrfsError::Quota {
+        path: path.to_path_buf(),
+        what: "set the disk limit of",
+        source: e.into(),
+    })
+}
+
+/// Removes the level-0 qgroup of subvolume `id` from the btrfs holding
+/// `path` (`BTRFS_IOC_QGROUP_CREATE` with `create` 0), once the subvolume
+/// is deleted. The kernel refuses (`EBUSY`) while it still holds space.
+pub fn destroy_qgroup(path: &Path, id: u64) -> Result<(), BtrfsError> {
+    let dir = open_btrfs_dir(path, Follow::Yes)?;
+    let args = abi::QgroupCreateArgs {
+        create: 0,
+        qgroupid: id,
+    };
+    // SAFETY: `dir` is open and `args` is a live
+    // `btrfs_ioctl_qgroup_create_args` the kernel only reads.
+    let res = unsafe { abi::qgroup_create(dir.as_raw_fd(), &args) };
+    res.map(drop).map_err(|e| BtrfsError::Quota {
+        path: path.to_path_buf(),
+        what: "remove the quota group of a deleted subvolume below",
+        source: e.into(),
+    })
+}
+
+/// Commits the current transaction of the btrfs holding `path`
+/// (`BTRFS_IOC_SYNC`), so quota counters include what was just written.
+pub fn sync(path: &Path) -> Result<(), BtrfsError> {
+    let dir = open_btrfs_dir(path, Follow::Yes)?;
+    // SAFETY: `dir` is open; the ioctl takes no argument.
+    let res = unsafe { abi::sync(dir.as_raw_fd()) };
+    res.map(drop).map_err(|e| BtrfsError::Quota {
+        path: path.to_path_buf(),
+        what: "sync",
+        source: e.into(),
+    })
+}
+
+/// What a subvolume's level-0 qgroup holds, as the kernel counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QgroupUsage {
+    /// Bytes only this subvolume holds (under simple quotas: bytes it wrote).
+    pub exclusive: u64,
+    /// The limit on `exclusive`, if any.
+    pub max_exclusive: Option<u64>,
+}
+
+/// The usage of the subvolume at `path` (not following a symlink there)
+/// from `SYSFS/FSID/qgroups/0_ID/`; `None` when quotas are off.
+pub fn qgroup_usage(path: &Path, sysfs: &Path) -> Result<Option<QgroupUsage>, BtrfsError> {
+    let subvol = open_subvolume(path)?;
+    let id = tree_id(&subvol).map_err(|source| BtrfsError::SubvolumeId {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let fsid = fsid_fd(&subvol, path)?;
+    let dir = sysfs.join(fsid).join("qgroups");
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    read_qgroup_dir(&dir.join(format!("0_{id}")))
+        .map(Some)
+        .map_err(|source| BtrfsError::Quota {
+            path: path.to_path_buf(),
+            what: "read the disk usage of",
+            source,
+        })
+}
+
+/// Parses a sysfs qgroup directory (`exclusive`, `max_exclusive`, where 0
+/// means no limit).
+pub fn read_qgroup_dir(dir: &Path) -> io::Result<QgroupUsage> {
+    let num = |f: &str| -> io::Result<u64> {
+        let s = std::fs::read_to_string(dir.join(f))?;
+        s.trim()
+            .parse()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{f}: {s:?}")))
+    };
+    let max = num("max_exclusive")?;
+    Ok(QgroupUsage {
+        exclusive: num("exclusive")?,
+        max_exclusive: (max != 0 && max != u64::MAX).then_some(max),
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -421,10 +754,29 @@ struct Child {
     name: OsString,
 }
 
-impl Child {
-    /// The child's path, given the parent subvolume's path.
-    fn path_below(&self, parent: &Path) -> PathBuf {
-        parent.join(&self.dir).join(&self.name)
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn subvolume_creating_request_numbers() {
+        // As `strace` prints them on x86_64.
+        assert_eq!(
+            super::subvolume_creating_ioctls(),
+            [0x5000_9401, 0x5000_940e, 0x5000_9417, 0x5000_9418]
+        );
+    }
+
+    #[test]
+    fn qgroup_dir_parses() {
+        let d = tempfile::tempdir().expect("tmp");
+        std::fs::write(d.path().join("exclusive"), "16384\n").expect("w");
+        std::fs::write(d.path().join("max_exclusive"), "0\n").expect("w");
+        let u = super::read_qgroup_dir(d.path()).expect("parse");
+        assert_eq!((u.exclusive, u.max_exclusive), (16384, None));
+        std::fs::write(d.path().join("max_exclusive"), "67108864\n").expect("w");
+        let u = super::read_qgroup_dir(d.path()).expect("parse");
+        assert_eq!(u.max_exclusive, Some(64 << 20));
+        std::fs::write(d.path().join("exclusive"), "x").expect("w");
+        assert!(super::read_qgroup_dir(d.path()).is_err());
     }
 }
 
@@ -648,47 +1000,193 @@ fn open_beneath(base: &File, rel: &Path) -> io::Result<File> {
     Ok(File::from(owned))
 }
 
-/// Opens the directory holding `child` and the child's root, both beneath
-/// `parent`, and checks the root is the subvolume the kernel reported.
-fn open_child(parent: &File, child: &Child, child_path: &Path) -> Result<(File, File), BtrfsError> {
-    let open_err = |path: PathBuf| move |source: io::Error| BtrfsError::Open { path, source };
-    let dir_path = child_path.parent().unwrap_or(child_path).to_path_buf();
-    let dir = open_beneath(parent, &child.dir).map_err(open_err(dir_path))?;
-    let root =
-        open_beneath(&dir, Path::new(&child.name)).map_err(open_err(child_path.to_path_buf()))?;
+/// A subvolume found below the top of a walk.
+struct Nested {
+    id: u64,
+    /// Index of its parent in the walk's list; `None`: the top.
+    parent: Option<usize>,
+    /// Its path relative to its parent subvolume's root.
+    seg: PathBuf,
+    /// 1 for a child of the top.
+    depth: usize,
+    /// Whether it was read-only with subvolumes below it (their deletion
+    /// needs its flag cleared).
+    readonly_parent: bool,
+}
+
+/// The path of `list[i]` relative to the top of the walk.
+fn rel_path(list: &[Nested], i: usize) -> PathBuf {
+    let mut segs = Vec::new();
+    let mut cur = Some(i);
+    while let Some(j) = cur {
+        segs.push(&list[j].seg);
+        cur = list[j].parent;
+    }
+    segs.iter().rev().collect()
+}
+
+/// The longest piece of a relative path opened in one `openat2`, safely
+/// below `PATH_MAX`.
+const OPEN_CHUNK: usize = 3072;
+
+/// How many ancestors' descriptors a walk keeps open (the rest it re-opens
+/// from the top when it needs them).
+const CHAIN_FDS: usize = 16;
+
+/// Opens the subvolume `rel` below the open directory `base` (the
+/// subvolume or directory at `path`) beneath it, in pieces shorter than
+/// `PATH_MAX` (so any depth works, with at most two descriptors open), and
+/// checks it is subvolume `id`.
+fn open_nested(base: &File, path: &Path, rel: &Path, id: u64) -> Result<File, BtrfsError> {
+    let full = path.join(rel);
+    let open_err = |source: io::Error| BtrfsError::Open {
+        path: full.clone(),
+        source,
+    };
+    let mut cur: Option<File> = None;
+    let mut piece = PathBuf::new();
+    let mut comps = rel.components().peekable();
+    while let Some(c) = comps.next() {
+        piece.push(c);
+        let next_len = comps.peek().map_or(0, |n| n.as_os_str().len() + 1);
+        if next_len == 0 || piece.as_os_str().len() + next_len > OPEN_CHUNK {
+            let opened = open_beneath(cur.as_ref().unwrap_or(base), &piece).map_err(open_err)?;
+            cur = Some(opened);
+            piece.clear();
+        }
+    }
+    let root = match cur {
+        Some(f) => f,
+        None => open_beneath(base, Path::new("")).map_err(open_err)?,
+    };
     let ino = root
         .metadata()
         .map(|m| m.ino())
         .map_err(|source| BtrfsError::Stat {
-            path: child_path.to_path_buf(),
+            path: full.clone(),
             source,
         })?;
-    let id = tree_id(&root).map_err(|source| BtrfsError::SubvolumeId {
-        path: child_path.to_path_buf(),
+    let found = tree_id(&root).map_err(|source| BtrfsError::SubvolumeId {
+        path: full.clone(),
         source,
     })?;
-    if ino != abi::SUBVOL_ROOT_INO || id != child.treeid {
-        return Err(BtrfsError::Changed {
-            path: child_path.to_path_buf(),
-        });
+    if ino != abi::SUBVOL_ROOT_INO || found != id {
+        return Err(BtrfsError::Changed { path: full });
     }
-    Ok((dir, root))
+    Ok(root)
 }
 
-/// Appends `(depth, path)` of every subvolume below `subvol`, in post-order.
-fn collect_nested(
-    subvol: &File,
-    path: &Path,
-    depth: usize,
-    out: &mut Vec<(usize, PathBuf)>,
-) -> Result<(), BtrfsError> {
-    for child in children(subvol, path)? {
-        let child_path = child.path_below(path);
-        let (_, root) = open_child(subvol, &child, &child_path)?;
-        collect_nested(&root, &child_path, depth + 1, out)?;
-        out.push((depth, child_path));
+/// Opens `list[i]`, beneath `top` (at `path`), checking its id.
+fn open_listed(top: &File, path: &Path, list: &[Nested], i: usize) -> Result<File, BtrfsError> {
+    open_nested(top, path, &rel_path(list, i), list[i].id)
+}
+
+/// Every subvolume below the subvolume open as `top` (at `path`), parents
+/// before children, each opened beneath its parent (no symlinks, no mounts)
+/// and checked once. Iterative, depth first: the tree's size costs memory
+/// for one entry per subvolume, never stack; descriptors are bounded by
+/// keeping only the nearest [`CHAIN_FDS`] ancestors open.
+fn walk_nested(top: &File, path: &Path) -> Result<Vec<Nested>, BtrfsError> {
+    let mut out: Vec<Nested> = Vec::new();
+    // Indexes into `out` still to expand; `None` is the top itself.
+    let mut todo: Vec<Option<usize>> = vec![None];
+    // Open ancestors of what is being expanded, outermost first, with
+    // their paths.
+    let mut chain: Vec<(usize, File, PathBuf)> = Vec::new();
+    while let Some(i) = todo.pop() {
+        let here = match i {
+            None => None,
+            Some(i) => {
+                let parent = out[i].parent;
+                // Keep the chain up to this node's parent, if it holds it.
+                match chain.iter().rposition(|(j, _, _)| Some(*j) == parent) {
+                    Some(k) => chain.truncate(k + 1),
+                    None => chain.clear(),
+                }
+                let n = &out[i];
+                let opened = match chain.last() {
+                    Some((_, pf, pp)) if parent.is_some() => {
+                        (open_nested(pf, pp, &n.seg, n.id)?, pp.join(&n.seg))
+                    }
+                    _ => (
+                        open_listed(top, path, &out, i)?,
+                        path.join(rel_path(&out, i)),
+                    ),
+                };
+                Some((i, opened.0, opened.1))
+            }
+        };
+        let (subvol, here_path, depth) = match &here {
+            None => (top, path, 0),
+            Some((i, f, p)) => (f, p.as_path(), out[*i].depth),
+        };
+        let kids = children(subvol, here_path)?;
+        if let Some(i) = i {
+            if !kids.is_empty() {
+                out[i].readonly_parent = readonly_fd(subvol, here_path)?;
+            }
+        }
+        for child in kids {
+            let seg = child.dir.join(&child.name);
+            // Checked now, so that a bad path fails the walk before any
+            // change, whatever the order of the deletes.
+            drop(open_nested(subvol, here_path, &seg, child.treeid)?);
+            todo.push(Some(out.len()));
+            out.push(Nested {
+                id: child.treeid,
+                parent: i,
+                seg,
+                depth: depth + 1,
+                readonly_parent: false,
+            });
+        }
+        if let Some(h) = here {
+            chain.push(h);
+            if chain.len() > CHAIN_FDS {
+                chain.remove(0);
+            }
+        }
     }
-    Ok(())
+    Ok(out)
+}
+
+/// Unlinks `list[i]` by name from its directory, opened beneath its parent
+/// subvolume (itself opened beneath `top`, at `path`), after checking that
+/// the name there is still subvolume `list[i].id`.
+fn destroy_listed(top: &File, path: &Path, list: &[Nested], i: usize) -> Result<(), BtrfsError> {
+    let n = &list[i];
+    let full = path.join(rel_path(list, i));
+    let parent = match n.parent {
+        Some(p) => open_listed(top, path, list, p)?,
+        None => top.try_clone().map_err(|source| BtrfsError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?,
+    };
+    let (dir_rel, name) = match (n.seg.parent(), n.seg.file_name()) {
+        (Some(d), Some(name)) => (d, name),
+        _ => return Err(BtrfsError::InvalidName { path: full }),
+    };
+    let dir = open_beneath(&parent, dir_rel).map_err(|source| BtrfsError::Open {
+        path: full.parent().unwrap_or(&full).to_path_buf(),
+        source,
+    })?;
+    let dir_path = full.parent().unwrap_or(&full).to_path_buf();
+    drop(open_nested(&dir, &dir_path, Path::new(name), n.id)?);
+    destroy(&dir, name, &full)
+}
+
+/// Deletes the subvolume `id` (somewhere below the open directory `fd`) by
+/// its id: the kernel finds its name and parent itself.
+fn destroy_by_id(fd: &File, id: u64) -> Result<(), Errno> {
+    let mut name = [0u8; abi::VOL_ARGS_V2_NAME_LEN];
+    name[..8].copy_from_slice(&id.to_ne_bytes());
+    let args = abi::VolArgsV2::new(0, abi::SUBVOL_SPEC_BY_ID, name);
+    // SAFETY: `fd` is open and `args` is a live, initialised
+    // `btrfs_ioctl_vol_args_v2` (the subvolume id in the name union's first
+    // 8 bytes) that the kernel only reads.
+    let res = unsafe { abi::snap_destroy_v2(fd.as_raw_fd(), &args) };
+    res.map(drop)
 }
 
 /// Unlinks the subvolume `name` from the open directory `dir`.
@@ -703,36 +1201,77 @@ fn destroy(dir: &File, name: &OsStr, path: &Path) -> Result<(), BtrfsError> {
     })
 }
 
-/// Deletes the subvolumes below `subvol` (open at `path`), then `subvol`
-/// itself, which is `name` in `dir`.
-fn delete_tree(dir: &File, name: &OsStr, subvol: File, path: &Path) -> Result<(), BtrfsError> {
-    let kids = children(&subvol, path)?;
-    // A child cannot be unlinked from a read-only subvolume (EROFS).
-    let cleared = !kids.is_empty() && readonly_fd(&subvol, path)?;
-    if cleared {
-        set_readonly_fd(&subvol, path, false)?;
+/// Deletes the subvolumes below `subvol` (open at `path`), leaves first,
+/// then `subvol` itself, which is `name` in `dir`.
+fn delete_tree(dir: &File, name: &OsStr, subvol: &File, path: &Path) -> Result<(), BtrfsError> {
+    let nested = walk_nested(subvol, path)?;
+    // Read-only subvolumes that hold others: `None` is the top.
+    let mut parents: Vec<Option<usize>> = (0..nested.len())
+        .filter(|&i| nested[i].readonly_parent)
+        .map(Some)
+        .collect();
+    if !nested.is_empty() && readonly_fd(subvol, path)? {
+        parents.insert(0, None);
     }
-    let result = kids
-        .iter()
-        .try_for_each(|child| {
-            let child_path = child.path_below(path);
-            let (child_dir, root) = open_child(&subvol, child, &child_path)?;
-            delete_tree(&child_dir, &child.name, root, &child_path)
-        })
-        .and_then(|()| destroy(dir, name, path));
-    match result {
-        Err(cause) if cleared => match set_readonly_fd(&subvol, path, true) {
-            Ok(()) => Err(cause),
-            Err(restore) => Err(BtrfsError::DeleteLeftWritable {
-                path: path.to_path_buf(),
-                source: Box::new(cause),
-                restore: match restore {
-                    BtrfsError::GetFlags { source, .. }
-                    | BtrfsError::SetReadonly { source, .. } => source,
-                    other => io::Error::other(other.to_string()),
-                },
-            }),
-        },
-        other => other,
+    let open = |n: Option<usize>| match n {
+        None => subvol.try_clone().map_err(|source| BtrfsError::Open {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Some(i) => open_listed(subvol, path, &nested, i),
+    };
+    let path_of = |n: Option<usize>| {
+        n.map_or_else(|| path.to_path_buf(), |i| path.join(rel_path(&nested, i)))
+    };
+    let mut cleared = Vec::new();
+    let result = (|| {
+        for &p in &parents {
+            set_readonly_fd(&open(p)?, &path_of(p), false)?;
+            cleared.push(p);
+        }
+        // Parents come before their children in the walk: backwards,
+        // every subvolume is deleted after those below it.
+        for (i, n) in nested.iter().enumerate().rev() {
+            match destroy_by_id(subvol, n.id) {
+                Ok(()) => {}
+                // The kernel builds the subvolume's whole path from the
+                // filesystem's top, which fails past PATH_MAX: unlink it
+                // by name from its directory, opened beneath its parent.
+                Err(Errno::ENAMETOOLONG) => destroy_listed(subvol, path, &nested, i)?,
+                Err(e) => {
+                    return Err(BtrfsError::Delete {
+                        path: path_of(Some(i)),
+                        source: e.into(),
+                    })
+                }
+            }
+        }
+        destroy(dir, name, path)
+    })();
+    let Err(cause) = result else {
+        return Ok(());
+    };
+    // Give the flags back to what is left, the outermost last.
+    for &p in cleared.iter().rev() {
+        let restored = open(p).and_then(|f| set_readonly_fd(&f, &path_of(p), true));
+        match restored {
+            Ok(()) => {}
+            // Deleted before the failure: nothing to restore.
+            Err(BtrfsError::Open { ref source, .. })
+                if source.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(restore) => {
+                return Err(BtrfsError::DeleteLeftWritable {
+                    path: path_of(p),
+                    source: Box::new(cause),
+                    restore: match restore {
+                        BtrfsError::GetFlags { source, .. }
+                        | BtrfsError::SetReadonly { source, .. }
+                        | BtrfsError::Open { source, .. } => source,
+                        other => io::Error::other(other.to_string()),
+                    },
+                })
+            }
+        }
     }
+    Err(cause)
 }

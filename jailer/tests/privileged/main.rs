@@ -10,6 +10,7 @@
 mod btrfs;
 mod cli;
 mod escape_dev;
+mod escape_disk;
 mod escape_exec;
 mod escape_host;
 mod escape_log;
@@ -93,6 +94,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(escape_log::trials());
     trials.extend(escape_exec::trials());
     trials.extend(escape_dev::trials());
+    trials.extend(escape_disk::trials());
     trials.extend(import::trials());
     trials.extend(runtime::trials());
     trials.extend(tables::trials());

@@ -90,6 +90,7 @@ impl Fx {
             pool_root: dir.path().join("pool"),
             proc_root: dir.path().join("proc"),
             cgroup_root: dir.path().join("cgroup"),
+            btrfs_sysfs: dir.path().join("btrfs"),
         };
         std::fs::create_dir_all(src.pool_root.join("jails")).unwrap();
         std::fs::create_dir_all(src.proc_root.join("sys/kernel/random")).unwrap();
