@@ -50,7 +50,7 @@ pub enum FsError {
 /// holds one in normal operation (`stop` waits its timeout, 10 s by
 /// default, plus 10 s for the kill), short enough that a stuck holder is
 /// reported rather than waited for forever.
-pub const DEFAULT_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+pub const DEFAULT_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn lock_timeout() -> std::time::Duration {
     std::env::var("JAILER_LOCK_TIMEOUT")

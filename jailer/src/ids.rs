@@ -181,12 +181,16 @@ impl Registry {
         Ok(())
     }
 
-    /// Entries of jails that no longer exist: their pool is mounted and
-    /// laid out, the jail's directory is gone and nobody holds its lock
-    /// (a create in progress does). Entries of pools that are not mounted
-    /// (an image pool before `jailer init` after a reboot) are kept.
+    /// Entries of jails that no longer exist: their pool's root is gone, or
+    /// their pool is mounted and laid out, the jail's directory is gone and
+    /// nobody holds its lock (a create in progress does). Entries of pools
+    /// whose root exists but is not mounted (an image pool before `jailer
+    /// init` after a reboot) are kept.
     fn prune(entries: &mut Vec<Entry>) {
         entries.retain(|e| {
+            if !e.pool.exists() {
+                return false;
+            }
             let pool = crate::pool::Pool::new(&e.pool);
             let Ok(name) = crate::name::Name::new(&e.jail) else {
                 return false;
@@ -422,6 +426,9 @@ mod tests {
     fn two_pools_never_share_a_range_and_subids_follow() {
         let (dir, reg) = registry();
         let (a, b) = (dir.path().join("pool-a"), dir.path().join("pool-b"));
+        for p in [&a, &b] {
+            std::fs::create_dir(p).expect("mkdir");
+        }
         let ra = reg.allocate(&a, "web", "id-a", &[]).expect("a");
         let rb = reg.allocate(&b, "web", "id-b", &[]).expect("b");
         assert_ne!(ra.uid_base, rb.uid_base, "two pools got one range");
@@ -456,6 +463,7 @@ mod tests {
     fn start_refuses_a_record_whose_ids_were_edited() {
         let (dir, reg) = registry();
         let a = dir.path().join("pool-a");
+        std::fs::create_dir(&a).expect("mkdir");
         let ra = reg.allocate(&a, "web", "id-a", &[]).expect("a");
         let rb = reg.allocate(&a, "db", "id-b", &[]).expect("b");
         let host_root = IdRange {
