@@ -495,6 +495,25 @@ mod tests {
     }
 
     #[test]
+    fn ranges_of_a_pool_that_is_gone_are_freed_and_of_an_unmounted_one_kept() {
+        let (dir, reg) = registry();
+        let gone = dir.path().join("gone");
+        let unmounted = dir.path().join("unmounted");
+        std::fs::create_dir(&unmounted).expect("mkdir");
+        let rg = reg.allocate(&gone, "a", "id-a", &[]).expect("a");
+        let ru = reg.allocate(&unmounted, "b", "id-b", &[]).expect("b");
+        assert_eq!(ru.uid_base, rg.uid_base, "a gone pool's range is reused");
+        let rn = reg.allocate(&unmounted, "c", "id-c", &[]).expect("c");
+        assert_ne!(
+            rn.uid_base, ru.uid_base,
+            "an unmounted pool's range is kept"
+        );
+        let subuid = std::fs::read_to_string(dir.path().join("etc/subuid")).expect("r");
+        let line = format!("root:{}:", rg.uid_base);
+        assert_eq!(subuid.matches(&line).count(), 1, "{subuid}");
+    }
+
+    #[test]
     fn allocates_lowest_free_range_skipping_jails_and_host() {
         let first = allocate(&[], &[]).expect("free");
         assert_eq!(first.uid_base, FIRST_BASE);
