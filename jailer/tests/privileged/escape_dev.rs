@@ -337,7 +337,20 @@ fn template_nodes() -> Result<(), String> {
     let _j = jail(&root, name);
     ok(
         &root,
-        &["create", name, "--template", "devs", "--", "sleep", "1000"],
+        // No disk limit: a limited jail may not snapshot itself at all
+        // (escape_disk); without one it can, and the snapshot's nodes must
+        // still open nothing.
+        &[
+            "create",
+            name,
+            "--template",
+            "devs",
+            "--disk",
+            "none",
+            "--",
+            "sleep",
+            "1000",
+        ],
     )?;
     ok(&root, &["start", name])?;
     let inside = mount_opts(&sh_ok(&root, name, "cat /proc/self/mountinfo")?);
