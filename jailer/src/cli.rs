@@ -11,6 +11,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// Output that could not be written (a closed pipe, a full disk): `main`
+/// exits quietly on a closed pipe (`jailer ls | head`) and reports the rest.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the output")]
+pub struct OutputError(#[source] pub std::io::Error);
+
+/// `println!` that returns an [`OutputError`] instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($t)*).map_err(OutputError)?
+    }};
+}
+
 /// ProdNG jailer: hermetic BTRFS copy-on-write jails.
 ///
 /// A pool (a btrfs filesystem at --root) holds read-only templates and jails,
@@ -314,8 +328,27 @@ fn name(s: &str) -> Result<Name> {
     Ok(Name::new(s)?)
 }
 
+/// Stdout that remembers why a write failed.
+#[derive(Debug, Default)]
+struct Recorder {
+    failed: Option<std::io::Error>,
+}
+
+impl std::io::Write for Recorder {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        std::io::stdout().write(b).inspect_err(|e| {
+            self.failed = Some(std::io::Error::new(e.kind(), e.to_string()));
+        })
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stdout().flush().inspect_err(|e| {
+            self.failed = Some(std::io::Error::new(e.kind(), e.to_string()));
+        })
+    }
+}
+
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -339,11 +372,10 @@ fn time(secs: u64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// Prints rows as left-aligned columns.
-/// Prints a table. Every cell is escaped ([`jailer::display::escape`]): a
+/// Prints rows as left-aligned columns. Every cell is escaped ([`jailer::display::escape`]): a
 /// command line, a hostname or a reason can come from inside a jail, and
 /// none may reach the operator's terminal as control sequences.
-fn table(header: &[&str], rows: &[Vec<String>]) {
+fn table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -359,7 +391,8 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
         let last = cells.len() - 1;
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
@@ -369,12 +402,20 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("{c:<w$}  ", w = widths[i]));
             }
         }
-        println!("{}", s.trim_end());
+        out.push_str(s.trim_end());
+        out.push('\n');
     };
     line(header.to_vec());
     for r in rows {
         line(r.iter().map(String::as_str).collect());
     }
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(OutputError)?;
+    Ok(())
 }
 
 fn create(pool: &Pool, c: CreateArgs) -> Result<jailer::record::JailRecord> {
@@ -409,9 +450,9 @@ fn report(rec: &jailer::record::JailRecord, json: bool, verb: &str) -> Result<()
         return print_json(rec);
     }
     match (&rec.runtime, rec.exit_code) {
-        (Some(rt), _) => println!("{verb} jail {} (init pid {})", rec.name(), rt.init.pid),
-        (None, Some(code)) => println!("{verb} jail {} (exit status {code})", rec.name()),
-        (None, None) => println!("{verb} jail {}", rec.name()),
+        (Some(rt), _) => outln!("{verb} jail {} (init pid {})", rec.name(), rt.init.pid),
+        (None, Some(code)) => outln!("{verb} jail {} (exit status {code})", rec.name()),
+        (None, None) => outln!("{verb} jail {}", rec.name()),
     }
     Ok(())
 }
@@ -453,7 +494,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     InitAction::FormattedDevice => "formatted the device and mounted it".into(),
                     InitAction::MountedDevice => "mounted the existing pool device".into(),
                 };
-                println!("pool {}: {what}", pool.root().display());
+                outln!("pool {}: {what}", pool.root().display());
             }
         }
         Cmd::Pool => {
@@ -466,18 +507,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     .as_ref()
                     .map(|k| format!("{k:?}").to_lowercase())
                     .unwrap_or_else(|| "unknown".into());
-                println!("root:       {}", info.root.display());
-                println!("kind:       {kind}");
-                println!("device:     {}", info.device.as_deref().unwrap_or("-"));
+                outln!("root:       {}", info.root.display());
+                outln!("kind:       {kind}");
+                outln!("device:     {}", info.device.as_deref().unwrap_or("-"));
                 if let Some(img) = &info.image {
-                    println!("image:      {}", img.display());
+                    outln!("image:      {}", img.display());
                 }
-                println!("size:       {}", human_bytes(info.size));
-                println!("used:       {}", human_bytes(info.used));
-                println!("free:       {}", human_bytes(info.free));
-                println!("templates:  {}", info.templates);
-                println!("jails:      {}", info.jails);
-                println!("quota:      {}", info.quota.unwrap_or("off"));
+                outln!("size:       {}", human_bytes(info.size));
+                outln!("used:       {}", human_bytes(info.used));
+                outln!("free:       {}", human_bytes(info.free));
+                outln!("templates:  {}", info.templates);
+                outln!("jails:      {}", info.jails);
+                outln!("quota:      {}", info.quota.unwrap_or("off"));
             }
         }
         Cmd::Template(t) => return template_cmd(&pool, t, args.json, args.verbose > 0),
@@ -486,7 +527,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             if args.json {
                 print_json(&rec)?;
             } else {
-                println!(
+                outln!(
                     "created jail {} from template {} (host ids {}-{})",
                     rec.name(),
                     rec.spec.template,
@@ -528,13 +569,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Cmd::Freeze { name: n } => {
             runtime::freeze(&pool, &name(&n)?)?;
             if !args.json {
-                println!("froze jail {n}");
+                outln!("froze jail {n}");
             }
         }
         Cmd::Thaw { name: n } => {
             runtime::thaw(&pool, &name(&n)?)?;
             if !args.json {
-                println!("thawed jail {n}");
+                outln!("thawed jail {n}");
             }
         }
         Cmd::Exec {
@@ -576,11 +617,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 table(
                     &["PID", "JAIL-PID", "UID", "HOST-UID", "STATE", "COMMAND"],
                     &rows,
-                );
+                )?;
             }
         }
         Cmd::Logs { name: n, follow } => {
-            runtime::logs(&pool, &name(&n)?, follow, &mut std::io::stdout())?;
+            // Written through a recorder, so that a closed pipe (`logs |
+            // head`) is told from a failure to read the log.
+            let mut out = Recorder::default();
+            let r = runtime::logs(&pool, &name(&n)?, follow, &mut out);
+            if let Some(e) = out.failed {
+                return Err(OutputError(e).into());
+            }
+            r?;
         }
         Cmd::Run { create: c, rm } => {
             let spec = raw_spec(c).validate()?;
@@ -648,7 +696,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                         "NAME", "STATE", "TEMPLATE", "UID-BASE", "CREATED", "COMMAND",
                     ],
                     &rows,
-                );
+                )?;
             }
         }
         Cmd::Inspect { name: n } => {
@@ -661,7 +709,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             if args.json {
                 print_json(&serde_json::json!({ "removed": n }))?;
             } else {
-                println!("removed jail {n}");
+                outln!("removed jail {n}");
             }
         }
     }
@@ -741,7 +789,7 @@ fn template_cmd(pool: &Pool, cmd: TemplateCmd, json: bool, verbose: bool) -> Res
         if json {
             print_json(rec)
         } else {
-            println!(
+            outln!(
                 "template {}: {} files, {} (from {})",
                 rec.name,
                 rec.files,
@@ -804,7 +852,7 @@ fn template_cmd(pool: &Pool, cmd: TemplateCmd, json: bool, verbose: bool) -> Res
                         ],
                     })
                     .collect();
-                table(&["NAME", "SIZE", "FILES", "CREATED", "SOURCE"], &rows);
+                table(&["NAME", "SIZE", "FILES", "CREATED", "SOURCE"], &rows)?;
             }
         }
         TemplateCmd::Rm { name: n, force } => {
@@ -813,7 +861,7 @@ fn template_cmd(pool: &Pool, cmd: TemplateCmd, json: bool, verbose: bool) -> Res
             if json {
                 print_json(&serde_json::json!({ "removed": n }))?;
             } else {
-                println!("removed template {n}");
+                outln!("removed template {n}");
             }
         }
     }

@@ -198,7 +198,7 @@ impl Registry {
             if pool.ensure_ready().is_err() || pool.jail_dir(&name).exists() {
                 return true;
             }
-            pool.lock("jail", &name, false).is_err()
+            pool.is_locked("jail", &name)
         });
     }
 

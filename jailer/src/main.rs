@@ -25,6 +25,13 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
+            // A reader that went away (`jailer ls | head`) is no error.
+            let closed_pipe = e
+                .downcast_ref::<cli::OutputError>()
+                .is_some_and(|o| o.0.kind() == std::io::ErrorKind::BrokenPipe);
+            if closed_pipe {
+                return ExitCode::SUCCESS;
+            }
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             let mut line = String::new();
             for c in chain {

@@ -56,6 +56,12 @@ pub enum PoolError {
     RootNotEmpty { root: PathBuf },
     #[error("{} holds a {fstype} filesystem: pass --force to format it as a pool (this destroys its data)", device.display())]
     DeviceInUse { device: PathBuf, fstype: String },
+    #[error("{} is still in use by {holder}: the pool may have been unmounted lazily while jails or open files held it; a second mount would be a second filesystem over the same blocks (data loss); stop what holds it (`fuser -vm {holder}`) or mount it again at the root yourself (`mount {holder} {}`), then run `jailer init`", what.display(), root.display())]
+    InUse {
+        what: PathBuf,
+        holder: String,
+        root: PathBuf,
+    },
     #[error("{} is not a block device", device.display())]
     NotBlockDevice { device: PathBuf },
     #[error("image {} exists but holds {found} rather than btrfs; move it away or choose another root", image.display())]
@@ -233,6 +239,18 @@ impl Pool {
         )?)
     }
 
+    /// Whether another process holds the lock of `kind` `name` now. Never
+    /// creates a lock file.
+    pub fn is_locked(&self, kind: &str, name: &Name) -> bool {
+        let path = self.locks_dir().join(format!("{kind}-{name}.lock"));
+        match std::fs::File::open(&path) {
+            Ok(f) => {
+                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Takes the pool-wide lock (id allocation), waiting for it.
     pub fn lock_pool(&self) -> Result<Lock, PoolError> {
         Ok(Lock::acquire(&self.locks_dir().join("pool.lock"), true)?)
@@ -353,6 +371,20 @@ fn probe(path: &Path) -> Result<Option<(String, String)>, PoolError> {
         if t.is_empty() { usage } else { t },
         field("LABEL="),
     )))
+}
+
+/// Whether the btrfs filesystem on `device` is active in the kernel
+/// (mounted anywhere, or detached by a lazy unmount but still held): its
+/// UUID under `/sys/fs/btrfs`. Returns the device to name in the error.
+fn btrfs_in_use(device: &Path) -> Option<String> {
+    let out = Command::new("blkid")
+        .args(["-p", "-s", "UUID", "-o", "value"])
+        .arg(device)
+        .output()
+        .ok()?;
+    let uuid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!uuid.is_empty() && Path::new("/sys/fs/btrfs").join(&uuid).exists())
+        .then(|| device.display().to_string())
 }
 
 fn mkfs(target: &Path) -> Result<(), PoolError> {
@@ -516,6 +548,13 @@ pub fn init(root: &Path, opts: &InitOptions) -> Result<(Pool, InitAction), PoolE
                 InitAction::FormattedDevice
             }
         };
+        if let Some(holder) = btrfs_in_use(device) {
+            return Err(PoolError::InUse {
+                what: device.clone(),
+                holder,
+                root: root.clone(),
+            });
+        }
         mount::mount_btrfs(device, &root)?;
         (
             PoolRecord {
@@ -561,6 +600,17 @@ pub fn init(root: &Path, opts: &InitOptions) -> Result<(Pool, InitAction), PoolE
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o600))
                 .map_err(io_err(&image))?;
+        }
+        // An image still attached (a pool unmounted lazily while jails
+        // ran keeps its loop device and filesystem alive) is never
+        // attached and mounted a second time.
+        let canonical = image.canonicalize().map_err(io_err(&image))?;
+        if let Some(dev) = loopdev::devices_backed_by(Path::new("/sys/block"), &canonical).first() {
+            return Err(PoolError::InUse {
+                what: image,
+                holder: dev.display().to_string(),
+                root: root.clone(),
+            });
         }
         let dev = loopdev::attach(&image)?;
         mount::mount_btrfs(dev.path(), &root)?;

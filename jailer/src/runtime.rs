@@ -119,6 +119,24 @@ pub fn log_path(pool: &Pool, name: &Name) -> PathBuf {
     pool.jail_dir(name).join(console::CURRENT)
 }
 
+/// Takes the lock of an existing jail (waiting, bounded): the pool must be
+/// ready (else "not ready", not a failure to lock) and the jail must exist,
+/// before and after the wait, so that a verb on a name that is not a jail
+/// leaves no lock file behind.
+pub(crate) fn lock(pool: &Pool, name: &Name) -> Result<crate::fsutil::Lock, RuntimeError> {
+    pool.ensure_ready()?;
+    if !pool.jail_dir(name).exists() {
+        return Err(RuntimeError::Unknown { name: name.clone() });
+    }
+    let lock = pool.lock("jail", name, true)?;
+    if !pool.jail_dir(name).exists() {
+        // Removed while we waited.
+        lock.remove();
+        return Err(RuntimeError::Unknown { name: name.clone() });
+    }
+    Ok(lock)
+}
+
 fn read(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
     pool.ensure_ready()?;
     if !pool.jail_dir(name).exists() {
@@ -205,7 +223,7 @@ pub fn observe(pool: &Pool, mut rec: JailRecord) -> JailRecord {
 /// The calling process must have one thread: the monitor is forked from it.
 pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
     pool.ensure_confined()?;
-    let _lock = pool.lock("jail", name, true)?;
+    let _lock = lock(pool, name)?;
     let mut rec = read(pool, name)?;
     reconcile(pool, &mut rec)?;
     match rec.state {
@@ -454,7 +472,7 @@ fn running(pool: &Pool, name: &Name, verb: &'static str) -> Result<JailRecord, R
 
 /// `jailer kill NAME [--signal SIG]`: signals every process of the jail.
 pub fn kill(pool: &Pool, name: &Name, signal: Signal) -> Result<(), RuntimeError> {
-    let _lock = pool.lock("jail", name, true)?;
+    let _lock = lock(pool, name)?;
     let rec = running(pool, name, "signal")?;
     JailCgroup::load(&rec).signal_all(signal);
     Ok(())
@@ -462,7 +480,7 @@ pub fn kill(pool: &Pool, name: &Name, signal: Signal) -> Result<(), RuntimeError
 
 /// `jailer freeze NAME`.
 pub fn freeze(pool: &Pool, name: &Name) -> Result<(), RuntimeError> {
-    let _lock = pool.lock("jail", name, true)?;
+    let _lock = lock(pool, name)?;
     let mut rec = running(pool, name, "freeze")?;
     if rec.state == State::Frozen {
         return Err(RuntimeError::Illegal {
@@ -479,7 +497,7 @@ pub fn freeze(pool: &Pool, name: &Name) -> Result<(), RuntimeError> {
 
 /// `jailer thaw NAME`.
 pub fn thaw(pool: &Pool, name: &Name) -> Result<(), RuntimeError> {
-    let _lock = pool.lock("jail", name, true)?;
+    let _lock = lock(pool, name)?;
     let mut rec = running(pool, name, "thaw")?;
     if rec.state != State::Frozen {
         return Err(RuntimeError::Illegal {
@@ -498,7 +516,7 @@ pub fn thaw(pool: &Pool, name: &Name) -> Result<(), RuntimeError> {
 /// SIGKILL to every process of the jail; returns when everything the jail
 /// held is released.
 pub fn stop(pool: &Pool, name: &Name, timeout: Duration) -> Result<JailRecord, RuntimeError> {
-    let _lock = pool.lock("jail", name, true)?;
+    let _lock = lock(pool, name)?;
     let rec = running(pool, name, "stop")?;
     stop_locked(pool, rec, timeout)
 }
@@ -992,7 +1010,7 @@ pub fn wait_echo(
         wait_exit(&rt.monitor);
     }
     copy(&mut echo);
-    let _lock = pool.lock("jail", name, true)?;
+    let _lock = lock(pool, name)?;
     let mut rec = read(pool, name)?;
     reconcile(pool, &mut rec)?;
     Ok(rec)

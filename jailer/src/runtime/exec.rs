@@ -35,7 +35,7 @@ fn running_record(
     name: &Name,
     verb: &'static str,
 ) -> Result<JailRecord, RuntimeError> {
-    let _lock = pool.lock("jail", name, true)?;
+    let _lock = super::lock(pool, name)?;
     let mut rec = read(pool, name)?;
     reconcile(pool, &mut rec)?;
     match rec.state {

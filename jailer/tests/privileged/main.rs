@@ -15,6 +15,7 @@ mod escape_exec;
 mod escape_host;
 mod escape_log;
 mod import;
+mod lifecycle;
 mod probe;
 mod runtime;
 mod scratch;
@@ -96,6 +97,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(escape_dev::trials());
     trials.extend(escape_disk::trials());
     trials.extend(import::trials());
+    trials.extend(lifecycle::trials());
     trials.extend(runtime::trials());
     trials.extend(tables::trials());
 
