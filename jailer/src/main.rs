@@ -32,16 +32,7 @@ fn main() -> ExitCode {
             if closed_pipe {
                 return ExitCode::SUCCESS;
             }
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            let mut line = String::new();
-            for c in chain {
-                if !line.ends_with(&c) {
-                    if !line.is_empty() {
-                        line.push_str(": ");
-                    }
-                    line.push_str(&c);
-                }
-            }
+            let line = jailer::error_chain(e.as_ref());
             // Errors quote what jails control (an exec error, a path):
             // escaped, as every human-readable output of jailer is.
             eprintln!("jailer: error: {}", jailer::display::escape_text(&line));
