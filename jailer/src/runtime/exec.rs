@@ -12,7 +12,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-use nix::unistd::{ForkResult, Gid, Pid, Uid};
+use nix::unistd::{ForkResult, Pid};
 use serde::Serialize;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -465,15 +465,7 @@ fn helper_steps(h: &Helper<'_>, ns: Vec<(std::fs::File, CloneFlags)>) -> Result<
         )?;
     }
     drop(ns);
-    step(
-        "setgid 0",
-        nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)),
-    )?;
-    step("setgroups", nix::unistd::setgroups(&[]))?;
-    step(
-        "setuid 0",
-        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)),
-    )?;
+    super::init::become_root()?;
     // 6. With a tty: a pty from the jail's own devpts (we are in its mount
     // namespace now), sized like the operator's terminal before the
     // command can ask.

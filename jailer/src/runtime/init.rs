@@ -323,15 +323,7 @@ fn setup(
     // SAFETY: open(2) just returned this fd; we own it.
     let target = unsafe { OwnedFd::from_raw_fd(target) };
     // 1. Become root of the new user namespace (host: the jail's id base).
-    step(
-        "setgid 0",
-        nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)),
-    )?;
-    step("setgroups", nix::unistd::setgroups(&[]))?;
-    step(
-        "setuid 0",
-        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)),
-    )?;
+    become_root()?;
     // 2. Private propagation: nothing we mount leaks back to the host.
     step(
         "make mounts private",
@@ -525,6 +517,21 @@ fn mask_kernel_interfaces(root: &Path) -> Result<(), String> {
         )?;
     }
     Ok(())
+}
+
+/// Becomes root (uid and gid 0, no supplementary groups) of the user
+/// namespace the caller is in: init after its clone, `exec`'s helper after
+/// it joined the jail's namespaces.
+pub fn become_root() -> Result<(), String> {
+    step(
+        "setgid 0",
+        nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)),
+    )?;
+    step("setgroups", nix::unistd::setgroups(&[]))?;
+    step(
+        "setuid 0",
+        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)),
+    )
 }
 
 impl Plan {

@@ -200,9 +200,9 @@ fn init_existing() -> Result<(), String> {
 }
 
 /// Releases an image-backed pool by exact name, also when the test failed.
-struct ImagePool {
-    root: PathBuf,
-    image: PathBuf,
+pub(crate) struct ImagePool {
+    pub(crate) root: PathBuf,
+    pub(crate) image: PathBuf,
 }
 
 impl Drop for ImagePool {
@@ -213,7 +213,7 @@ impl Drop for ImagePool {
     }
 }
 
-fn loops_backing(image: &Path) -> usize {
+pub(crate) fn loops_backing(image: &Path) -> usize {
     std::fs::read_dir("/sys/block")
         .map(|rd| {
             rd.flatten()

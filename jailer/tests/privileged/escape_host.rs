@@ -10,7 +10,7 @@ use crate::cli::{fails, jailer, ok, pool_with_template};
 use crate::runtime::{inspect, jail, sh_ok, start_sh};
 use libtest_mimic::Trial;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -94,15 +94,10 @@ fn pool_closed() -> Result<(), String> {
     let dir = crate::scratch().fresh_plain_dir("closed");
     let root = dir.join("pool");
     let image = dir.join("pool.img");
-    struct Release(PathBuf, PathBuf);
-    impl Drop for Release {
-        fn drop(&mut self) {
-            crate::scratch::unmount_below(&self.0);
-            crate::scratch::detach_loops_of(&self.1);
-            let _ = std::fs::remove_file(&self.1);
-        }
-    }
-    let _release = Release(root.clone(), image.clone());
+    let _release = crate::cli::ImagePool {
+        root: root.clone(),
+        image: image.clone(),
+    };
     ok(&root, &["init", "--size", "512M"])?;
     let src = crate::cli::small_tree("closed-src")?;
     ok(
@@ -464,25 +459,8 @@ fn masked_proc() -> Result<(), String> {
             other => return Err(format!("{p} in the jail: {other:?}, want read-only")),
         }
     }
-    let (code, _, err) = {
-        let out = jailer(
-            &root,
-            &[
-                "exec",
-                name,
-                "--",
-                "/bin/sh",
-                "-c",
-                "echo x > /proc/sys/kernel/hostname",
-            ],
-        );
-        (
-            out.status.code(),
-            String::new(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    if code == Some(0) || !err.contains("Read-only file system") {
+    let (code, _, err) = crate::runtime::sh(&root, name, "echo x > /proc/sys/kernel/hostname");
+    if code == 0 || !err.contains("Read-only file system") {
         return Err(format!("writing /proc/sys/kernel/hostname: {code:?} {err}"));
     }
     Ok(())

@@ -3,11 +3,11 @@
 //! a pool that was unmounted, and `init` on an image still in use after a
 //! lazy unmount.
 
-use crate::cli::{fails, jailer, ok, pool_with_template, small_tree};
+use crate::cli::{fails, jailer, loops_backing, ok, pool_with_template, small_tree, ImagePool};
 use crate::runtime::jail;
 use libtest_mimic::Trial;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -87,20 +87,6 @@ fn closed_pipe() -> Result<(), String> {
     Ok(())
 }
 
-/// Releases an image pool by exact name, also when the test failed.
-struct ImagePool {
-    root: PathBuf,
-    image: PathBuf,
-}
-
-impl Drop for ImagePool {
-    fn drop(&mut self) {
-        crate::scratch::unmount_below(&self.root);
-        crate::scratch::detach_loops_of(&self.image);
-        let _ = std::fs::remove_file(&self.image);
-    }
-}
-
 fn lock_files(root: &Path) -> Vec<String> {
     std::fs::read_dir(root.join(".locks"))
         .map(|rd| {
@@ -109,19 +95,6 @@ fn lock_files(root: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn loops_of(image: &Path) -> usize {
-    std::fs::read_dir("/sys/block")
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| {
-                    std::fs::read_to_string(e.path().join("loop/backing_file"))
-                        .is_ok_and(|b| Path::new(b.trim()) == image)
-                })
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 fn missing_and_unmounted() -> Result<(), String> {
@@ -184,19 +157,19 @@ fn missing_and_unmounted() -> Result<(), String> {
     ] {
         fails(root, verb, &["not ready", "init"])?;
     }
-    let loops = loops_of(&pool.image);
+    let loops = loops_backing(&pool.image);
     let err = fails(root, &["init"], &["still in use", "/dev/loop"])?;
-    if loops_of(&pool.image) != loops || loops != 1 {
+    if loops_backing(&pool.image) != loops || loops != 1 {
         return Err(format!(
             "init attached the image again ({loops} loop devices before, {} after): {err}",
-            loops_of(&pool.image)
+            loops_backing(&pool.image)
         ));
     }
     // Once released, the image is re-attached as usual.
     let _ = held.as_raw_fd();
     drop(held);
     let t = Instant::now();
-    while loops_of(&pool.image) != 0 && t.elapsed() < Duration::from_secs(20) {
+    while loops_backing(&pool.image) != 0 && t.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let re = ok(root, &["init", "--json"])?;

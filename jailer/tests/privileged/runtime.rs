@@ -100,7 +100,7 @@ pub(crate) fn jail<'a>(root: &'a Path, name: &str) -> Jail<'a> {
 }
 
 /// `jailer exec NAME -- sh -c script`: (exit code, stdout, stderr).
-fn sh(root: &Path, name: &str, script: &str) -> (i32, String, String) {
+pub(crate) fn sh(root: &Path, name: &str, script: &str) -> (i32, String, String) {
     let out = jailer(root, &["exec", name, "--", "/bin/sh", "-c", script]);
     (
         out.status.code().unwrap_or(-1),
