@@ -1057,9 +1057,22 @@ fn cgroup_dirs(name: &str) -> usize {
     n
 }
 
-fn count_mounts() -> usize {
+/// Host mounts a start or stop of jail `name` in the pool at `root` could
+/// leave: below the pool, or of the jail's own tree anywhere. (Other tests
+/// running meanwhile mount their own pools elsewhere.)
+fn count_mounts(root: &Path, name: &str) -> usize {
+    let jail_tree = format!("/jails/{name}/");
     std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| m.lines().count())
+        .map(|m| {
+            m.lines()
+                .filter(|l| {
+                    let f: Vec<&str> = l.split(' ').collect();
+                    let point = f.get(4).map(Path::new);
+                    point.is_some_and(|p| p.starts_with(root) && p != root)
+                        || f.get(3).is_some_and(|r| r.contains(&jail_tree))
+                })
+                .count()
+        })
         .unwrap_or(0)
 }
 
@@ -1073,7 +1086,7 @@ fn no_leaks() -> Result<(), String> {
     let root = pool()?;
     let _j = jail(&root, "rt-cycle");
     create(&root, "rt-cycle", &[], SLEEP)?;
-    let mounts_before = count_mounts();
+    let mounts_before = count_mounts(&root, "rt-cycle");
     let mut monitor_fds = Vec::new();
     for i in 0..100 {
         ok(&root, &["start", "rt-cycle"])?;
@@ -1099,7 +1112,7 @@ fn no_leaks() -> Result<(), String> {
             return Err(format!("cycle {i}: cgroup left after stop"));
         }
     }
-    let mounts_after = count_mounts();
+    let mounts_after = count_mounts(&root, "rt-cycle");
     if mounts_after != mounts_before {
         return Err(format!(
             "host mounts {mounts_before} -> {mounts_after} after 100 cycles"
