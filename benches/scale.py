@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Benchmark: does `jailer create` / `jailer start` cost grow with the jails
+a pool holds?
+
+In one run, on one scratch pool (a loop-mounted btrfs image in a temp dir,
+released by exact name at the end) and with a private id registry (a temp
+dir named by JAILER_ID_REGISTRY, so that the host's registry is untouched):
+the pool is filled with 1, 100 and then 1,000 jails (created, not running,
+each with the default 10G disk limit), and at each level --runs fresh jails
+are timed:
+  * create:  `jailer create tN --template base -- /bin/true`
+  * start:   `jailer start --wait tN` (start-to-exit of /bin/true)
+then removed again (untimed), so that the level stays what it says.
+Prints the medians as a Markdown table for docs/performance.md.
+
+Usage (root): benches/scale.py [--runs 20] [--levels 1,100,1000]
+              [--rootfs DIR]   reuse a debootstrap tree instead of running it
+              [--jailer BIN]   time this binary instead of building one
+Builds jailer as debian/rules does (benches/scratch.py: release, static).
+"""
+import argparse
+import fcntl
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from scratch import build, release_pool  # benches/scratch.py, beside this script
+
+
+def run(*args, **kw):
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, **kw)
+
+
+def timed(*args):
+    t = time.perf_counter()
+    run(*args)
+    return time.perf_counter() - t
+
+
+def forget_subids(registry):
+    """The private registry wrote `root:BASE:COUNT` lines for its ranges to
+    /etc/subuid and /etc/subgid; removes exactly those (under the host
+    registry's lock, which is what else rewrites these files)."""
+    try:
+        with open(os.path.join(registry, "ranges.json")) as f:
+            entries = json.load(f)
+    except (OSError, ValueError):
+        return
+    lines = {"subuid": set(), "subgid": set()}
+    for e in entries:
+        ids = e["ids"]
+        lines["subuid"].add(f"root:{ids['uid_base']}:{ids['count']}")
+        lines["subgid"].add(f"root:{ids['gid_base']}:{ids['count']}")
+    lock_dir = "/var/lib/jailer-ids"
+    lock = open(os.path.join(lock_dir, "lock"), "a") if os.path.isdir(lock_dir) else None
+    try:
+        if lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        for name, gone in lines.items():
+            path = f"/etc/{name}"
+            with open(path) as f:
+                kept = [l for l in f.read().splitlines() if l not in gone]
+            tmp = path + ".jailer-bench"
+            with open(tmp, "w") as f:
+                f.write("".join(l + "\n" for l in kept))
+            os.chmod(tmp, 0o644)
+            os.rename(tmp, path)
+    finally:
+        if lock:
+            lock.close()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--levels", default="1,100,1000")
+    ap.add_argument("--rootfs", help="an existing debootstrap tree to import")
+    ap.add_argument("--jailer", help="a jailer binary to time instead of building one")
+    a = ap.parse_args()
+    levels = [int(x) for x in a.levels.split(",")]
+    if os.geteuid() != 0:
+        sys.exit("scale.py needs root (btrfs, loop devices)")
+    jailer = a.jailer or os.path.join(build("jailer"), "jailer")
+    os.sync()
+
+    tmp = tempfile.mkdtemp(prefix="jailer-bench-")
+    root = os.path.join(tmp, "pool")
+    image = root + ".img"
+    registry = os.path.join(tmp, "ids")
+    os.environ["JAILER_ID_REGISTRY"] = registry
+    try:
+        j = lambda *x: run(jailer, "--root", root, *x)
+        j("init", "--size", "16G")
+        if a.rootfs:
+            j("template", "import", "base", a.rootfs)
+        else:
+            j("template", "debootstrap", "base", "--variant", "minbase")
+        # Warm the caches.
+        j("create", "warm", "--template", "base", "--", "/bin/true")
+        j("start", "--wait", "warm")
+        j("rm", "warm")
+
+        have = 0
+        fill_s = 0.0
+        rows = []
+        for level in levels:
+            t = time.perf_counter()
+            while have < level:
+                j("create", f"f{have}", "--template", "base", "--", "/bin/true")
+                have += 1
+            fill_s += time.perf_counter() - t
+            os.sync()
+            creates, starts = [], []
+            for i in range(a.runs):
+                n = f"t{level}-{i}"
+                creates.append(timed(jailer, "--root", root, "create", n,
+                                     "--template", "base", "--", "/bin/true"))
+                starts.append(timed(jailer, "--root", root, "start", "--wait", n))
+            for i in range(a.runs):
+                j("rm", f"t{level}-{i}")
+            rows.append((level, statistics.median(creates) * 1000,
+                         statistics.median(starts) * 1000))
+            print(f"# {level} jails: create {rows[-1][1]:.1f} ms, start {rows[-1][2]:.1f} ms",
+                  file=sys.stderr, flush=True)
+        print(f"runs: {a.runs} per level; filling to {have} jails took {fill_s:.0f} s "
+              f"({fill_s / max(have, 1) * 1000:.0f} ms a jail); kernel {os.uname().release}; "
+              f"{os.cpu_count()} cpus")
+        print()
+        print("| jails in the pool | median `create` (ms) | median `start --wait` /bin/true (ms) |")
+        print("|---:|---:|---:|")
+        for level, c, s in rows:
+            print(f"| {level} | {c:.1f} | {s:.1f} |")
+        print()
+        first, last = rows[0], rows[-1]
+        print(f"create at {last[0]} / at {first[0]}: {last[1] / first[1]:.2f}x; "
+              f"start: {last[2] / first[2]:.2f}x")
+    finally:
+        release_pool(root, image, tmp + "-keep")
+        forget_subids(registry)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
