@@ -280,9 +280,19 @@ impl Registry {
         let mut entries = old.clone();
         Self::prune_gone_pools(&mut entries);
         Self::prune_pool(&mut entries, &pool);
-        let host = self.host_ranges(&old);
+        let scanned = scan();
+        // A jail's own `root:BASE:COUNT` sub-id line (left by a registry
+        // that was moved away) does not keep it from its range.
+        let mut ours = old.clone();
+        ours.extend(scanned.iter().map(|(name, id, ids)| Entry {
+            ids: *ids,
+            pool: pool.clone(),
+            jail: name.clone(),
+            id: id.clone(),
+        }));
+        let host = self.host_ranges(&ours);
         let mut adopted = 0;
-        for (name, id, ids) in scan() {
+        for (name, id, ids) in scanned {
             if let Some(e) = entries.iter().find(|e| e.pool == pool && e.jail == name) {
                 if e.id != id || e.ids != ids {
                     tracing::warn!(jail = %name, recorded = %show(&ids), allocated = %show(&e.ids), "jail's record and registry entry differ; not adopted");
@@ -392,7 +402,13 @@ impl Registry {
         let mut entries = old.clone();
         Self::prune_gone_pools(&mut entries);
         Self::prune_pool(&mut entries, &pool);
-        let host = self.host_ranges(&old);
+        let me = Entry {
+            ids,
+            pool: pool.clone(),
+            jail: name.to_string(),
+            id: id.to_string(),
+        };
+        let host = self.host_ranges(&[old.as_slice(), std::slice::from_ref(&me)].concat());
         adoptable(&entries, &host, ids).map_err(|other| IdsError::Taken {
             name: name.to_string(),
             recorded: recorded.clone(),
@@ -405,12 +421,7 @@ impl Registry {
                 other
             },
         })?;
-        entries.push(Entry {
-            ids,
-            pool,
-            jail: name.to_string(),
-            id: id.to_string(),
-        });
+        entries.push(me);
         self.save(&old, &entries)
     }
 
