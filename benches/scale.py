@@ -16,6 +16,8 @@ Prints the medians as a Markdown table for docs/performance.md.
 Usage (root): benches/scale.py [--runs 20] [--levels 1,100,1000]
               [--rootfs DIR]   reuse a debootstrap tree instead of running it
               [--jailer BIN]   time this binary instead of building one
+              [--baseline BIN] also time BIN (an older build), interleaved,
+                               on the same pool and registry
 Builds jailer as debian/rules does (benches/scratch.py: release, static).
 """
 import argparse
@@ -81,6 +83,7 @@ def main():
     ap.add_argument("--levels", default="1,100,1000")
     ap.add_argument("--rootfs", help="an existing debootstrap tree to import")
     ap.add_argument("--jailer", help="a jailer binary to time instead of building one")
+    ap.add_argument("--baseline", help="an older jailer binary to time alongside")
     a = ap.parse_args()
     levels = [int(x) for x in a.levels.split(",")]
     if os.geteuid() != 0:
@@ -115,30 +118,46 @@ def main():
                 have += 1
             fill_s += time.perf_counter() - t
             os.sync()
-            creates, starts = [], []
+            bins = {"new": jailer}
+            if a.baseline:
+                bins["base"] = a.baseline
+            res = {k: ([], []) for k in bins}
+            # Interleaved, so that drift in the machine's load hits all alike.
             for i in range(a.runs):
-                n = f"t{level}-{i}"
-                creates.append(timed(jailer, "--root", root, "create", n,
-                                     "--template", "base", "--", "/bin/true"))
-                starts.append(timed(jailer, "--root", root, "start", "--wait", n))
+                for k, b in bins.items():
+                    n = f"t{level}-{k}-{i}"
+                    res[k][0].append(timed(b, "--root", root, "create", n,
+                                           "--template", "base", "--", "/bin/true"))
+                    res[k][1].append(timed(b, "--root", root, "start", "--wait", n))
             for i in range(a.runs):
-                j("rm", f"t{level}-{i}")
-            rows.append((level, statistics.median(creates) * 1000,
-                         statistics.median(starts) * 1000))
-            print(f"# {level} jails: create {rows[-1][1]:.1f} ms, start {rows[-1][2]:.1f} ms",
-                  file=sys.stderr, flush=True)
+                for k in bins:
+                    j("rm", f"t{level}-{k}-{i}")
+            med = {k: (statistics.median(c) * 1000, statistics.median(st) * 1000)
+                   for k, (c, st) in res.items()}
+            rows.append((level, med))
+            print(f"# {level} jails: {med}", file=sys.stderr, flush=True)
         print(f"runs: {a.runs} per level; filling to {have} jails took {fill_s:.0f} s "
               f"({fill_s / max(have, 1) * 1000:.0f} ms a jail); kernel {os.uname().release}; "
               f"{os.cpu_count()} cpus")
         print()
-        print("| jails in the pool | median `create` (ms) | median `start --wait` /bin/true (ms) |")
-        print("|---:|---:|---:|")
-        for level, c, s in rows:
-            print(f"| {level} | {c:.1f} | {s:.1f} |")
+        head = "| jails in the pool | median `create` (ms) | median `start --wait` /bin/true (ms) |"
+        line = "|---:|---:|---:|"
+        if a.baseline:
+            head += " baseline `create` (ms) | baseline `start --wait` (ms) |"
+            line += "---:|---:|"
+        print(head)
+        print(line)
+        for level, med in rows:
+            cells = [f"{level}", f"{med['new'][0]:.1f}", f"{med['new'][1]:.1f}"]
+            if a.baseline:
+                cells += [f"{med['base'][0]:.1f}", f"{med['base'][1]:.1f}"]
+            print("| " + " | ".join(cells) + " |")
         print()
         first, last = rows[0], rows[-1]
-        print(f"create at {last[0]} / at {first[0]}: {last[1] / first[1]:.2f}x; "
-              f"start: {last[2] / first[2]:.2f}x")
+        for k in first[1]:
+            print(f"{k}: create at {last[0]} / at {first[0]}: "
+                  f"{last[1][k][0] / first[1][k][0]:.2f}x; "
+                  f"start: {last[1][k][1] / first[1][k][1]:.2f}x")
     finally:
         release_pool(root, image, tmp + "-keep")
         forget_subids(registry)

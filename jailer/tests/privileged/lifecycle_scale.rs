@@ -89,6 +89,7 @@ impl PrivateRegistry<'_> {
     /// the pool not marked registered.
     fn forget(&self, name: &str) -> Result<(), String> {
         let mut ranges = self.json("ranges.json")?;
+        let before_ranges = ranges.clone();
         let list = ranges.as_array_mut().ok_or("ranges.json is not a list")?;
         let before = list.len();
         list.retain(|e| e["jail"] != name);
@@ -96,13 +97,43 @@ impl PrivateRegistry<'_> {
             return Err(format!("{name} had no single entry in the registry"));
         }
         self.write_json("ranges.json", &ranges)?;
+        // A jail from before the registry has no sub-id line either. The
+        // host registry's lock keeps its own rewrites of these files out.
+        let base = self.registered_in(&before_ranges, name).ok_or("no range")?;
+        let line = format!("root:{base}:65536");
+        let lock = std::fs::File::open("/var/lib/jailer-ids/lock")
+            .ok()
+            .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
+        for f in ["/etc/subuid", "/etc/subgid"] {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?;
+            let kept: String = text
+                .lines()
+                .filter(|l| *l != line)
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let tmp = format!("{f}.jailer-test");
+            std::fs::write(&tmp, kept).map_err(|e| format!("{tmp}: {e}"))?;
+            std::fs::rename(&tmp, f).map_err(|e| format!("{f}: {e}"))?;
+        }
+        drop(lock);
         let root = self.root.canonicalize().map_err(|e| e.to_string())?;
+        if !self.dir.join("pools.json").exists() {
+            return Ok(());
+        }
         let mut pools = self.json("pools.json")?;
         pools
             .as_array_mut()
             .ok_or("pools.json is not a list")?
             .retain(|p| p.as_str() != root.to_str());
         self.write_json("pools.json", &pools)
+    }
+
+    fn registered_in(&self, ranges: &serde_json::Value, name: &str) -> Option<u64> {
+        ranges
+            .as_array()?
+            .iter()
+            .find(|e| e["jail"] == name)
+            .and_then(|e| e["ids"]["uid_base"].as_u64())
     }
 
     fn registered(&self, name: &str) -> Result<Option<u64>, String> {
