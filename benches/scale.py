@@ -10,6 +10,8 @@ each with the default 10G disk limit), and at each level --runs fresh jails
 are timed:
   * create:  `jailer create tN --template base -- /bin/true`
   * start:   `jailer start --wait tN` (start-to-exit of /bin/true)
+  * snapshot: `btrfs subvolume snapshot` of the template by hand (what
+              btrfs itself costs at that level, beside jailer's create)
 then removed again (untimed), so that the level stays what it says.
 Prints the medians as a Markdown table for docs/performance.md.
 
@@ -77,6 +79,16 @@ def forget_subids(registry):
             lock.close()
 
 
+def settle(root):
+    """Lets the pool's background work finish before a level is timed: a
+    quota rescan (full qgroups; simple quotas have none), then a commit."""
+    subprocess.run(["btrfs", "quota", "rescan", "-w", root],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(["btrfs", "filesystem", "sync", root],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.sync()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
@@ -84,6 +96,8 @@ def main():
     ap.add_argument("--rootfs", help="an existing debootstrap tree to import")
     ap.add_argument("--jailer", help="a jailer binary to time instead of building one")
     ap.add_argument("--baseline", help="an older jailer binary to time alongside")
+    ap.add_argument("--pause", type=float, default=0.05,
+                    help="seconds of quiet before each timed command")
     a = ap.parse_args()
     levels = [int(x) for x in a.levels.split(",")]
     if os.geteuid() != 0:
@@ -117,47 +131,61 @@ def main():
                 j("create", f"f{have}", "--template", "base", "--", "/bin/true")
                 have += 1
             fill_s += time.perf_counter() - t
-            os.sync()
+            settle(root)
             bins = {"new": jailer}
             if a.baseline:
                 bins["base"] = a.baseline
             res = {k: ([], []) for k in bins}
+            hand = []
+            tpl = os.path.join(root, "templates", "base", "rootfs")
+            hand_dir = os.path.join(root, "hand")
+            os.makedirs(hand_dir, exist_ok=True)
             # Interleaved, so that drift in the machine's load hits all alike.
             for i in range(a.runs):
                 for k, b in bins.items():
                     n = f"t{level}-{k}-{i}"
+                    time.sleep(a.pause)
                     res[k][0].append(timed(b, "--root", root, "create", n,
                                            "--template", "base", "--", "/bin/true"))
                     res[k][1].append(timed(b, "--root", root, "start", "--wait", n))
+                time.sleep(a.pause)
+                dst = os.path.join(hand_dir, f"s{i}")
+                hand.append(timed("btrfs", "subvolume", "snapshot", tpl, dst))
+                run("btrfs", "subvolume", "delete", dst)
             for i in range(a.runs):
                 for k in bins:
                     j("rm", f"t{level}-{k}-{i}")
             med = {k: (statistics.median(c) * 1000, statistics.median(st) * 1000)
                    for k, (c, st) in res.items()}
+            med["hand"] = (statistics.median(hand) * 1000, 0.0)
             rows.append((level, med))
             print(f"# {level} jails: {med}", file=sys.stderr, flush=True)
-        print(f"runs: {a.runs} per level; filling to {have} jails took {fill_s:.0f} s "
+        print(f"runs: {a.runs} per level, interleaved; pause {a.pause} s; filling to {have} jails took {fill_s:.0f} s "
               f"({fill_s / max(have, 1) * 1000:.0f} ms a jail); kernel {os.uname().release}; "
               f"{os.cpu_count()} cpus")
         print()
-        head = "| jails in the pool | median `create` (ms) | median `start --wait` /bin/true (ms) |"
-        line = "|---:|---:|---:|"
+        head = ("| jails in the pool | median `create` (ms) | median `start --wait` /bin/true (ms) "
+                "| `btrfs subvolume snapshot` by hand (ms) |")
+        line = "|---:|---:|---:|---:|"
         if a.baseline:
             head += " baseline `create` (ms) | baseline `start --wait` (ms) |"
             line += "---:|---:|"
         print(head)
         print(line)
         for level, med in rows:
-            cells = [f"{level}", f"{med['new'][0]:.1f}", f"{med['new'][1]:.1f}"]
+            cells = [f"{level}", f"{med['new'][0]:.1f}", f"{med['new'][1]:.1f}",
+                     f"{med['hand'][0]:.1f}"]
             if a.baseline:
                 cells += [f"{med['base'][0]:.1f}", f"{med['base'][1]:.1f}"]
             print("| " + " | ".join(cells) + " |")
         print()
         first, last = rows[0], rows[-1]
-        for k in first[1]:
+        for k in bins:
             print(f"{k}: create at {last[0]} / at {first[0]}: "
                   f"{last[1][k][0] / first[1][k][0]:.2f}x; "
                   f"start: {last[1][k][1] / first[1][k][1]:.2f}x")
+        print(f"hand snapshot at {last[0]} / at {first[0]}: "
+              f"{last[1]['hand'][0] / first[1]['hand'][0]:.2f}x")
     finally:
         release_pool(root, image, tmp + "-keep")
         forget_subids(registry)
