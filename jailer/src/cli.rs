@@ -473,6 +473,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 image,
             };
             let (pool, action) = pool::init(&args.root, &opts)?;
+            // Jails made before the host-wide id registry get their ranges
+            // registered (and entries of jails gone by hand are dropped).
+            jail::register_ranges(&pool, true)?;
             if args.json {
                 print_json(&serde_json::json!({
                     "root": pool.root(),

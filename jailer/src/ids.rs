@@ -8,6 +8,7 @@
 use crate::fsutil::{FsError, Lock};
 use crate::record::IdRange;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// Ids per jail.
@@ -20,7 +21,8 @@ fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
 }
 
 /// The lowest free range that overlaps neither `taken` (other jails) nor
-/// `host` ranges, or `None` when the id space is exhausted.
+/// `host` ranges, or `None` when the id space is exhausted. One sort and
+/// one sweep: its cost grows as n log n with the ranges in use, not n².
 pub fn allocate(taken: &[IdRange], host: &[(u64, u64)]) -> Option<IdRange> {
     let len = u64::from(IDS_PER_JAIL);
     let mut used: Vec<(u64, u64)> = host.to_vec();
@@ -28,21 +30,28 @@ pub fn allocate(taken: &[IdRange], host: &[(u64, u64)]) -> Option<IdRange> {
         used.push((u64::from(t.uid_base), u64::from(t.count)));
         used.push((u64::from(t.gid_base), u64::from(t.count)));
     }
-    // uid 2^32-1 is "no id": stop before it.
+    used.sort_unstable();
+    // Candidates are the multiples of `len` from FIRST_BASE up; every range
+    // in use that overlaps the candidate moves it past that range's end.
     let mut base = u64::from(FIRST_BASE);
-    while base + len < u64::from(u32::MAX) {
-        let cand = (base, len);
-        if !used.iter().any(|u| overlaps(cand, *u)) {
-            let b = u32::try_from(base).ok()?;
-            return Some(IdRange {
-                uid_base: b,
-                gid_base: b,
-                count: IDS_PER_JAIL,
-            });
+    for u in used {
+        if u.0 >= base + len {
+            break;
         }
-        base += len;
+        if overlaps((base, len), u) {
+            base = (u.0 + u.1).max(base + 1).div_ceil(len) * len;
+        }
     }
-    None
+    // uid 2^32-1 is "no id": stop before it.
+    if base + len >= u64::from(u32::MAX) {
+        return None;
+    }
+    let b = u32::try_from(base).ok()?;
+    Some(IdRange {
+        uid_base: b,
+        gid_base: b,
+        count: IDS_PER_JAIL,
+    })
 }
 
 /// Where the host-wide registry lives unless `JAILER_ID_REGISTRY` says.
@@ -80,7 +89,7 @@ pub enum IdsError {
 }
 
 /// One allocated range: whose it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Entry {
     pub ids: IdRange,
     /// The pool's root (canonical).
@@ -165,15 +174,17 @@ impl Registry {
             let base = if gid { e.ids.gid_base } else { e.ids.uid_base };
             format!("root:{base}:{}", e.ids.count)
         };
+        let (old_set, new_set): (HashSet<&Entry>, HashSet<&Entry>) =
+            (old.iter().collect(), new.iter().collect());
         for (file, gid) in [("subuid", false), ("subgid", true)] {
             let gone: Vec<String> = old
                 .iter()
-                .filter(|e| !new.contains(e))
+                .filter(|e| !new_set.contains(e))
                 .map(|e| line(e, gid))
                 .collect();
             let added: Vec<String> = new
                 .iter()
-                .filter(|e| !old.contains(e))
+                .filter(|e| !old_set.contains(e))
                 .map(|e| line(e, gid))
                 .collect();
             sync_subids(&self.etc.join(file), &gone, &added)?;
@@ -181,45 +192,152 @@ impl Registry {
         Ok(())
     }
 
-    /// Entries of jails that no longer exist: their pool's root is gone, or
-    /// their pool is mounted and laid out, the jail's directory is gone and
-    /// nobody holds its lock (a create in progress does). Entries of pools
-    /// whose root exists but is not mounted (an image pool before `jailer
-    /// init` after a reboot) are kept.
-    fn prune(entries: &mut Vec<Entry>) {
+    /// Drops the entries of pools whose root is gone: one probe per pool,
+    /// never per entry, so that an allocation costs the same however many
+    /// jails the host has. Entries of other pools are not probed further
+    /// (an unmounted image pool keeps its ranges); those of a jail removed
+    /// without `jailer rm` go at its pool's next `jailer init`
+    /// ([`Registry::register_pool`]).
+    fn prune_gone_pools(entries: &mut Vec<Entry>) {
+        let mut roots: Vec<(PathBuf, bool)> = Vec::new();
         entries.retain(|e| {
-            if !e.pool.exists() {
-                return false;
+            if let Some((_, exists)) = roots.iter().find(|(r, _)| *r == e.pool) {
+                return *exists;
             }
-            let pool = crate::pool::Pool::new(&e.pool);
-            let Ok(name) = crate::name::Name::new(&e.jail) else {
-                return false;
-            };
-            if pool.ensure_ready().is_err() || pool.jail_dir(&name).exists() {
-                return true;
-            }
-            pool.is_locked("jail", &name)
+            let exists = e.pool.exists();
+            roots.push((e.pool.clone(), exists));
+            exists
         });
     }
 
-    /// Allocates a range for jail `name` (random id `id`) of the pool at
-    /// `pool`, replacing any range recorded for that name there. `local`:
-    /// ranges the pool's own records hold (jails made before the registry).
-    pub fn allocate(
+    /// Drops the entries of `pool`'s jails that no longer exist: the pool is
+    /// mounted and laid out, the jail's directory is gone and nobody holds
+    /// its lock (a create in progress does). Probes each of the pool's
+    /// entries: run at registration and adoption, never on every create.
+    fn prune_pool(entries: &mut Vec<Entry>, pool: &Path) {
+        let p = crate::pool::Pool::new(pool);
+        if p.ensure_ready().is_err() {
+            return;
+        }
+        entries.retain(|e| {
+            if e.pool != pool {
+                return true;
+            }
+            let Ok(name) = crate::name::Name::new(&e.jail) else {
+                return false;
+            };
+            p.jail_dir(&name).exists() || p.is_locked("jail", &name)
+        });
+    }
+
+    fn pools_file(&self) -> PathBuf {
+        self.dir.join("pools.json")
+    }
+
+    /// The pools whose every jail's range is in the registry.
+    fn registered_pools(&self) -> Result<Vec<PathBuf>, IdsError> {
+        let path = self.pools_file();
+        match std::fs::read(&path) {
+            Ok(b) if b.is_empty() => Ok(Vec::new()),
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| IdsError::Corrupt {
+                path,
+                why: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(IdsError::Io { path, source }),
+        }
+    }
+
+    /// Whether the pool at `pool` is registered: every jail it holds has its
+    /// range here, so allocating in it never needs to read its records.
+    pub fn is_registered(&self, pool: &Path) -> Result<bool, IdsError> {
+        let pool = canonical(pool);
+        Ok(self.registered_pools()?.contains(&pool))
+    }
+
+    /// Registers the ranges of the pool's jails made before the registry
+    /// existed, once: `scan` lists every jail record of the pool (name,
+    /// random id, range) and runs only when the pool is not registered yet,
+    /// or always with `force` (`jailer init`, which also drops entries of
+    /// the pool's jails that are gone). A range that is not a jailer range,
+    /// or that another entry or the host holds, is not adopted (the jail's
+    /// start refuses it; [`Registry::verify`] says why). Then the pool is
+    /// marked registered, and creates in it never scan again. Returns how
+    /// many ranges were adopted.
+    pub fn register_pool(
         &self,
         pool: &Path,
-        name: &str,
-        id: &str,
-        local: &[IdRange],
-    ) -> Result<IdRange, IdsError> {
+        force: bool,
+        scan: impl FnOnce() -> Vec<(String, String, IdRange)>,
+    ) -> Result<usize, IdsError> {
+        let pool = canonical(pool);
+        let _lock = self.lock()?;
+        let mut pools = self.registered_pools()?;
+        if !force && pools.contains(&pool) {
+            return Ok(0);
+        }
+        let old = self.entries()?;
+        let mut entries = old.clone();
+        Self::prune_gone_pools(&mut entries);
+        Self::prune_pool(&mut entries, &pool);
+        let scanned = scan();
+        // A jail's own `root:BASE:COUNT` sub-id line (left by a registry
+        // that was moved away) does not keep it from its range.
+        let mut ours = old.clone();
+        ours.extend(scanned.iter().map(|(name, id, ids)| Entry {
+            ids: *ids,
+            pool: pool.clone(),
+            jail: name.clone(),
+            id: id.clone(),
+        }));
+        let host = self.host_ranges(&ours);
+        let mut adopted = 0;
+        for (name, id, ids) in scanned {
+            if let Some(e) = entries.iter().find(|e| e.pool == pool && e.jail == name) {
+                if e.id != id || e.ids != ids {
+                    tracing::warn!(jail = %name, recorded = %show(&ids), allocated = %show(&e.ids), "jail's record and registry entry differ; not adopted");
+                }
+                continue;
+            }
+            if let Err(why) = adoptable(&entries, &host, ids) {
+                tracing::warn!(jail = %name, recorded = %show(&ids), why, "legacy jail's range not adopted");
+                continue;
+            }
+            entries.push(Entry {
+                ids,
+                pool: pool.clone(),
+                jail: name,
+                id,
+            });
+            adopted += 1;
+        }
+        if entries != old {
+            self.save(&old, &entries)?;
+        }
+        // After the ranges: a crash between the two writes only scans again.
+        if !pools.contains(&pool) {
+            pools.retain(|p| p.exists());
+            pools.push(pool);
+            let json = serde_json::to_vec_pretty(&pools).unwrap_or_default();
+            crate::fsutil::atomic_write(&self.pools_file(), &json)?;
+        }
+        Ok(adopted)
+    }
+
+    /// Allocates a range for jail `name` (random id `id`) of the pool at
+    /// `pool`, replacing any range recorded for that name there. The pool
+    /// must be registered ([`Registry::register_pool`]) for the ranges of
+    /// jails made before the registry to be skipped. Reads and writes the
+    /// registry file once and probes each pool's root once: it never opens
+    /// a jail's files.
+    pub fn allocate(&self, pool: &Path, name: &str, id: &str) -> Result<IdRange, IdsError> {
         let pool = canonical(pool);
         let _lock = self.lock()?;
         let old = self.entries()?;
         let mut entries = old.clone();
         entries.retain(|e| !(e.pool == pool && e.jail == name));
-        Self::prune(&mut entries);
-        let mut taken: Vec<IdRange> = entries.iter().map(|e| e.ids).collect();
-        taken.extend_from_slice(local);
+        Self::prune_gone_pools(&mut entries);
+        let taken: Vec<IdRange> = entries.iter().map(|e| e.ids).collect();
         let host = self.host_ranges(&old);
         let ids = allocate(&taken, &host).ok_or_else(|| IdsError::Exhausted {
             name: name.to_string(),
@@ -282,43 +400,28 @@ impl Registry {
         }
         // Not registered: adopt it if nothing else holds any of it.
         let mut entries = old.clone();
-        Self::prune(&mut entries);
-        let cand = |b: u32| (u64::from(b), u64::from(ids.count));
-        let clash = entries.iter().find(|e| {
-            let o = |b: u32| (u64::from(b), u64::from(e.ids.count));
-            [ids.uid_base, ids.gid_base].iter().any(|b| {
-                [e.ids.uid_base, e.ids.gid_base]
-                    .iter()
-                    .any(|x| overlaps(cand(*b), o(*x)))
-            })
-        });
-        if let Some(e) = clash {
-            return Err(IdsError::Taken {
-                name: name.to_string(),
-                recorded,
-                other: format!("the range of {}", e.owner()),
-            });
-        }
-        let host = self.host_ranges(&old);
-        if host
-            .iter()
-            .any(|h| overlaps(cand(ids.uid_base), *h) || overlaps(cand(ids.gid_base), *h))
-        {
-            return Err(IdsError::Taken {
-                name: name.to_string(),
-                recorded,
-                other: format!(
-                    "host users, groups or sub-id delegations in {}",
-                    self.etc.display()
-                ),
-            });
-        }
-        entries.push(Entry {
+        Self::prune_gone_pools(&mut entries);
+        Self::prune_pool(&mut entries, &pool);
+        let me = Entry {
             ids,
-            pool,
+            pool: pool.clone(),
             jail: name.to_string(),
             id: id.to_string(),
-        });
+        };
+        let host = self.host_ranges(&[old.as_slice(), std::slice::from_ref(&me)].concat());
+        adoptable(&entries, &host, ids).map_err(|other| IdsError::Taken {
+            name: name.to_string(),
+            recorded: recorded.clone(),
+            other: if other == HOST {
+                format!(
+                    "host users, groups or sub-id delegations in {}",
+                    self.etc.display()
+                )
+            } else {
+                other
+            },
+        })?;
+        entries.push(me);
         self.save(&old, &entries)
     }
 
@@ -334,6 +437,7 @@ impl Registry {
                 ]
             })
             .collect();
+        let mine: HashSet<(u64, u64)> = mine.into_iter().collect();
         let mut out = Vec::new();
         for f in ["passwd", "group"] {
             out.extend(ids_of(&self.etc.join(f)));
@@ -347,6 +451,41 @@ impl Registry {
         }
         out
     }
+}
+
+/// What [`adoptable`] says when host ids hold a range.
+const HOST: &str = "host ids";
+
+/// Whether `ids` (a jailer range) may be adopted: no entry and no host
+/// range overlaps it. Else whose it is.
+fn adoptable(entries: &[Entry], host: &[(u64, u64)], ids: IdRange) -> Result<(), String> {
+    let is_jail_range = ids.count == IDS_PER_JAIL
+        && ids.uid_base >= FIRST_BASE
+        && ids.gid_base >= FIRST_BASE
+        && ids.uid_base.checked_add(IDS_PER_JAIL).is_some()
+        && ids.gid_base.checked_add(IDS_PER_JAIL).is_some();
+    if !is_jail_range {
+        return Err("not a jailer range".to_string());
+    }
+    let cand = |b: u32| (u64::from(b), u64::from(ids.count));
+    let clash = entries.iter().find(|e| {
+        let o = |b: u32| (u64::from(b), u64::from(e.ids.count));
+        [ids.uid_base, ids.gid_base].iter().any(|b| {
+            [e.ids.uid_base, e.ids.gid_base]
+                .iter()
+                .any(|x| overlaps(cand(*b), o(*x)))
+        })
+    });
+    if let Some(e) = clash {
+        return Err(format!("the range of {}", e.owner()));
+    }
+    if host
+        .iter()
+        .any(|h| overlaps(cand(ids.uid_base), *h) || overlaps(cand(ids.gid_base), *h))
+    {
+        return Err(HOST.to_string());
+    }
+    Ok(())
 }
 
 fn canonical(p: &Path) -> PathBuf {
@@ -429,8 +568,8 @@ mod tests {
         for p in [&a, &b] {
             std::fs::create_dir(p).expect("mkdir");
         }
-        let ra = reg.allocate(&a, "web", "id-a", &[]).expect("a");
-        let rb = reg.allocate(&b, "web", "id-b", &[]).expect("b");
+        let ra = reg.allocate(&a, "web", "id-a").expect("a");
+        let rb = reg.allocate(&b, "web", "id-b").expect("b");
         assert_ne!(ra.uid_base, rb.uid_base, "two pools got one range");
         // alice's delegation is skipped.
         assert_eq!(ra.uid_base, FIRST_BASE + IDS_PER_JAIL);
@@ -464,8 +603,8 @@ mod tests {
         let (dir, reg) = registry();
         let a = dir.path().join("pool-a");
         std::fs::create_dir(&a).expect("mkdir");
-        let ra = reg.allocate(&a, "web", "id-a", &[]).expect("a");
-        let rb = reg.allocate(&a, "db", "id-b", &[]).expect("b");
+        let ra = reg.allocate(&a, "web", "id-a").expect("a");
+        let rb = reg.allocate(&a, "db", "id-b").expect("b");
         let host_root = IdRange {
             uid_base: 0,
             gid_base: 0,
@@ -500,10 +639,10 @@ mod tests {
         let gone = dir.path().join("gone");
         let unmounted = dir.path().join("unmounted");
         std::fs::create_dir(&unmounted).expect("mkdir");
-        let rg = reg.allocate(&gone, "a", "id-a", &[]).expect("a");
-        let ru = reg.allocate(&unmounted, "b", "id-b", &[]).expect("b");
+        let rg = reg.allocate(&gone, "a", "id-a").expect("a");
+        let ru = reg.allocate(&unmounted, "b", "id-b").expect("b");
         assert_eq!(ru.uid_base, rg.uid_base, "a gone pool's range is reused");
-        let rn = reg.allocate(&unmounted, "c", "id-c", &[]).expect("c");
+        let rn = reg.allocate(&unmounted, "c", "id-c").expect("c");
         assert_ne!(
             rn.uid_base, ru.uid_base,
             "an unmounted pool's range is kept"
@@ -527,6 +666,69 @@ mod tests {
         assert_eq!(third.uid_base, FIRST_BASE + 3 * 65_536);
         // A freed range is reused.
         assert_eq!(allocate(&[second], &[]).expect("free").uid_base, FIRST_BASE);
+    }
+
+    #[test]
+    fn legacy_ranges_are_registered_once_and_then_never_reused() {
+        let (dir, reg) = registry();
+        let a = dir.path().join("pool-a");
+        std::fs::create_dir(&a).expect("mkdir");
+        let legacy = IdRange {
+            uid_base: FIRST_BASE + 3 * IDS_PER_JAIL,
+            gid_base: FIRST_BASE + 3 * IDS_PER_JAIL,
+            count: IDS_PER_JAIL,
+        };
+        let scan = || vec![("old".to_string(), "id-old".to_string(), legacy)];
+        assert!(!reg.is_registered(&a).expect("registered?"));
+        assert_eq!(reg.register_pool(&a, false, scan).expect("register"), 1);
+        assert!(reg.is_registered(&a).expect("registered?"));
+        // Registered: the scan never runs again unless forced.
+        let never = || -> Vec<(String, String, IdRange)> { panic!("scanned a registered pool") };
+        assert_eq!(reg.register_pool(&a, false, never).expect("again"), 0);
+        let mut got = Vec::new();
+        for n in 0..5 {
+            got.push(
+                reg.allocate(&a, &format!("j{n}"), &format!("id-{n}"))
+                    .expect("a"),
+            );
+        }
+        assert!(!got.contains(&legacy), "a legacy range was reused: {got:?}");
+        reg.verify(&a, "old", "id-old", legacy)
+            .expect("legacy verified");
+    }
+
+    #[test]
+    fn sweep_allocation_matches_the_first_fit_scan() {
+        let len = u64::from(IDS_PER_JAIL);
+        let naive = |used: &[(u64, u64)]| {
+            let mut base = u64::from(FIRST_BASE);
+            while used.iter().any(|u| overlaps((base, len), *u)) {
+                base += len;
+            }
+            base
+        };
+        let cases: Vec<Vec<(u64, u64)>> = vec![
+            vec![],
+            vec![
+                (u64::from(FIRST_BASE), len),
+                (u64::from(FIRST_BASE) + 2 * len, 1),
+            ],
+            vec![
+                (u64::from(FIRST_BASE) + 5, 0),
+                (u64::from(FIRST_BASE) + len - 1, 3 * len),
+            ],
+            vec![
+                (0, u64::from(FIRST_BASE) + 10 * len + 7),
+                (u64::from(FIRST_BASE) + 11 * len, 2),
+            ],
+            (0..50)
+                .map(|i| (u64::from(FIRST_BASE) + i * len, len))
+                .collect(),
+        ];
+        for used in cases {
+            let got = allocate(&[], &used).expect("free");
+            assert_eq!(u64::from(got.uid_base), naive(&used), "{used:?}");
+        }
     }
 
     #[test]

@@ -152,7 +152,8 @@ fn is_incomplete(pool: &Pool, r: &JailRecord) -> bool {
     r.state == State::Creating || !pool.jail_rootfs(r.name()).is_dir()
 }
 
-/// The records of every readable jail (for id allocation).
+/// The records of every readable jail (to register the ranges of jails
+/// made before the host-wide registry, once per pool).
 fn all_records(pool: &Pool) -> Vec<JailRecord> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(pool.jails_dir()) {
@@ -163,6 +164,21 @@ fn all_records(pool: &Pool) -> Vec<JailRecord> {
         }
     }
     out
+}
+
+/// Registers with the host's id registry the ranges of every jail of the
+/// pool (jails made before the registry had none there): reads every
+/// record once. `force`: even if the pool is already registered (`jailer
+/// init` does, and drops the entries of its jails that are gone). Returns
+/// how many ranges were adopted.
+pub fn register_ranges(pool: &Pool, force: bool) -> Result<usize, JailError> {
+    let scan = || {
+        all_records(pool)
+            .into_iter()
+            .map(|r| (r.name().as_str().to_string(), r.id.clone(), r.ids))
+            .collect()
+    };
+    Ok(crate::ids::Registry::host().register_pool(pool.root(), force, scan)?)
 }
 
 /// `jailer create`: snapshots the template and records the jail in state
@@ -206,12 +222,14 @@ pub fn create_with<H>(
     // create can take the same id range; creates are short (a snapshot and
     // one durable write), so serialising them costs little.
     // The range comes from the host-wide registry (every pool on the host
-    // allocates there, under its lock); this pool's own records count too,
-    // for jails made before the registry.
+    // allocates there, under its lock). A pool with jails made before the
+    // registry has their ranges registered first, once (`jailer init` does
+    // it too); after that a create never reads other jails' records, so it
+    // costs the same at 1 and 1,000 jails.
     let _pool_lock = pool.lock_pool()?;
-    let taken: Vec<_> = all_records(pool).iter().map(|r| r.ids).collect();
+    register_ranges(pool, false)?;
     let id = random_id();
-    let ids = crate::ids::Registry::host().allocate(pool.root(), name.as_str(), &id, &taken)?;
+    let ids = crate::ids::Registry::host().allocate(pool.root(), name.as_str(), &id)?;
     let dir = pool.jail_dir(&name);
     crate::fsutil::mkdir_private(&dir).map_err(|source| JailError::Remove {
         name: name.clone(),

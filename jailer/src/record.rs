@@ -42,7 +42,7 @@ impl std::fmt::Display for State {
 }
 
 /// A contiguous range of host ids that a jail's ids 0..count map onto.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct IdRange {
     pub uid_base: u32,
     pub gid_base: u32,

@@ -265,43 +265,144 @@ fn isolation() -> Result<(), String> {
     Ok(())
 }
 
+/// `perl -e CALL` inside the jail, where CALL is a perl expression true
+/// on success: `Ok(())` if it succeeded, else `Err(errno)`. (Syscall
+/// numbers are x86_64's.)
+fn errno_of(root: &Path, name: &str, call: &str) -> Result<Result<(), i32>, String> {
+    // z() copies a string: perl's syscall refuses read-only literals
+    // (dying before the call, which an exit-code check took for a refusal).
+    let script = format!("sub z {{ my $x = $_[0]; $x }} {call} and exit 0; print $!+0; exit 1");
+    let out = jailer(root, &["exec", name, "--", "/usr/bin/perl", "-e", &script]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match out.status.code() {
+        Some(0) => Ok(Ok(())),
+        Some(1) => stdout
+            .trim()
+            .parse()
+            .map(Err)
+            .map_err(|_| format!("`{call}`: no errno printed: {stdout:?}")),
+        c => Err(format!(
+            "`{call}`: exit {c:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
+}
+
+/// The jail's memory limit as the host's cgroup says (v1 or v2).
+fn host_memory_limit(name: &str) -> Option<String> {
+    let prefix = format!("{name}-");
+    for (dir, file) in [
+        ("/sys/fs/cgroup/memory/jailer", "memory.limit_in_bytes"),
+        ("/sys/fs/cgroup/jailer", "memory.max"),
+    ] {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                if let Ok(v) = std::fs::read_to_string(e.path().join(file)) {
+                    return Some(v.trim().to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
 fn forbidden() -> Result<(), String> {
     let root = pool()?;
     let _j = jail(&root, "rt-forbid");
-    start_sh(&root, "rt-forbid", &[], "sleep 1000")?;
-    let checks: &[(&str, &str)] = &[
-        ("mount -t tmpfs none /mnt", "mount"),
-        ("mount --bind /tmp /mnt", "bind mount"),
-        ("echo 3 > /proc/sys/vm/drop_caches", "write /proc/sys"),
-        ("echo 1 > /proc/sys/kernel/sysrq", "write /proc/sys/kernel"),
-        ("echo x > /sys/kernel/uevent_helper", "write /sys"),
-        ("mknod /tmp/null c 1 3", "mknod"),
-        // init_module(NULL, 0, "") through perl: EPERM from seccomp/caps.
+    start_sh(&root, "rt-forbid", &["--memory", "64M"], "sleep 1000")?;
+    let limit = host_memory_limit("rt-forbid").ok_or("rt-forbid has no memory cgroup")?;
+    let (eperm, erofs) = (libc::EPERM, libc::EROFS);
+    // Each call must fail with the errno of the protection that stops it
+    // (seccomp's EPERM, the read-only mount's EROFS, the kernel's EPERM for
+    // devices in a user namespace), not with any error at all.
+    // Writes back the file's own value, so that nothing changes even if
+    // every protection failed.
+    let write = |path: &str| {
+        format!("open(R, \"<\", \"{path}\") && defined(my $v = <R>) && open(F, \">\", \"{path}\") && print(F $v) && close(F)")
+    };
+    let checks: Vec<(String, &str, i32)> = vec![
         (
-            "perl -e 'syscall(175, 0, 0, \"\") == -1 or exit 0; exit 1'",
+            "syscall(165, z(\"none\"), z(\"/mnt\"), z(\"tmpfs\"), 0, 0) == 0".into(),
+            "mount",
+            eperm,
+        ),
+        (
+            "syscall(165, z(\"/tmp\"), z(\"/mnt\"), 0, 4096, 0) == 0".into(),
+            "bind mount",
+            eperm,
+        ),
+        (
+            write("/proc/sys/vm/overcommit_memory"),
+            "write /proc/sys",
+            erofs,
+        ),
+        (
+            write("/proc/sys/kernel/core_pattern"),
+            "write /proc/sys/kernel",
+            erofs,
+        ),
+        (write("/sys/kernel/mm/ksm/run"), "write /sys", erofs),
+        // mknod("/tmp/null", S_IFCHR | 0666, makedev(1, 3)).
+        (
+            "syscall(133, z(\"/tmp/null\"), 0020666, 259) == 0".into(),
+            "mknod",
+            eperm,
+        ),
+        (
+            "syscall(175, 0, 0, z(\"\")) == 0".into(),
             "init_module",
+            eperm,
         ),
         (
-            "perl -e 'syscall(313, 0, \"\", 0) == -1 or exit 0; exit 1'",
+            "syscall(313, 0, z(\"\"), 0) == 0".into(),
             "finit_module",
+            eperm,
+        ),
+        // No cgroupfs is in the jail, so writing /sys/fs/cgroup/... cannot
+        // reach a limit; the way to one is mounting a cgroupfs.
+        (
+            "syscall(165, z(\"none\"), z(\"/mnt\"), z(\"cgroup\"), 0, z(\"memory\")) == 0".into(),
+            "mount the v1 memory controller",
+            eperm,
         ),
         (
-            "echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes",
-            "change cgroup limits",
+            "syscall(165, z(\"none\"), z(\"/mnt\"), z(\"cgroup2\"), 0, 0) == 0".into(),
+            "mount cgroup2",
+            eperm,
+        ),
+        ("syscall(166, z(\"/proc\"), 0) == 0".into(), "umount", eperm),
+        // unshare(CLONE_NEWNS).
+        (
+            "syscall(272, 0x20000) == 0".into(),
+            "unshare a mount namespace",
+            eperm,
         ),
         (
-            "echo max > /sys/fs/cgroup/pids.max",
-            "change cgroup limits (v2)",
+            "open(F, \"<\", \"/proc/1/ns/mnt\") && syscall(308, fileno(F), 0) == 0".into(),
+            "setns",
+            eperm,
         ),
-        ("umount /proc", "umount"),
-        ("unshare -m true", "unshare a mount namespace"),
-        ("chroot / true && nsenter -t 1 -m true", "setns"),
     ];
-    for (script, what) in checks {
-        let (code, _, _) = sh(&root, "rt-forbid", script);
-        if code == 0 {
-            return Err(format!("jail could {what}: `{script}` succeeded"));
+    for (call, what, want) in &checks {
+        match errno_of(&root, "rt-forbid", call)? {
+            Ok(()) => return Err(format!("jail could {what}: `{call}` succeeded")),
+            Err(e) if e != *want => {
+                return Err(format!(
+                    "{what}: `{call}` failed with errno {e}, not {want}: not the protection that should stop it"
+                ))
+            }
+            Err(_) => {}
         }
+    }
+    // And the limit the host set is the one still in force.
+    let after = host_memory_limit("rt-forbid").ok_or("rt-forbid's memory cgroup is gone")?;
+    if after != limit {
+        return Err(format!(
+            "the jail's memory limit changed: {limit} -> {after}"
+        ));
     }
     Ok(())
 }
@@ -479,7 +580,12 @@ fn pids() -> Result<(), String> {
         ],
     )?;
     ok(&root, &["start", "rt-pids"])?;
-    std::thread::sleep(Duration::from_millis(500));
+    // The bomb is over once it prints how many forks were refused.
+    if !wait_until(Duration::from_secs(10), || {
+        ok(&root, &["logs", "rt-pids"]).is_ok_and(|l| l.contains("refused"))
+    }) {
+        return Err("the fork bomb never finished".into());
+    }
     let out = ok(&root, &["ps", "rt-pids", "--json"])?;
     let procs: Vec<serde_json::Value> = serde_json::from_str(&out).map_err(|e| e.to_string())?;
     if procs.is_empty() || procs.len() > 20 {
@@ -530,7 +636,12 @@ fn freeze() -> Result<(), String> {
     if inspect(&root, "rt-freeze")?["state"] != "frozen" {
         return Err("state is not frozen".into());
     }
-    std::thread::sleep(Duration::from_millis(100));
+    // Frozen means every process of the group is: wait for that state,
+    // then see the counter stand still (the one interval here is what is
+    // checked, not a stand-in for a state).
+    if !wait_until(Duration::from_secs(5), || frozen_group("rt-freeze")) {
+        return Err("the jail's freezer group never reads frozen".into());
+    }
     let a = read_counter(&root, "rt-freeze");
     std::thread::sleep(Duration::from_millis(500));
     let b = read_counter(&root, "rt-freeze");
@@ -984,19 +1095,25 @@ fn logs_ps() -> Result<(), String> {
         return Err(human);
     }
     // --follow ends when the jail stops.
-    let follower = Command::new(env!("CARGO_BIN_EXE_jailer"))
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_jailer"))
         .arg("--root")
         .arg(&root)
         .args(["logs", "--follow", "rt-logs"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| e.to_string())?;
-    std::thread::sleep(Duration::from_millis(300));
-    ok(&root, &["stop", "rt-logs", "--timeout", "0"])?;
-    let out = follower.wait_with_output().map_err(|e| e.to_string())?;
-    if !String::from_utf8_lossy(&out.stdout).contains("to-stdout") {
+    // Following: it has printed what the log held.
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(follower.stdout.take().ok_or("no stdout")?).lines();
+    if !lines.any(|l| l.is_ok_and(|l| l.contains("to-stdout"))) {
+        let _ = follower.kill();
+        let _ = follower.wait();
         return Err("logs --follow printed nothing".into());
     }
+    ok(&root, &["stop", "rt-logs", "--timeout", "0"])?;
+    // It ends when the jail stops (its stdout reaches EOF).
+    for _ in lines {}
+    follower.wait().map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -1037,6 +1154,27 @@ fn dead_monitor() -> Result<(), String> {
 }
 
 /// How many cgroup directories `jailer/NAME-*` exist across all hierarchies.
+/// Whether the jail's freezer group says frozen (v1 `freezer.state`
+/// FROZEN, v2 `cgroup.events` frozen 1).
+fn frozen_group(name: &str) -> bool {
+    let prefix = format!("{name}-");
+    for (dir, file, want) in [
+        ("/sys/fs/cgroup/freezer/jailer", "freezer.state", "FROZEN"),
+        ("/sys/fs/cgroup/jailer", "cgroup.events", "frozen 1"),
+    ] {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                return std::fs::read_to_string(e.path().join(file))
+                    .is_ok_and(|v| v.lines().any(|l| l.trim() == want));
+            }
+        }
+    }
+    false
+}
+
 fn cgroup_dirs(name: &str) -> usize {
     let prefix = format!("{name}-");
     let count_in = |dir: &Path| {
