@@ -100,6 +100,107 @@ pub struct Runtime {
     /// The jail's init (pid 1 inside), as a host pid.
     pub init: ProcRef,
     pub cgroup: CgroupRef,
+    /// The instance (one per start; empty in records of older versions,
+    /// whose cgroup is `jailer/NAME-ID12`).
+    #[serde(default)]
+    pub instance: String,
+}
+
+/// Where running instances keep their state: `RUN_ROOT/<jail id>/`, on
+/// tmpfs (a full pool never blocks it; a reboot clears it, as it clears
+/// what it describes), root-only.
+pub const RUN_ROOT: &str = "/run/jailer";
+/// `instance.json` in the run directory: written by the monitor, once the
+/// jail's command was exec'd and before it reports the start.
+pub const INSTANCE_FILE: &str = "instance.json";
+/// `exit.json` in the run directory: written by the monitor when init
+/// exits (or by the first verb that finds the instance dead without it).
+pub const EXIT_FILE: &str = "exit.json";
+/// `monitor.lock` in the run directory: flock'ed for exactly the monitor's
+/// lifetime (taken by `start` before the fork, inherited by the monitor).
+pub const LOCK_FILE: &str = "monitor.lock";
+
+/// `RUN_ROOT/<jail id>`.
+pub fn run_dir(run_root: &Path, rec: &JailRecord) -> PathBuf {
+    run_root.join(&rec.id)
+}
+
+/// What `instance.json` holds: one start of a jail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub runtime: Runtime,
+    /// UNIX seconds.
+    pub started_at: u64,
+}
+
+/// Whether the jail's group is frozen, from the kernel's freezer state
+/// (v1 `freezer.state`, v2 `cgroup.freeze`).
+pub fn cgroup_frozen(cg: &CgroupRef) -> bool {
+    let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+    match (cg.version, cg.paths.get("freezer"), cg.paths.get("unified")) {
+        (1, Some(d), _) => matches!(read(d.join("freezer.state")).trim(), "FROZEN" | "FREEZING"),
+        (2, _, Some(d)) => read(d.join("cgroup.freeze")).trim() == "1",
+        _ => false,
+    }
+}
+
+/// The record with its state derived from what holds the jail, not from
+/// what a CLI wrote: the instance the monitor recorded in `run_root`
+/// (running while its init lives, frozen when the kernel's freezer says
+/// so, else stopped with the exit the monitor recorded). Without an
+/// instance (none since boot, or started by an older version) the
+/// record's word, checked against `/proc`. `jail_dir` holds the pool's
+/// copy of `exit.json`.
+pub fn derive(proc_root: &Path, run_root: &Path, jail_dir: &Path, mut rec: JailRecord) -> JailRecord {
+    if rec.state == State::Creating {
+        return rec;
+    }
+    let dir = run_dir(run_root, &rec);
+    let exit = || -> Option<ExitRecord> {
+        read_json(&dir.join(EXIT_FILE))
+            .or_else(|_| read_json(&jail_dir.join(EXIT_FILE)))
+            .ok()
+    };
+    let apply_exit = |rec: &mut JailRecord, e: Option<ExitRecord>| {
+        rec.state = State::Stopped;
+        rec.runtime = None;
+        if let Some(e) = e {
+            rec.finished_at = Some(e.finished_at);
+            rec.exit_code = e.exit_code.or(e.signal.map(|s| 128 + s));
+            rec.oom_killed = e.oom_killed;
+        }
+    };
+    let Ok(inst) = read_json::<InstanceRecord>(&dir.join(INSTANCE_FILE)) else {
+        let observed = observed_state(proc_root, &rec);
+        if observed != rec.state {
+            apply_exit(&mut rec, exit());
+        }
+        return rec;
+    };
+    let rt = inst.runtime;
+    let same_boot = boot_id(proc_root).is_some_and(|b| b == rt.boot_id);
+    rec.started_at = Some(inst.started_at);
+    if same_boot && is_alive(proc_root, &rt.init) {
+        rec.state = if cgroup_frozen(&rt.cgroup) {
+            State::Frozen
+        } else {
+            State::Running
+        };
+        rec.runtime = Some(rt);
+        rec.finished_at = None;
+        rec.exit_code = None;
+        rec.oom_killed = false;
+    } else {
+        let e = exit();
+        // Dead without an exit record (its monitor was killed): it stopped
+        // no later than now, never "not finished".
+        if e.is_none() && rec.finished_at.map_or(true, |f| f < inst.started_at) {
+            rec.finished_at = Some(now());
+            rec.exit_code = None;
+        }
+        apply_exit(&mut rec, e);
+    }
+    rec
 }
 
 /// `jails/NAME/exit.json`, written by the monitor when init exits.
@@ -290,6 +391,7 @@ mod tests {
                 version: 2,
                 paths: Default::default(),
             },
+            instance: String::new(),
         };
         let spec = crate::spec::RawSpec {
             name: "j".into(),
