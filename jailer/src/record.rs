@@ -156,11 +156,7 @@ pub fn derive(proc_root: &Path, run_root: &Path, jail_dir: &Path, mut rec: JailR
         return rec;
     }
     let dir = run_dir(run_root, &rec);
-    let exit = || -> Option<ExitRecord> {
-        read_json(&dir.join(EXIT_FILE))
-            .or_else(|_| read_json(&jail_dir.join(EXIT_FILE)))
-            .ok()
-    };
+    let pool_exit = || read_json::<ExitRecord>(&jail_dir.join(EXIT_FILE)).ok();
     let apply_exit = |rec: &mut JailRecord, e: Option<ExitRecord>| {
         rec.state = State::Stopped;
         rec.runtime = None;
@@ -173,7 +169,7 @@ pub fn derive(proc_root: &Path, run_root: &Path, jail_dir: &Path, mut rec: JailR
     let Ok(inst) = read_json::<InstanceRecord>(&dir.join(INSTANCE_FILE)) else {
         let observed = observed_state(proc_root, &rec);
         if observed != rec.state {
-            apply_exit(&mut rec, exit());
+            apply_exit(&mut rec, pool_exit());
         }
         return rec;
     };
@@ -191,7 +187,12 @@ pub fn derive(proc_root: &Path, run_root: &Path, jail_dir: &Path, mut rec: JailR
         rec.exit_code = None;
         rec.oom_killed = false;
     } else {
-        let e = exit();
+        // The exit of this instance (a later one's is not its).
+        let e = read_json::<InstanceExit>(&dir.join(EXIT_FILE))
+            .ok()
+            .filter(|x| x.instance == rt.instance)
+            .map(|x| x.exit)
+            .or_else(pool_exit);
         // Dead without an exit record (its monitor was killed): it stopped
         // no later than now, never "not finished".
         if e.is_none() && rec.finished_at.map_or(true, |f| f < inst.started_at) {
@@ -214,6 +215,14 @@ pub struct ExitRecord {
     pub oom_killed: bool,
     /// UNIX seconds.
     pub finished_at: u64,
+}
+
+/// The run directory's `exit.json`: the exit of one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceExit {
+    pub instance: String,
+    #[serde(flatten)]
+    pub exit: ExitRecord,
 }
 
 /// State (field 3) and start time (field 22) of `/proc/PID/stat`.

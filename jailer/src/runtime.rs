@@ -139,6 +139,11 @@ fn instance(rec: &JailRecord) -> Option<InstanceRecord> {
     record::read_json(&run_dir(rec).join(record::INSTANCE_FILE)).ok()
 }
 
+/// The exit the jail's last monitor recorded (of its instance).
+fn instance_exit(rec: &JailRecord) -> Option<record::InstanceExit> {
+    record::read_json(&run_dir(rec).join(record::EXIT_FILE)).ok()
+}
+
 /// Whether a monitor of the jail is alive: its lock is held.
 fn monitor_alive(rec: &JailRecord) -> bool {
     let Ok(f) = std::fs::File::open(run_dir(rec).join(record::LOCK_FILE)) else {
@@ -187,15 +192,13 @@ fn claim_monitor_lock(rec: &JailRecord) -> Result<std::fs::File, RuntimeError> {
             Err(e) => return Err(run_err(rec, &path)(e.into())),
         }
     }
-    for file in [record::INSTANCE_FILE, record::EXIT_FILE] {
-        match std::fs::remove_file(dir.join(file)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(run_err(rec, &dir.join(file))(e))
-            }
-            _ => {}
-        }
+    // The last instance's exit.json stays: it names its instance, and a
+    // `start --wait` of that instance may still be about to read it.
+    let file = dir.join(record::INSTANCE_FILE);
+    match std::fs::remove_file(&file) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(run_err(rec, &file)(e)),
+        _ => Ok(f),
     }
-    Ok(f)
 }
 
 /// Waits (bounded) while a monitor is alive that has not recorded its
@@ -307,7 +310,6 @@ fn write_cache(pool: &Pool, rec: &JailRecord) {
 /// every cgroup of the jail that no live instance owns (a killed monitor's,
 /// a killed start's) killed and removed.
 fn reconcile(pool: &Pool, rec: &mut JailRecord) -> Result<(), RuntimeError> {
-    settle(rec);
     let derived = observe(pool, rec.clone());
     let inst = instance(rec);
     let live = matches!(derived.state, State::Running | State::Frozen);
@@ -349,6 +351,9 @@ fn wait_empty(cg: &JailCgroup, limit: Duration) -> bool {
 /// was killed) gets one in its run directory, so that its `finished_at`
 /// is when it was first found dead, the same on every later look.
 pub fn observe(pool: &Pool, rec: JailRecord) -> JailRecord {
+    // A start in flight (or whose CLI was killed) is shown once its monitor
+    // has recorded the instance or given up: never `created` while it runs.
+    settle(&rec);
     let rec = record::derive(
         Path::new(PROC),
         Path::new(record::RUN_ROOT),
@@ -356,16 +361,22 @@ pub fn observe(pool: &Pool, rec: JailRecord) -> JailRecord {
         rec,
     );
     if rec.state == State::Stopped {
-        let exit = run_dir(&rec).join(record::EXIT_FILE);
-        if !exit.exists() && instance(&rec).is_some() && !monitor_alive(&rec) {
-            let e = ExitRecord {
-                exit_code: rec.exit_code,
-                signal: None,
-                oom_killed: rec.oom_killed,
-                finished_at: rec.finished_at.unwrap_or_else(record::now),
-            };
-            let json = serde_json::to_vec_pretty(&e).unwrap_or_default();
-            let _ = crate::fsutil::atomic_write(&exit, &json);
+        if let Some(inst) = instance(&rec) {
+            let path = run_dir(&rec).join(record::EXIT_FILE);
+            let recorded = instance_exit(&rec).is_some_and(|x| x.instance == inst.runtime.instance);
+            if !recorded && !monitor_alive(&rec) {
+                let e = record::InstanceExit {
+                    instance: inst.runtime.instance,
+                    exit: ExitRecord {
+                        exit_code: rec.exit_code,
+                        signal: None,
+                        oom_killed: rec.oom_killed,
+                        finished_at: rec.finished_at.unwrap_or_else(record::now),
+                    },
+                };
+                let json = serde_json::to_vec_pretty(&e).unwrap_or_default();
+                let _ = crate::fsutil::atomic_write(&path, &json);
+            }
         }
     }
     rec
@@ -886,10 +897,15 @@ fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
         finished_at: record::now(),
     };
     let json = serde_json::to_vec_pretty(&exit).unwrap_or_default();
+    let mine = record::InstanceExit {
+        instance: runtime.instance.clone(),
+        exit,
+    };
+    let run_json = serde_json::to_vec_pretty(&mine).unwrap_or_default();
     // In the run directory first (never full), then the pool's copy (kept
     // across reboots), best effort: after a crash the jail is stopped
     // whatever this says.
-    if let Err(e) = crate::fsutil::atomic_write(&run_dir(rec).join(record::EXIT_FILE), &json) {
+    if let Err(e) = crate::fsutil::atomic_write(&run_dir(rec).join(record::EXIT_FILE), &run_json) {
         log.note(&format!(
             "jailer-monitor: {name}: {}",
             escape(&crate::error_chain(&e))
@@ -1195,15 +1211,16 @@ fn wait_exit(p: &ProcRef) {
 
 /// The jail's last monitor (of the running instance, or of the last one).
 fn monitor_of(rec: &JailRecord) -> Option<ProcRef> {
-    instance(rec)
-        .map(|i| i.runtime.monitor)
-        .or_else(|| rec.runtime.as_ref().map(|rt| rt.monitor))
+    rec.runtime
+        .as_ref()
+        .map(|rt| rt.monitor)
+        .or_else(|| instance(rec).map(|i| i.runtime.monitor))
 }
 
 /// Waits until the jail's init has exited and its monitor has released
 /// everything, then returns the stopped record (with the exit status).
 pub fn wait(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
-    wait_echo(pool, name, None)
+    wait_echo(pool, name, None, None)
 }
 
 /// Where the console log ends now: where the output of a start begins
@@ -1217,12 +1234,19 @@ pub fn log_position(pool: &Pool, name: &Name) -> Option<console::Position> {
 /// log across rotations (for `start --wait` and `run --rm`, whose user would
 /// otherwise never see it: `--rm` removes the log). A failing `out` (a
 /// closed pipe) ends the copy, never the wait.
+///
+/// `started`: the record `start` returned, whose instance is waited for
+/// (another start may follow it at once); `None`: the running one.
 pub fn wait_echo(
     pool: &Pool,
     name: &Name,
+    started: Option<&JailRecord>,
     echo: Option<(Option<console::Position>, &mut dyn Write)>,
 ) -> Result<JailRecord, RuntimeError> {
-    let rec = observe(pool, read(pool, name)?);
+    let rec = match started {
+        Some(r) => r.clone(),
+        None => observe(pool, read(pool, name)?),
+    };
     let dir = pool.jail_dir(name);
     let mut echo = echo.map(|(from, out)| {
         let f = console::Follower::new(dir.clone(), rec.spec.log_size, from);
@@ -1254,9 +1278,22 @@ pub fn wait_echo(
     }
     copy(&mut echo);
     let _lock = lock(pool, name)?;
-    let mut rec = read(pool, name)?;
-    reconcile(pool, &mut rec)?;
-    Ok(rec)
+    let mut now = read(pool, name)?;
+    reconcile(pool, &mut now)?;
+    // The exit of the instance waited for, though another may run now.
+    if let Some(rt) = &rec.runtime {
+        let other = now.runtime.as_ref().map(|r| &r.instance) != Some(&rt.instance);
+        let mine = instance_exit(&rec).filter(|x| x.instance == rt.instance);
+        if let (true, Some(x)) = (other, mine) {
+            now.state = State::Stopped;
+            now.runtime = None;
+            now.started_at = rec.started_at;
+            now.finished_at = Some(x.exit.finished_at);
+            now.exit_code = x.exit.exit_code.or(x.exit.signal.map(|s| 128 + s));
+            now.oom_killed = x.exit.oom_killed;
+        }
+    }
+    Ok(now)
 }
 
 /// `jailer logs NAME [--follow]`: copies the console log to `out`, the

@@ -16,6 +16,7 @@ mod escape_host;
 mod escape_log;
 mod import;
 mod lifecycle;
+mod lifecycle_instance;
 mod probe;
 mod runtime;
 mod scratch;
@@ -98,6 +99,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(escape_disk::trials());
     trials.extend(import::trials());
     trials.extend(lifecycle::trials());
+    trials.extend(lifecycle_instance::trials());
     trials.extend(runtime::trials());
     trials.extend(tables::trials());
 
