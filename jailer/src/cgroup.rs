@@ -335,11 +335,12 @@ impl JailCgroup {
         } else {
             Some(V1_CONTROLLERS.iter().map(|s| s.to_string()).collect())
         };
-        let cg = Cgroup::new_with_specified_controllers(h, rel(name, &rec.id, instance), controllers)
-            .map_err(|source| CgroupError::Create {
-                name: name.clone(),
-                source,
-            })?;
+        let cg =
+            Cgroup::new_with_specified_controllers(h, rel(name, &rec.id, instance), controllers)
+                .map_err(|source| CgroupError::Create {
+                    name: name.clone(),
+                    source,
+                })?;
         let mut res = Resources::default();
         if let Some(m) = limits.memory {
             let m = i64::try_from(m).unwrap_or(i64::MAX);

@@ -151,7 +151,12 @@ pub fn cgroup_frozen(cg: &CgroupRef) -> bool {
 /// instance (none since boot, or started by an older version) the
 /// record's word, checked against `/proc`. `jail_dir` holds the pool's
 /// copy of `exit.json`.
-pub fn derive(proc_root: &Path, run_root: &Path, jail_dir: &Path, mut rec: JailRecord) -> JailRecord {
+pub fn derive(
+    proc_root: &Path,
+    run_root: &Path,
+    jail_dir: &Path,
+    mut rec: JailRecord,
+) -> JailRecord {
     if rec.state == State::Creating {
         return rec;
     }

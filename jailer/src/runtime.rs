@@ -560,12 +560,13 @@ fn spawn_monitor(
             // so that init's exec drops its copy.) The OwnedFds of this
             // frame are never dropped: `_exit` below does not return.
             // SAFETY: close_range(2) only closes descriptors.
-            let closed = unsafe { libc::close_range(MONITOR_LOCK_FD as u32 + 1, libc::c_uint::MAX, 0) } == 0
-                && nix::fcntl::fcntl(
-                    MONITOR_LOCK_FD,
-                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-                )
-                .is_ok();
+            let closed =
+                unsafe { libc::close_range(MONITOR_LOCK_FD as u32 + 1, libc::c_uint::MAX, 0) } == 0
+                    && nix::fcntl::fcntl(
+                        MONITOR_LOCK_FD,
+                        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                    )
+                    .is_ok();
             let code = if wired && closed {
                 monitor_main(pool, rec)
             } else {
@@ -873,8 +874,7 @@ fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
         started_at: record::now(),
     };
     let json = serde_json::to_vec_pretty(&inst).unwrap_or_default();
-    if let Err(e) = crate::fsutil::atomic_write(&run_dir(rec).join(record::INSTANCE_FILE), &json)
-    {
+    if let Err(e) = crate::fsutil::atomic_write(&run_dir(rec).join(record::INSTANCE_FILE), &json) {
         log.note(&format!(
             "jailer-monitor: {name}: cannot record the instance: {}",
             escape(&crate::error_chain(&e))

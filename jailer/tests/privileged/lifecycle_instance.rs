@@ -44,7 +44,8 @@ fn e(e: impl std::fmt::Display) -> String {
 
 /// `jails/NAME/jail.json`'s `id`.
 fn jail_id(root: &Path, name: &str) -> Result<String, String> {
-    let text = std::fs::read_to_string(root.join("jails").join(name).join("jail.json")).map_err(e)?;
+    let text =
+        std::fs::read_to_string(root.join("jails").join(name).join("jail.json")).map_err(e)?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(e)?;
     v["id"]
         .as_str()
@@ -195,7 +196,15 @@ fn killed_start() -> Result<(), String> {
     let _g = jail(&root, name);
     ok(
         &root,
-        &["create", name, "--template", "deb", "--", "/bin/sleep", "1000"],
+        &[
+            "create",
+            name,
+            "--template",
+            "deb",
+            "--",
+            "/bin/sleep",
+            "1000",
+        ],
     )?;
     let id = jail_id(&root, name)?;
     let mut completed = 0;
@@ -306,7 +315,9 @@ fn parallel_starts() -> Result<(), String> {
         .collect();
     let mut ran = 0;
     for l in loops {
-        ran += l.join().map_err(|_| "a start loop panicked".to_string())??;
+        ran += l
+            .join()
+            .map_err(|_| "a start loop panicked".to_string())??;
     }
     let logs = ok(&root, &["logs", name])?;
     let begins = logs.lines().filter(|l| *l == "begin").count();
@@ -334,7 +345,15 @@ fn rm_after_killed_monitor() -> Result<(), String> {
         let _g = jail(&root, name);
         ok(
             &root,
-            &["create", name, "--template", "deb", "--", "/bin/sleep", "1000"],
+            &[
+                "create",
+                name,
+                "--template",
+                "deb",
+                "--",
+                "/bin/sleep",
+                "1000",
+            ],
         )?;
         let id = jail_id(&root, name)?;
         ok(&root, &["start", name])?;
@@ -358,7 +377,9 @@ fn rm_after_killed_monitor() -> Result<(), String> {
         let st = state(&root, name)?;
         let want = if frozen { "frozen" } else { "running" };
         if alive(init) && st != want {
-            return Err(format!("{name}: monitor killed, init {init} alive, state {st}"));
+            return Err(format!(
+                "{name}: monitor killed, init {init} alive, state {st}"
+            ));
         }
         let rm = jailer(&root, &["rm", name]);
         if rm.status.success() {
@@ -459,7 +480,15 @@ fn full_pool() -> Result<(), String> {
     let _j = jail(root, name);
     ok(
         root,
-        &["create", name, "--template", "deb", "--", "/bin/sleep", "1000"],
+        &[
+            "create",
+            name,
+            "--template",
+            "deb",
+            "--",
+            "/bin/sleep",
+            "1000",
+        ],
     )?;
     let id = jail_id(root, name)?;
     ok(root, &["start", name])?;
@@ -475,7 +504,11 @@ fn full_pool() -> Result<(), String> {
     if !err.contains("No space left") {
         return Err(format!("filling the pool: {err}"));
     }
-    let synced = Command::new("sync").arg("-f").arg(root).status().map_err(e)?;
+    let synced = Command::new("sync")
+        .arg("-f")
+        .arg(root)
+        .status()
+        .map_err(e)?;
     if !synced.success() {
         return Err(format!("sync -f {}: {synced}", root.display()));
     }
