@@ -720,3 +720,53 @@ pub fn read_procs(dir: &Path) -> Vec<i32> {
     out.dedup();
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jail_dirs_are_the_jails_instances_and_nothing_longer() {
+        let base = "web-0123456789ab";
+        assert!(is_jail_dir("web-0123456789ab", base));
+        assert!(is_jail_dir("web-0123456789ab-deadbeef", base));
+        // Another jail named `web-0123456789ab`, and its instances.
+        assert!(!is_jail_dir("web-0123456789ab-ffffffffffff", base));
+        assert!(!is_jail_dir("web-0123456789ab-ffffffffffff-deadbeef", base));
+        assert!(!is_jail_dir("web-0123456789ab-deadbee", base));
+        assert!(!is_jail_dir("web-0123456789ab-deadbeeg", base));
+        assert!(!is_jail_dir("web-0123456789", base));
+    }
+
+    #[test]
+    fn jail_dirs_found_in_every_hierarchy() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let name = Name::new("web").expect("name");
+        let id = "0123456789abcdef";
+        for d in [
+            "jailer/web-0123456789ab-00000001",
+            "memory/jailer/web-0123456789ab-00000001",
+            "freezer/jailer/web-0123456789ab",
+            "freezer/jailer/web-0123456789ab-ffffffffffff",
+            "pids/jailer/other-0123456789ab-00000001",
+        ] {
+            std::fs::create_dir_all(root.path().join(d)).expect("mkdir");
+        }
+        let found: Vec<String> = jail_dirs(root.path(), &name, id)
+            .iter()
+            .map(|p| {
+                p.strip_prefix(root.path())
+                    .map(|r| r.display().to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "freezer/jailer/web-0123456789ab",
+                "jailer/web-0123456789ab-00000001",
+                "memory/jailer/web-0123456789ab-00000001",
+            ]
+        );
+    }
+}

@@ -442,4 +442,108 @@ mod tests {
         rec.state = State::Created;
         assert_eq!(observed_state(p, &rec), State::Created);
     }
+
+    #[test]
+    fn state_is_derived_from_the_instance_not_the_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("proc");
+        let run = dir.path().join("run");
+        let jail_dir = dir.path().join("jail");
+        std::fs::create_dir_all(p.join("sys/kernel/random")).expect("mkdir");
+        std::fs::create_dir_all(&jail_dir).expect("mkdir");
+        std::fs::write(p.join("sys/kernel/random/boot_id"), "boot-1\n").expect("write");
+        fake_proc(&p, 10, "jailer-monitor", 100);
+        fake_proc(&p, 11, "sleep", 101);
+        let freezer = dir.path().join("freezer");
+        std::fs::create_dir_all(&freezer).expect("mkdir");
+        std::fs::write(freezer.join("freezer.state"), "THAWED\n").expect("write");
+        let rt = Runtime {
+            boot_id: "boot-1".into(),
+            monitor: ProcRef {
+                pid: 10,
+                start_time: 100,
+            },
+            init: ProcRef {
+                pid: 11,
+                start_time: 101,
+            },
+            cgroup: CgroupRef {
+                version: 1,
+                paths: [("freezer".to_string(), freezer.clone())].into(),
+            },
+            instance: "0000beef".into(),
+        };
+        let spec = crate::spec::RawSpec {
+            name: "j".into(),
+            template: "t".into(),
+            ..Default::default()
+        }
+        .validate()
+        .expect("spec");
+        // The CLI was killed before it recorded the start.
+        let rec = JailRecord {
+            version: JAIL_RECORD_VERSION,
+            id: "x".into(),
+            spec,
+            state: State::Created,
+            ids: IdRange {
+                uid_base: 1 << 28,
+                gid_base: 1 << 28,
+                count: 65536,
+            },
+            created_at: 0,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            oom_killed: false,
+            runtime: None,
+        };
+        let rdir = run_dir(&run, &rec);
+        std::fs::create_dir_all(&rdir).expect("mkdir");
+        let inst = InstanceRecord {
+            runtime: rt.clone(),
+            started_at: 50,
+        };
+        std::fs::write(
+            rdir.join(INSTANCE_FILE),
+            serde_json::to_vec(&inst).expect("json"),
+        )
+        .expect("write");
+        let d = derive(&p, &run, &jail_dir, rec.clone());
+        assert_eq!((d.state, d.runtime.as_ref()), (State::Running, Some(&rt)));
+        // Frozen is what the kernel's freezer says.
+        std::fs::write(freezer.join("freezer.state"), "FROZEN\n").expect("write");
+        assert_eq!(
+            derive(&p, &run, &jail_dir, rec.clone()).state,
+            State::Frozen
+        );
+        // Init gone, no exit record (its monitor was killed): stopped, with a
+        // finish time.
+        fake_proc(&p, 11, "other", 999);
+        let d = derive(&p, &run, &jail_dir, rec.clone());
+        assert_eq!(d.state, State::Stopped);
+        assert!(d.finished_at.is_some_and(|f| f >= 50));
+        // Another instance's exit is not this one's; its own is.
+        let exit = |instance: &str, code| InstanceExit {
+            instance: instance.into(),
+            exit: ExitRecord {
+                exit_code: Some(code),
+                signal: None,
+                oom_killed: false,
+                finished_at: 60,
+            },
+        };
+        let write_exit = |x: &InstanceExit| {
+            std::fs::write(rdir.join(EXIT_FILE), serde_json::to_vec(x).expect("json"))
+                .expect("write")
+        };
+        write_exit(&exit("0000cafe", 3));
+        assert_eq!(derive(&p, &run, &jail_dir, rec.clone()).exit_code, None);
+        write_exit(&exit("0000beef", 0));
+        let d = derive(&p, &run, &jail_dir, rec);
+        assert_eq!(
+            (d.state, d.exit_code, d.finished_at),
+            (State::Stopped, Some(0), Some(60))
+        );
+    }
 }

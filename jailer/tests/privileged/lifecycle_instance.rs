@@ -381,6 +381,15 @@ fn rm_after_killed_monitor() -> Result<(), String> {
                 "{name}: monitor killed, init {init} alive, state {st}"
             ));
         }
+        if !frozen {
+            // Init dies with its monitor; the jail then reads stopped, with
+            // a finish time although no monitor recorded one.
+            eventually("init dies with its monitor", || !alive(init))?;
+            let rec = inspect(&root, name)?;
+            if rec["state"] != "stopped" || rec["finished_at"].is_null() {
+                return Err(format!("{name}: monitor and init dead: {rec}"));
+            }
+        }
         let rm = jailer(&root, &["rm", name]);
         if rm.status.success() {
             if alive(init) {
