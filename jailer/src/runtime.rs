@@ -11,6 +11,13 @@
 //! exits, reaps it, records its exit in `exit.json` and releases the cgroup.
 //! The jail's own setup, the ordered list of steps inside the new
 //! namespaces, is [`init::setup`].
+//!
+//! Each start is an instance: its own id and cgroup, a monitor holding the
+//! jail's monitor lock for exactly its life, and `instance.json` written by
+//! that monitor (in [`record::RUN_ROOT`], where a full pool cannot block it)
+//! before it reports the start. A jail's state is derived from its instance
+//! ([`observe`]); `jail.json`'s state is a cache, and every verb reconciles
+//! it and sweeps the cgroups no live instance owns (`reconcile`).
 
 pub mod console;
 pub mod exec;
@@ -771,8 +778,7 @@ pub fn stop_if_running(pool: &Pool, name: &Name) -> Result<(), RuntimeError> {
 /// for its monitor to exit, kills and removes whatever is left in any of
 /// its cgroups, and removes its run directory; fails (so `rm` keeps the
 /// jail) while anything of it is left.
-pub fn release(pool: &Pool, rec: &JailRecord) -> Result<(), RuntimeError> {
-    let _ = pool;
+pub fn release(rec: &JailRecord) -> Result<(), RuntimeError> {
     wait_monitor_gone(rec)?;
     sweep(rec, None)?;
     let dir = run_dir(rec);
