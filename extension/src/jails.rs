@@ -18,6 +18,7 @@ impl JailTables {
                 proc_root: paths.proc_root.clone(),
                 cgroup_root: paths.cgroup_root.clone(),
                 btrfs_sysfs: std::path::PathBuf::from(jailer_tables::HOST_BTRFS_SYSFS),
+                run_root: std::path::PathBuf::from(jailer_tables::HOST_RUN_ROOT),
             },
         }
     }

@@ -131,6 +131,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             proc_root: args.proc_root,
             cgroup_root: args.cgroup_root,
             btrfs_sysfs: std::path::PathBuf::from(jailer_tables::HOST_BTRFS_SYSFS),
+            run_root: std::path::PathBuf::from(jailer_tables::HOST_RUN_ROOT),
         };
         let format = if args.json {
             query::Format::Json

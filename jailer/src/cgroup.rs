@@ -78,6 +78,13 @@ pub enum CgroupError {
     },
     #[error("cannot remove the cgroup of jail {name}: processes are still in it")]
     Busy { name: Name },
+    #[error("cannot remove the cgroup directory {} of jail {name}", path.display())]
+    Remove {
+        name: Name,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot limit the devices of jail {name} in {}", path.display())]
     Devices {
         name: Name,
@@ -125,11 +132,147 @@ impl std::fmt::Debug for JailCgroup {
     }
 }
 
-/// `jailer/NAME-ID`: the jail's id (random per create) keeps two pools, or
-/// a jail re-created under the same name, from ever sharing a group.
-fn rel(name: &Name, id: &str) -> String {
+/// `NAME-ID12`: the jail's id (random per create) keeps two pools, or a
+/// jail re-created under the same name, from ever sharing a group.
+fn base(name: &Name, id: &str) -> String {
     let short: String = id.chars().take(12).collect();
-    format!("jailer/{name}-{short}")
+    format!("{name}-{short}")
+}
+
+/// `jailer/NAME-ID12-INSTANCE`: each start (instance) gets a group of its
+/// own, so that one instance's cleanup never touches the next one's.
+/// (`jailer/NAME-ID12` for an instance of an older version, `instance`
+/// empty.)
+fn rel(name: &Name, id: &str, instance: &str) -> String {
+    if instance.is_empty() {
+        format!("jailer/{}", base(name, id))
+    } else {
+        format!("jailer/{}-{instance}", base(name, id))
+    }
+}
+
+/// The directory name (under `jailer/`) of the jail's instance's group.
+pub fn dir_name(name: &Name, id: &str, instance: &str) -> String {
+    rel(name, id, instance)
+        .trim_start_matches("jailer/")
+        .to_string()
+}
+
+/// Length of an instance id (hex).
+pub const INSTANCE_ID_LEN: usize = 8;
+
+/// Whether the group directory `dir_name` (under `jailer/`) belongs to the
+/// jail: `NAME-ID12` or `NAME-ID12-` and an instance id, nothing longer
+/// (another jail may be named `NAME-ID12`).
+fn is_jail_dir(dir_name: &str, base: &str) -> bool {
+    match dir_name.strip_prefix(base) {
+        Some("") => true,
+        Some(rest) => rest.strip_prefix('-').is_some_and(|i| {
+            i.len() == INSTANCE_ID_LEN && i.bytes().all(|b| b.is_ascii_hexdigit())
+        }),
+        None => false,
+    }
+}
+
+/// Every group directory of the jail (all its instances, in every v1
+/// hierarchy or the v2 one) under `root` (`/sys/fs/cgroup`).
+pub fn jail_dirs(root: &Path, name: &Name, id: &str) -> Vec<PathBuf> {
+    let base = base(name, id);
+    // v2: `root/jailer`; v1: `root/<hierarchy>/jailer` (the `cpu` and
+    // `cpuacct` symlinks to `cpu,cpuacct` are skipped: no duplicates).
+    let mut hierarchies = vec![root.to_path_buf()];
+    if let Ok(rd) = std::fs::read_dir(root) {
+        hierarchies.extend(
+            rd.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
+    }
+    let mut out = Vec::new();
+    for h in hierarchies {
+        let Ok(rd) = std::fs::read_dir(h.join("jailer")) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let n = e.file_name();
+            if e.file_type().is_ok_and(|t| t.is_dir())
+                && n.to_str().is_some_and(|n| is_jail_dir(n, &base))
+            {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Kills everything in the jail's groups but `keep` (the directory name of
+/// a live instance's group, which its monitor releases), waits until they
+/// are empty and removes them: thawed first on v1 (a frozen task cannot
+/// die), `cgroup.kill` on v2. Returns only once they are gone, or says
+/// which processes are left.
+pub fn sweep(
+    root: &Path,
+    name: &Name,
+    id: &str,
+    keep: Option<&str>,
+    limit: std::time::Duration,
+) -> Result<(), CgroupError> {
+    use nix::sys::signal::{kill, Signal};
+    let dirs: Vec<PathBuf> = jail_dirs(root, name, id)
+        .into_iter()
+        .filter(|d| keep.map_or(true, |k| d.file_name().and_then(|n| n.to_str()) != Some(k)))
+        .collect();
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let t = std::time::Instant::now();
+    loop {
+        let mut left = 0;
+        for d in &dirs {
+            let _ = std::fs::write(d.join("cgroup.kill"), "1");
+            for pid in read_procs(d) {
+                left += 1;
+                let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            // After the signal: it is delivered as the tasks thaw.
+            if d.join("freezer.state").exists() {
+                let _ = std::fs::write(d.join("freezer.state"), "THAWED");
+            }
+            let _ = std::fs::write(d.join("cgroup.freeze"), "0");
+        }
+        if left == 0 {
+            break;
+        }
+        if t.elapsed() > limit {
+            return Err(CgroupError::Busy { name: name.clone() });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for d in &dirs {
+        remove_tree(d).map_err(|source| CgroupError::Remove {
+            name: name.clone(),
+            path: d.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Removes a group directory and its children, deepest first (ENOENT is
+/// success: the monitor may remove its own meanwhile).
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path())?;
+            }
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 fn hierarchy() -> Box<dyn cgroups_rs::Hierarchy> {
@@ -177,8 +320,13 @@ impl SelfEntry {
 }
 
 impl JailCgroup {
-    /// Creates (or reuses) the jail's group and applies `limits`.
-    pub fn create(rec: &JailRecord, limits: &Limits) -> Result<JailCgroup, CgroupError> {
+    /// Creates (or reuses) the group of the jail's instance `instance` and
+    /// applies `limits`.
+    pub fn create(
+        rec: &JailRecord,
+        instance: &str,
+        limits: &Limits,
+    ) -> Result<JailCgroup, CgroupError> {
         let name = rec.name();
         let h = hierarchy();
         let v2 = h.v2();
@@ -187,11 +335,12 @@ impl JailCgroup {
         } else {
             Some(V1_CONTROLLERS.iter().map(|s| s.to_string()).collect())
         };
-        let cg = Cgroup::new_with_specified_controllers(h, rel(name, &rec.id), controllers)
-            .map_err(|source| CgroupError::Create {
-                name: name.clone(),
-                source,
-            })?;
+        let cg =
+            Cgroup::new_with_specified_controllers(h, rel(name, &rec.id, instance), controllers)
+                .map_err(|source| CgroupError::Create {
+                    name: name.clone(),
+                    source,
+                })?;
         let mut res = Resources::default();
         if let Some(m) = limits.memory {
             let m = i64::try_from(m).unwrap_or(i64::MAX);
@@ -339,8 +488,15 @@ impl JailCgroup {
         );
     }
 
-    /// The jail's existing group (it may be gone).
+    /// The group of the jail's running instance (`rec.runtime`), which may
+    /// be gone.
     pub fn load(rec: &JailRecord) -> JailCgroup {
+        let instance = rec.runtime.as_ref().map_or("", |rt| rt.instance.as_str());
+        Self::load_instance(rec, instance)
+    }
+
+    /// The group of the jail's instance `instance` (it may be gone).
+    pub fn load_instance(rec: &JailRecord, instance: &str) -> JailCgroup {
         let name = rec.name();
         let h = hierarchy();
         // On v2 every controller (and the freezer) lives in the one unified
@@ -348,11 +504,11 @@ impl JailCgroup {
         // filter every subsystem out, leaving a handle that cannot attach,
         // list, freeze or remove anything.
         let cg = if h.v2() {
-            Cgroup::load(h, rel(name, &rec.id))
+            Cgroup::load(h, rel(name, &rec.id, instance))
         } else {
             Cgroup::load_with_specified_controllers(
                 h,
-                rel(name, &rec.id),
+                rel(name, &rec.id, instance),
                 V1_CONTROLLERS.iter().map(|s| s.to_string()).collect(),
             )
         };
@@ -563,4 +719,54 @@ pub fn read_procs(dir: &Path) -> Vec<i32> {
     out.sort_unstable();
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jail_dirs_are_the_jails_instances_and_nothing_longer() {
+        let base = "web-0123456789ab";
+        assert!(is_jail_dir("web-0123456789ab", base));
+        assert!(is_jail_dir("web-0123456789ab-deadbeef", base));
+        // Another jail named `web-0123456789ab`, and its instances.
+        assert!(!is_jail_dir("web-0123456789ab-ffffffffffff", base));
+        assert!(!is_jail_dir("web-0123456789ab-ffffffffffff-deadbeef", base));
+        assert!(!is_jail_dir("web-0123456789ab-deadbee", base));
+        assert!(!is_jail_dir("web-0123456789ab-deadbeeg", base));
+        assert!(!is_jail_dir("web-0123456789", base));
+    }
+
+    #[test]
+    fn jail_dirs_found_in_every_hierarchy() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let name = Name::new("web").expect("name");
+        let id = "0123456789abcdef";
+        for d in [
+            "jailer/web-0123456789ab-00000001",
+            "memory/jailer/web-0123456789ab-00000001",
+            "freezer/jailer/web-0123456789ab",
+            "freezer/jailer/web-0123456789ab-ffffffffffff",
+            "pids/jailer/other-0123456789ab-00000001",
+        ] {
+            std::fs::create_dir_all(root.path().join(d)).expect("mkdir");
+        }
+        let found: Vec<String> = jail_dirs(root.path(), &name, id)
+            .iter()
+            .map(|p| {
+                p.strip_prefix(root.path())
+                    .map(|r| r.display().to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "freezer/jailer/web-0123456789ab",
+                "jailer/web-0123456789ab-00000001",
+                "memory/jailer/web-0123456789ab-00000001",
+            ]
+        );
+    }
 }

@@ -544,7 +544,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let from = runtime::log_position(&pool, &n);
             let rec = runtime::start(&pool, &n)?;
             if wait {
-                let done = wait_echo(&pool, &n, from, args.json)?;
+                let done = wait_echo(&pool, &rec, from, args.json)?;
                 if args.json {
                     print_json(&done)?;
                 }
@@ -650,7 +650,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 report(&rec, args.json, "started")?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let done = wait_echo(&pool, &n, None, args.json)?;
+            let done = wait_echo(&pool, &rec, None, args.json)?;
             jail::remove(&pool, &n, true)?;
             let code = done.exit_code.unwrap_or(255);
             if args.json {
@@ -724,13 +724,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
 /// `--json`, where stdout carries the record.
 fn wait_echo(
     pool: &Pool,
-    n: &Name,
+    started: &jailer::record::JailRecord,
     from: Option<runtime::console::Position>,
     json: bool,
 ) -> Result<jailer::record::JailRecord, runtime::RuntimeError> {
     let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
     let out: &mut dyn std::io::Write = if json { &mut stderr } else { &mut stdout };
-    runtime::wait_echo(pool, n, Some((from, out)))
+    runtime::wait_echo(pool, started.name(), Some(started), Some((from, out)))
 }
 
 /// The binary `jailer query` runs: `jailer-extension` next to the running

@@ -437,6 +437,9 @@ pub fn remove(pool: &Pool, name: &Name, force: bool) -> Result<(), JailError> {
             }
             crate::runtime::stop_if_running(pool, name)?;
         }
+        // Nothing of it may outlive its files: a killed monitor's init, a
+        // frozen straggler, a cgroup directory.
+        crate::runtime::release(&r)?;
     }
     // The rootfs first, the record last: a removal that fails (or a crash)
     // midway leaves the record, or a directory without a rootfs, which reads

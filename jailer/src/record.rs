@@ -100,6 +100,113 @@ pub struct Runtime {
     /// The jail's init (pid 1 inside), as a host pid.
     pub init: ProcRef,
     pub cgroup: CgroupRef,
+    /// The instance (one per start; empty in records of older versions,
+    /// whose cgroup is `jailer/NAME-ID12`).
+    #[serde(default)]
+    pub instance: String,
+}
+
+/// Where running instances keep their state: `RUN_ROOT/<jail id>/`, on
+/// tmpfs (a full pool never blocks it; a reboot clears it, as it clears
+/// what it describes), root-only.
+pub const RUN_ROOT: &str = "/run/jailer";
+/// `instance.json` in the run directory: written by the monitor, once the
+/// jail's command was exec'd and before it reports the start.
+pub const INSTANCE_FILE: &str = "instance.json";
+/// `exit.json` in the run directory: written by the monitor when init
+/// exits (or by the first verb that finds the instance dead without it).
+pub const EXIT_FILE: &str = "exit.json";
+/// `monitor.lock` in the run directory: flock'ed for exactly the monitor's
+/// lifetime (taken by `start` before the fork, inherited by the monitor).
+pub const LOCK_FILE: &str = "monitor.lock";
+
+/// `RUN_ROOT/<jail id>`.
+pub fn run_dir(run_root: &Path, rec: &JailRecord) -> PathBuf {
+    run_root.join(&rec.id)
+}
+
+/// What `instance.json` holds: one start of a jail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub runtime: Runtime,
+    /// UNIX seconds.
+    pub started_at: u64,
+}
+
+/// Whether the jail's group is frozen, from the kernel's freezer state
+/// (v1 `freezer.state`, v2 `cgroup.freeze`).
+pub fn cgroup_frozen(cg: &CgroupRef) -> bool {
+    let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+    match (cg.version, cg.paths.get("freezer"), cg.paths.get("unified")) {
+        (1, Some(d), _) => matches!(read(d.join("freezer.state")).trim(), "FROZEN" | "FREEZING"),
+        (2, _, Some(d)) => read(d.join("cgroup.freeze")).trim() == "1",
+        _ => false,
+    }
+}
+
+/// The record with its state derived from what holds the jail, not from
+/// what a CLI wrote: the instance the monitor recorded in `run_root`
+/// (running while its init lives, frozen when the kernel's freezer says
+/// so, else stopped with the exit the monitor recorded). Without an
+/// instance (none since boot, or started by an older version) the
+/// record's word, checked against `/proc`. `jail_dir` holds the pool's
+/// copy of `exit.json`.
+pub fn derive(
+    proc_root: &Path,
+    run_root: &Path,
+    jail_dir: &Path,
+    mut rec: JailRecord,
+) -> JailRecord {
+    if rec.state == State::Creating {
+        return rec;
+    }
+    let dir = run_dir(run_root, &rec);
+    let pool_exit = || read_json::<ExitRecord>(&jail_dir.join(EXIT_FILE)).ok();
+    let apply_exit = |rec: &mut JailRecord, e: Option<ExitRecord>| {
+        rec.state = State::Stopped;
+        rec.runtime = None;
+        if let Some(e) = e {
+            rec.finished_at = Some(e.finished_at);
+            rec.exit_code = e.exit_code.or(e.signal.map(|s| 128 + s));
+            rec.oom_killed = e.oom_killed;
+        }
+    };
+    let Ok(inst) = read_json::<InstanceRecord>(&dir.join(INSTANCE_FILE)) else {
+        let observed = observed_state(proc_root, &rec);
+        if observed != rec.state {
+            apply_exit(&mut rec, pool_exit());
+        }
+        return rec;
+    };
+    let rt = inst.runtime;
+    let same_boot = boot_id(proc_root).is_some_and(|b| b == rt.boot_id);
+    rec.started_at = Some(inst.started_at);
+    if same_boot && is_alive(proc_root, &rt.init) {
+        rec.state = if cgroup_frozen(&rt.cgroup) {
+            State::Frozen
+        } else {
+            State::Running
+        };
+        rec.runtime = Some(rt);
+        rec.finished_at = None;
+        rec.exit_code = None;
+        rec.oom_killed = false;
+    } else {
+        // The exit of this instance (a later one's is not its).
+        let e = read_json::<InstanceExit>(&dir.join(EXIT_FILE))
+            .ok()
+            .filter(|x| x.instance == rt.instance)
+            .map(|x| x.exit)
+            .or_else(pool_exit);
+        // Dead without an exit record (its monitor was killed): it stopped
+        // no later than now, never "not finished".
+        if e.is_none() && rec.finished_at.map_or(true, |f| f < inst.started_at) {
+            rec.finished_at = Some(now());
+            rec.exit_code = None;
+        }
+        apply_exit(&mut rec, e);
+    }
+    rec
 }
 
 /// `jails/NAME/exit.json`, written by the monitor when init exits.
@@ -113,6 +220,14 @@ pub struct ExitRecord {
     pub oom_killed: bool,
     /// UNIX seconds.
     pub finished_at: u64,
+}
+
+/// The run directory's `exit.json`: the exit of one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceExit {
+    pub instance: String,
+    #[serde(flatten)]
+    pub exit: ExitRecord,
 }
 
 /// State (field 3) and start time (field 22) of `/proc/PID/stat`.
@@ -290,6 +405,7 @@ mod tests {
                 version: 2,
                 paths: Default::default(),
             },
+            instance: String::new(),
         };
         let spec = crate::spec::RawSpec {
             name: "j".into(),
@@ -325,5 +441,109 @@ mod tests {
         assert_eq!(observed_state(p, &rec), State::Stopped);
         rec.state = State::Created;
         assert_eq!(observed_state(p, &rec), State::Created);
+    }
+
+    #[test]
+    fn state_is_derived_from_the_instance_not_the_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("proc");
+        let run = dir.path().join("run");
+        let jail_dir = dir.path().join("jail");
+        std::fs::create_dir_all(p.join("sys/kernel/random")).expect("mkdir");
+        std::fs::create_dir_all(&jail_dir).expect("mkdir");
+        std::fs::write(p.join("sys/kernel/random/boot_id"), "boot-1\n").expect("write");
+        fake_proc(&p, 10, "jailer-monitor", 100);
+        fake_proc(&p, 11, "sleep", 101);
+        let freezer = dir.path().join("freezer");
+        std::fs::create_dir_all(&freezer).expect("mkdir");
+        std::fs::write(freezer.join("freezer.state"), "THAWED\n").expect("write");
+        let rt = Runtime {
+            boot_id: "boot-1".into(),
+            monitor: ProcRef {
+                pid: 10,
+                start_time: 100,
+            },
+            init: ProcRef {
+                pid: 11,
+                start_time: 101,
+            },
+            cgroup: CgroupRef {
+                version: 1,
+                paths: [("freezer".to_string(), freezer.clone())].into(),
+            },
+            instance: "0000beef".into(),
+        };
+        let spec = crate::spec::RawSpec {
+            name: "j".into(),
+            template: "t".into(),
+            ..Default::default()
+        }
+        .validate()
+        .expect("spec");
+        // The CLI was killed before it recorded the start.
+        let rec = JailRecord {
+            version: JAIL_RECORD_VERSION,
+            id: "x".into(),
+            spec,
+            state: State::Created,
+            ids: IdRange {
+                uid_base: 1 << 28,
+                gid_base: 1 << 28,
+                count: 65536,
+            },
+            created_at: 0,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            oom_killed: false,
+            runtime: None,
+        };
+        let rdir = run_dir(&run, &rec);
+        std::fs::create_dir_all(&rdir).expect("mkdir");
+        let inst = InstanceRecord {
+            runtime: rt.clone(),
+            started_at: 50,
+        };
+        std::fs::write(
+            rdir.join(INSTANCE_FILE),
+            serde_json::to_vec(&inst).expect("json"),
+        )
+        .expect("write");
+        let d = derive(&p, &run, &jail_dir, rec.clone());
+        assert_eq!((d.state, d.runtime.as_ref()), (State::Running, Some(&rt)));
+        // Frozen is what the kernel's freezer says.
+        std::fs::write(freezer.join("freezer.state"), "FROZEN\n").expect("write");
+        assert_eq!(
+            derive(&p, &run, &jail_dir, rec.clone()).state,
+            State::Frozen
+        );
+        // Init gone, no exit record (its monitor was killed): stopped, with a
+        // finish time.
+        fake_proc(&p, 11, "other", 999);
+        let d = derive(&p, &run, &jail_dir, rec.clone());
+        assert_eq!(d.state, State::Stopped);
+        assert!(d.finished_at.is_some_and(|f| f >= 50));
+        // Another instance's exit is not this one's; its own is.
+        let exit = |instance: &str, code| InstanceExit {
+            instance: instance.into(),
+            exit: ExitRecord {
+                exit_code: Some(code),
+                signal: None,
+                oom_killed: false,
+                finished_at: 60,
+            },
+        };
+        let write_exit = |x: &InstanceExit| {
+            std::fs::write(rdir.join(EXIT_FILE), serde_json::to_vec(x).expect("json"))
+                .expect("write")
+        };
+        write_exit(&exit("0000cafe", 3));
+        assert_eq!(derive(&p, &run, &jail_dir, rec.clone()).exit_code, None);
+        write_exit(&exit("0000beef", 0));
+        let d = derive(&p, &run, &jail_dir, rec);
+        assert_eq!(
+            (d.state, d.exit_code, d.finished_at),
+            (State::Stopped, Some(0), Some(60))
+        );
     }
 }

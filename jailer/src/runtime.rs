@@ -11,6 +11,13 @@
 //! exits, reaps it, records its exit in `exit.json` and releases the cgroup.
 //! The jail's own setup, the ordered list of steps inside the new
 //! namespaces, is [`init::setup`].
+//!
+//! Each start is an instance: its own id and cgroup, a monitor holding the
+//! jail's monitor lock for exactly its life, and `instance.json` written by
+//! that monitor (in [`record::RUN_ROOT`], where a full pool cannot block it)
+//! before it reports the start. A jail's state is derived from its instance
+//! ([`observe`]); `jail.json`'s state is a cache, and every verb reconciles
+//! it and sweeps the cgroups no live instance owns (`reconcile`).
 
 pub mod console;
 pub mod exec;
@@ -21,7 +28,9 @@ use crate::display::escape;
 use crate::fsutil::FsError;
 use crate::name::Name;
 use crate::pool::{Pool, PoolError};
-use crate::record::{self, ExitRecord, JailRecord, ProcRef, RecordError, Runtime, State};
+use crate::record::{
+    self, ExitRecord, InstanceRecord, JailRecord, ProcRef, RecordError, Runtime, State,
+};
 use crate::sys::mountapi::{self, MountApiError};
 use nix::sys::signal::Signal;
 use std::io::{BufRead, Write};
@@ -88,6 +97,15 @@ pub enum RuntimeError {
     },
     #[error("jail {name} did not stop within {secs} s after SIGKILL")]
     StopTimeout { name: Name, secs: u64 },
+    #[error("the monitor of jail {name} has not exited within {secs} s after its jail stopped; try again, or see `jailer logs {name}`")]
+    MonitorBusy { name: Name, secs: u64 },
+    #[error("cannot use the runtime directory {} of jail {name}", path.display())]
+    RunDir {
+        name: Name,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<FsError> for RuntimeError {
@@ -106,6 +124,126 @@ fn sys<'a>(name: &'a Name, what: &'static str) -> impl FnOnce(std::io::Error) ->
 
 /// Host paths the runtime reads; parameters so tests can point elsewhere.
 const PROC: &str = "/proc";
+/// Where every cgroup hierarchy is mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// How long a verb waits for a monitor to finish what it is doing (record
+/// its instance, or release its cgroup after its jail exited).
+const MONITOR_WAIT: Duration = Duration::from_secs(15);
+
+/// `RUN_ROOT/<jail id>/`: the running instance's state (see
+/// [`record::RUN_ROOT`]).
+pub fn run_dir(rec: &JailRecord) -> PathBuf {
+    record::run_dir(Path::new(record::RUN_ROOT), rec)
+}
+
+fn run_err(rec: &JailRecord, path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let (name, path) = (rec.name().clone(), path.to_path_buf());
+    move |source| RuntimeError::RunDir { name, path, source }
+}
+
+/// The instance the jail's last monitor recorded, if any.
+fn instance(rec: &JailRecord) -> Option<InstanceRecord> {
+    record::read_json(&run_dir(rec).join(record::INSTANCE_FILE)).ok()
+}
+
+/// The exit the jail's last monitor recorded (of its instance).
+fn instance_exit(rec: &JailRecord) -> Option<record::InstanceExit> {
+    record::read_json(&run_dir(rec).join(record::EXIT_FILE)).ok()
+}
+
+/// Whether a monitor of the jail is alive: its lock is held.
+fn monitor_alive(rec: &JailRecord) -> bool {
+    let Ok(f) = std::fs::File::open(run_dir(rec).join(record::LOCK_FILE)) else {
+        return false;
+    };
+    // Taken, it is released again when `f` closes (the only fd of it).
+    matches!(crate::sys::process::try_flock(f.as_fd()), Ok(false))
+}
+
+/// Takes the jail's monitor lock for a new instance, waiting (bounded)
+/// for a monitor that is releasing a stopped instance: the run directory
+/// is made (root-only) and the last instance's records are cleared. The
+/// lock is held by the returned file's open description: the monitor
+/// forked with a copy of it holds it for its whole life.
+fn claim_monitor_lock(rec: &JailRecord) -> Result<std::fs::File, RuntimeError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = run_dir(rec);
+    crate::fsutil::private_dir(&dir).map_err(|e| RuntimeError::RunDir {
+        name: rec.name().clone(),
+        path: dir.clone(),
+        source: std::io::Error::other(crate::error_chain(&e)),
+    })?;
+    let path = dir.join(record::LOCK_FILE);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(run_err(rec, &path))?;
+    let t = Instant::now();
+    loop {
+        match crate::sys::process::try_flock(f.as_fd()) {
+            Ok(true) => break,
+            Ok(false) if t.elapsed() < MONITOR_WAIT => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(false) => {
+                return Err(RuntimeError::MonitorBusy {
+                    name: rec.name().clone(),
+                    secs: MONITOR_WAIT.as_secs(),
+                })
+            }
+            Err(e) => return Err(run_err(rec, &path)(e.into())),
+        }
+    }
+    // The last instance's exit.json stays: it names its instance, and a
+    // `start --wait` of that instance may still be about to read it.
+    let file = dir.join(record::INSTANCE_FILE);
+    match std::fs::remove_file(&file) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(run_err(rec, &file)(e)),
+        _ => Ok(f),
+    }
+}
+
+/// Waits (bounded) while a monitor is alive that has not recorded its
+/// instance yet (a start whose CLI died between the fork and the report).
+fn settle(rec: &JailRecord) {
+    let t = Instant::now();
+    while t.elapsed() < MONITOR_WAIT && instance(rec).is_none() && monitor_alive(rec) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits (bounded) until no monitor of the jail is alive.
+fn wait_monitor_gone(rec: &JailRecord) -> Result<(), RuntimeError> {
+    let t = Instant::now();
+    while monitor_alive(rec) {
+        if t.elapsed() > MONITOR_WAIT {
+            return Err(RuntimeError::MonitorBusy {
+                name: rec.name().clone(),
+                secs: MONITOR_WAIT.as_secs(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// Kills and removes every cgroup of the jail but `keep`'s (see
+/// [`crate::cgroup::sweep`]).
+fn sweep(rec: &JailRecord, keep: Option<&str>) -> Result<(), RuntimeError> {
+    crate::cgroup::sweep(
+        Path::new(CGROUP_ROOT),
+        rec.name(),
+        &rec.id,
+        keep,
+        Duration::from_secs(10),
+    )?;
+    Ok(())
+}
 
 /// `jails/NAME/exit.json`.
 pub fn exit_path(pool: &Pool, name: &Name) -> PathBuf {
@@ -164,28 +302,43 @@ fn write(pool: &Pool, rec: &JailRecord) -> Result<(), RuntimeError> {
         })
 }
 
-/// Applies what happened while nobody watched: a record that says running
-/// whose init or monitor is gone becomes `stopped`, with the exit status the
-/// monitor recorded, and whatever the jail still holds (a cgroup with
-/// stragglers) is released. Call with the jail's lock held.
+/// Updates `jail.json`'s cache of the derived state, best effort: the
+/// state is re-derived from the instance by every reader, so a full pool
+/// (or any failure here) never fails a verb whose kernel-side work is done.
+fn write_cache(pool: &Pool, rec: &JailRecord) {
+    if let Err(e) = write(pool, rec) {
+        tracing::warn!(jail = %rec.name(), error = %crate::error_chain(&e), "jail.json not updated (its state is derived anyway)");
+    }
+}
+
+/// Makes the record the truth before a verb acts on it (call with the
+/// jail's lock held): the state derived from the instance (see
+/// [`observe`]), written back to `jail.json`'s cache when it differs, and
+/// every cgroup of the jail that no live instance owns (a killed monitor's,
+/// a killed start's) killed and removed.
 fn reconcile(pool: &Pool, rec: &mut JailRecord) -> Result<(), RuntimeError> {
-    let observed = record::observed_state(Path::new(PROC), rec);
-    if !(matches!(rec.state, State::Running | State::Frozen) && observed == State::Stopped) {
-        return Ok(());
+    let derived = observe(pool, rec.clone());
+    let inst = instance(rec);
+    let live = matches!(derived.state, State::Running | State::Frozen);
+    // The live instance's group is its own (a monitor releasing a stopped
+    // instance's group too); every other group of the jail is left over.
+    let monitor = monitor_alive(rec);
+    let keep = match (&derived.runtime, &inst) {
+        (Some(rt), _) if live => Some(rt.instance.clone()),
+        (_, Some(i)) if monitor => Some(i.runtime.instance.clone()),
+        _ => None,
+    };
+    // A monitor that has not recorded its instance within the wait: its
+    // group is unknown, so nothing is touched.
+    if !(inst.is_none() && monitor) {
+        let keep = keep.map(|i| crate::cgroup::dir_name(rec.name(), &rec.id, &i));
+        sweep(rec, keep.as_deref())?;
     }
-    let cg = JailCgroup::load(rec);
-    if cg.exists() {
-        cg.signal_all(Signal::SIGKILL);
-        wait_empty(&cg, Duration::from_secs(5));
-        cg.delete()?;
+    if derived != *rec {
+        write_cache(pool, &derived);
     }
-    let exit: Option<ExitRecord> = record::read_json(&exit_path(pool, rec.name())).ok();
-    rec.state = State::Stopped;
-    rec.runtime = None;
-    rec.finished_at = Some(exit.map_or_else(record::now, |e| e.finished_at));
-    rec.exit_code = exit.and_then(|e| e.exit_code.or(e.signal.map(|s| 128 + s)));
-    rec.oom_killed = exit.is_some_and(|e| e.oom_killed);
-    write(pool, rec)
+    *rec = derived;
+    Ok(())
 }
 
 fn wait_empty(cg: &JailCgroup, limit: Duration) -> bool {
@@ -199,18 +352,38 @@ fn wait_empty(cg: &JailCgroup, limit: Duration) -> bool {
     cg.procs().is_empty()
 }
 
-/// The record with its state as observed (running records whose processes
-/// are gone read `stopped`), without writing anything: for `ls`, `inspect`.
-pub fn observe(pool: &Pool, mut rec: JailRecord) -> JailRecord {
-    let observed = record::observed_state(Path::new(PROC), &rec);
-    if observed != rec.state {
-        let exit: Option<ExitRecord> = record::read_json(&exit_path(pool, rec.name())).ok();
-        rec.state = observed;
-        rec.runtime = None;
-        if let Some(e) = exit {
-            rec.finished_at = Some(e.finished_at);
-            rec.exit_code = e.exit_code.or(e.signal.map(|s| 128 + s));
-            rec.oom_killed = e.oom_killed;
+/// The record with its state derived from the instance (see
+/// [`record::derive`]), for `ls`, `inspect` and every verb. Writes nothing
+/// to the pool; an instance found dead without an exit record (its monitor
+/// was killed) gets one in its run directory, so that its `finished_at`
+/// is when it was first found dead, the same on every later look.
+pub fn observe(pool: &Pool, rec: JailRecord) -> JailRecord {
+    // A start in flight (or whose CLI was killed) is shown once its monitor
+    // has recorded the instance or given up: never `created` while it runs.
+    settle(&rec);
+    let rec = record::derive(
+        Path::new(PROC),
+        Path::new(record::RUN_ROOT),
+        &pool.jail_dir(rec.name()),
+        rec,
+    );
+    if rec.state == State::Stopped {
+        if let Some(inst) = instance(&rec) {
+            let path = run_dir(&rec).join(record::EXIT_FILE);
+            let recorded = instance_exit(&rec).is_some_and(|x| x.instance == inst.runtime.instance);
+            if !recorded && !monitor_alive(&rec) {
+                let e = record::InstanceExit {
+                    instance: inst.runtime.instance,
+                    exit: ExitRecord {
+                        exit_code: rec.exit_code,
+                        signal: None,
+                        oom_killed: rec.oom_killed,
+                        finished_at: rec.finished_at.unwrap_or_else(record::now),
+                    },
+                };
+                let json = serde_json::to_vec_pretty(&e).unwrap_or_default();
+                let _ = crate::fsutil::atomic_write(&path, &json);
+            }
         }
     }
     rec
@@ -225,6 +398,8 @@ pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
     pool.ensure_confined()?;
     let _lock = lock(pool, name)?;
     let mut rec = read(pool, name)?;
+    // Whatever the record says: an instance whose init lives (its monitor
+    // alive or not) is running, and a second one is never started.
     reconcile(pool, &mut rec)?;
     match rec.state {
         State::Created | State::Stopped => {}
@@ -236,7 +411,7 @@ pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
                 hint: if s == State::Creating {
                     ""
                 } else {
-                    "; stop it first"
+                    " (it is already running); stop it first"
                 },
             })
         }
@@ -245,7 +420,12 @@ pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
     // The record's id range must be the one the host allocated to this jail
     // (a jail.json edited to `uid_base: 0` would make its root host root).
     crate::ids::Registry::host().verify(pool.root(), name.as_str(), &rec.id, rec.ids)?;
-    let monitor = spawn_monitor(pool, &rec)?;
+    // The last monitor is gone once we hold its lock; what it (or a killed
+    // start) left in the cgroups goes.
+    let mlock = claim_monitor_lock(&rec)?;
+    sweep(&rec, None)?;
+    let monitor = spawn_monitor(pool, &rec, &mlock)?;
+    drop(mlock);
     finish_start(pool, rec, monitor)
 }
 
@@ -260,8 +440,10 @@ pub fn run(pool: &Pool, spec: crate::spec::JailSpec) -> Result<JailRecord, crate
     }
     pool.ensure_confined().map_err(RuntimeError::from)?;
     check_net(&spec)?;
-    let (rec, _lock, monitor) =
-        crate::jail::create_with(pool, spec, |rec| Ok(spawn_monitor(pool, rec)?))?;
+    let (rec, _lock, monitor) = crate::jail::create_with(pool, spec, |rec| {
+        let mlock = claim_monitor_lock(rec)?;
+        Ok(spawn_monitor(pool, rec, &mlock)?)
+    })?;
     Ok(finish_start(pool, rec, monitor)?)
 }
 
@@ -324,7 +506,11 @@ fn single_threaded() -> bool {
 /// A fork, not an exec of `jailer`: the record is in memory already and the
 /// monitor starts working at once. That needs this process to have one
 /// thread (checked), so that the child inherits no lock another thread held.
-fn spawn_monitor(pool: &Pool, rec: &JailRecord) -> Result<Monitor, RuntimeError> {
+fn spawn_monitor(
+    pool: &Pool,
+    rec: &JailRecord,
+    monitor_lock: &std::fs::File,
+) -> Result<Monitor, RuntimeError> {
     let name = rec.name();
     if rec.spec.command.is_empty() {
         return Err(RuntimeError::NoCommand { name: name.clone() });
@@ -365,6 +551,7 @@ fn spawn_monitor(pool: &Pool, rec: &JailRecord) -> Result<Monitor, RuntimeError>
                 lift(ready_r.as_raw_fd()),
                 lift(report_w.as_raw_fd()),
                 lift(log.as_raw_fd()),
+                lift(monitor_lock.as_raw_fd()),
             ];
             // `ps` and `top` show it as the monitor (its argv stays the
             // CLI's: `jailer start NAME`).
@@ -373,12 +560,20 @@ fn spawn_monitor(pool: &Pool, rec: &JailRecord) -> Result<Monitor, RuntimeError>
             unsafe { libc::prctl(libc::PR_SET_NAME, c"jailer-monitor".as_ptr()) };
             let wired = nix::unistd::setsid().is_ok()
                 && fds.iter().all(|fd| *fd >= 10)
-                && (0..3).all(|i| nix::unistd::dup2(fds[i], i as i32).is_ok());
-            // Every fd but stdio goes, the CLI's lock files first among
-            // them. (`dup2` clears close-on-exec on 0-2.) The OwnedFds of
-            // this frame are never dropped: `_exit` below does not return.
+                && (0..4).all(|i| nix::unistd::dup2(fds[i], i as i32).is_ok());
+            // Every fd but stdio and the monitor lock (fd 3, held for this
+            // process's whole life) goes, the CLI's lock files first among
+            // them. (`dup2` clears close-on-exec on 0-3; fd 3 gets it back,
+            // so that init's exec drops its copy.) The OwnedFds of this
+            // frame are never dropped: `_exit` below does not return.
             // SAFETY: close_range(2) only closes descriptors.
-            let closed = unsafe { libc::close_range(3, libc::c_uint::MAX, 0) } == 0;
+            let closed =
+                unsafe { libc::close_range(MONITOR_LOCK_FD as u32 + 1, libc::c_uint::MAX, 0) } == 0
+                    && nix::fcntl::fcntl(
+                        MONITOR_LOCK_FD,
+                        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                    )
+                    .is_ok();
             let code = if wired && closed {
                 monitor_main(pool, rec)
             } else {
@@ -397,6 +592,9 @@ fn spawn_monitor(pool: &Pool, rec: &JailRecord) -> Result<Monitor, RuntimeError>
         }),
     }
 }
+
+/// The monitor's copy of its lock (see [`claim_monitor_lock`]).
+const MONITOR_LOCK_FD: i32 = 3;
 
 /// Tells the monitor the rootfs is ready, waits for its report (the exec, or
 /// why it failed) and records the running jail.
@@ -438,7 +636,8 @@ fn finish_start(
     rec.finished_at = None;
     rec.exit_code = None;
     rec.oom_killed = false;
-    write(pool, &rec)?;
+    // The cache only: the monitor recorded the instance before its report.
+    write_cache(pool, &rec);
     Ok(rec)
 }
 
@@ -490,9 +689,12 @@ pub fn freeze(pool: &Pool, name: &Name) -> Result<(), RuntimeError> {
             hint: " (already)",
         });
     }
+    // The freezer is the truth (read back by every verb): the cache write
+    // after it cannot fail the verb.
     JailCgroup::load(&rec).freeze()?;
     rec.state = State::Frozen;
-    write(pool, &rec)
+    write_cache(pool, &rec);
+    Ok(())
 }
 
 /// `jailer thaw NAME`.
@@ -509,7 +711,8 @@ pub fn thaw(pool: &Pool, name: &Name) -> Result<(), RuntimeError> {
     }
     JailCgroup::load(&rec).thaw()?;
     rec.state = State::Running;
-    write(pool, &rec)
+    write_cache(pool, &rec);
+    Ok(())
 }
 
 /// `jailer stop NAME [--timeout S]`: SIGTERM to init, then after `timeout`
@@ -521,6 +724,10 @@ pub fn stop(pool: &Pool, name: &Name, timeout: Duration) -> Result<JailRecord, R
     stop_locked(pool, rec, timeout)
 }
 
+/// Stops the jail, whoever holds it (its monitor alive or killed, frozen or
+/// not): SIGTERM to init (thawed, so it can act), then every cgroup of the
+/// jail killed, emptied and removed; returns once that is done and the
+/// monitor (if alive) has recorded the exit and exited.
 fn stop_locked(
     pool: &Pool,
     mut rec: JailRecord,
@@ -528,39 +735,30 @@ fn stop_locked(
 ) -> Result<JailRecord, RuntimeError> {
     let name = rec.name().clone();
     let proc_root = Path::new(PROC);
-    let Some(rt) = rec.runtime.clone() else {
-        reconcile(pool, &mut rec)?;
-        return Ok(rec);
-    };
-    let cg = JailCgroup::load(&rec);
-    let init = nix::unistd::Pid::from_raw(rt.init.pid);
-    if record::is_alive(proc_root, &rt.init) {
-        let _ = nix::sys::signal::kill(init, Signal::SIGTERM);
-        if rec.state == State::Frozen {
-            // A frozen init cannot act on SIGTERM: give it the chance.
-            let _ = cg.thaw();
+    if let Some(rt) = rec.runtime.clone() {
+        let init = nix::unistd::Pid::from_raw(rt.init.pid);
+        if record::is_alive(proc_root, &rt.init) {
+            let _ = nix::sys::signal::kill(init, Signal::SIGTERM);
+            if rec.state == State::Frozen {
+                // A frozen init cannot act on SIGTERM: give it the chance.
+                let _ = JailCgroup::load(&rec).thaw();
+            }
+        }
+        let t = Instant::now();
+        while t.elapsed() < timeout && record::is_alive(proc_root, &rt.init) {
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
-    let t = Instant::now();
-    while t.elapsed() < timeout && record::is_alive(proc_root, &rt.init) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    cg.signal_all(Signal::SIGKILL);
-    // The monitor reaps init, writes exit.json and removes the cgroup.
-    let t = Instant::now();
-    let limit = Duration::from_secs(10);
-    while t.elapsed() < limit
-        && (record::is_alive(proc_root, &rt.monitor) || record::is_alive(proc_root, &rt.init))
-    {
-        cg.signal_all(Signal::SIGKILL);
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    if record::is_alive(proc_root, &rt.init) {
-        return Err(RuntimeError::StopTimeout {
-            name,
-            secs: limit.as_secs(),
-        });
-    }
+    // Everything the jail holds, in every instance's group.
+    sweep(&rec, None).map_err(|e| match e {
+        RuntimeError::Cgroup(CgroupError::Busy { .. }) => RuntimeError::StopTimeout {
+            name: name.clone(),
+            secs: 10,
+        },
+        e => e,
+    })?;
+    // The monitor reaps init, writes exit.json and exits.
+    wait_monitor_gone(&rec)?;
     reconcile(pool, &mut rec)?;
     Ok(rec)
 }
@@ -574,6 +772,20 @@ pub fn stop_if_running(pool: &Pool, name: &Name) -> Result<(), RuntimeError> {
         stop_locked(pool, rec, Duration::from_secs(10))?;
     }
     Ok(())
+}
+
+/// Before `rm` deletes a stopped jail (its lock held by the caller): waits
+/// for its monitor to exit, kills and removes whatever is left in any of
+/// its cgroups, and removes its run directory; fails (so `rm` keeps the
+/// jail) while anything of it is left.
+pub fn release(rec: &JailRecord) -> Result<(), RuntimeError> {
+    wait_monitor_gone(rec)?;
+    sweep(rec, None)?;
+    let dir = run_dir(rec);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(run_err(rec, &dir)(e)),
+        _ => Ok(()),
+    }
 }
 
 /// Writes a status line for the CLI to the monitor's stdout and closes it.
@@ -601,7 +813,8 @@ fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
         pids: Some(rec.spec.pids.unwrap_or(crate::spec::DEFAULT_PIDS)),
         io_weight: rec.spec.io_weight,
     };
-    let cg = match JailCgroup::create(rec, &limits) {
+    let instance = new_instance_id();
+    let cg = match JailCgroup::create(rec, &instance, &limits) {
         Ok(c) => c,
         Err(e) => {
             report(&format!("error {}", escape(&crate::error_chain(&e))));
@@ -657,7 +870,22 @@ fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
             start_time: record::proc_start_time(proc_root, started.as_raw()).unwrap_or(0),
         },
         cgroup: cg.reference(),
+        instance,
     };
+    // The instance is on record (where a full pool cannot block it) before
+    // anyone is told it runs: a CLI killed from here on leaves a jail that
+    // every reader sees running.
+    let inst = InstanceRecord {
+        runtime: runtime.clone(),
+        started_at: record::now(),
+    };
+    let json = serde_json::to_vec_pretty(&inst).unwrap_or_default();
+    if let Err(e) = crate::fsutil::atomic_write(&run_dir(rec).join(record::INSTANCE_FILE), &json) {
+        log.note(&format!(
+            "jailer-monitor: {name}: cannot record the instance: {}",
+            escape(&crate::error_chain(&e))
+        ));
+    }
     report(&format!(
         "ok {}",
         serde_json::to_string(&runtime).unwrap_or_default()
@@ -675,8 +903,20 @@ fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
         finished_at: record::now(),
     };
     let json = serde_json::to_vec_pretty(&exit).unwrap_or_default();
-    // Best effort, like the transitions: after a crash the jail is stopped
+    let mine = record::InstanceExit {
+        instance: runtime.instance.clone(),
+        exit,
+    };
+    let run_json = serde_json::to_vec_pretty(&mine).unwrap_or_default();
+    // In the run directory first (never full), then the pool's copy (kept
+    // across reboots), best effort: after a crash the jail is stopped
     // whatever this says.
+    if let Err(e) = crate::fsutil::atomic_write(&run_dir(rec).join(record::EXIT_FILE), &run_json) {
+        log.note(&format!(
+            "jailer-monitor: {name}: {}",
+            escape(&crate::error_chain(&e))
+        ));
+    }
     if let Err(e) =
         pool.write_record(|| crate::fsutil::write_unsynced(&exit_path(pool, name), &json))
     {
@@ -707,6 +947,22 @@ fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
         ));
     }
     0
+}
+
+/// A fresh instance id: [`crate::cgroup::INSTANCE_ID_LEN`] hex digits.
+fn new_instance_id() -> String {
+    use std::io::Read;
+    let mut b = [0u8; crate::cgroup::INSTANCE_ID_LEN / 2];
+    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if ok.is_err() {
+        // Not secret, only unique among this jail's instances.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        b = (t ^ std::process::id()).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The monitor's writer of the console log, on a duplicate of its fd 2.
@@ -959,10 +1215,18 @@ fn wait_exit(p: &ProcRef) {
     }
 }
 
+/// The jail's last monitor (of the running instance, or of the last one).
+fn monitor_of(rec: &JailRecord) -> Option<ProcRef> {
+    rec.runtime
+        .as_ref()
+        .map(|rt| rt.monitor)
+        .or_else(|| instance(rec).map(|i| i.runtime.monitor))
+}
+
 /// Waits until the jail's init has exited and its monitor has released
 /// everything, then returns the stopped record (with the exit status).
 pub fn wait(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
-    wait_echo(pool, name, None)
+    wait_echo(pool, name, None, None)
 }
 
 /// Where the console log ends now: where the output of a start begins
@@ -976,12 +1240,19 @@ pub fn log_position(pool: &Pool, name: &Name) -> Option<console::Position> {
 /// log across rotations (for `start --wait` and `run --rm`, whose user would
 /// otherwise never see it: `--rm` removes the log). A failing `out` (a
 /// closed pipe) ends the copy, never the wait.
+///
+/// `started`: the record `start` returned, whose instance is waited for
+/// (another start may follow it at once); `None`: the running one.
 pub fn wait_echo(
     pool: &Pool,
     name: &Name,
+    started: Option<&JailRecord>,
     echo: Option<(Option<console::Position>, &mut dyn Write)>,
 ) -> Result<JailRecord, RuntimeError> {
-    let rec = read(pool, name)?;
+    let rec = match started {
+        Some(r) => r.clone(),
+        None => observe(pool, read(pool, name)?),
+    };
     let dir = pool.jail_dir(name);
     let mut echo = echo.map(|(from, out)| {
         let f = console::Follower::new(dir.clone(), rec.spec.log_size, from);
@@ -1006,14 +1277,29 @@ pub fn wait_echo(
                 }
             }
         }
-        // The monitor drains the jail's last output, then exits.
-        wait_exit(&rt.monitor);
+    }
+    // The monitor drains the jail's last output, then exits.
+    if let Some(m) = monitor_of(&rec) {
+        wait_exit(&m);
     }
     copy(&mut echo);
     let _lock = lock(pool, name)?;
-    let mut rec = read(pool, name)?;
-    reconcile(pool, &mut rec)?;
-    Ok(rec)
+    let mut now = read(pool, name)?;
+    reconcile(pool, &mut now)?;
+    // The exit of the instance waited for, though another may run now.
+    if let Some(rt) = &rec.runtime {
+        let other = now.runtime.as_ref().map(|r| &r.instance) != Some(&rt.instance);
+        let mine = instance_exit(&rec).filter(|x| x.instance == rt.instance);
+        if let (true, Some(x)) = (other, mine) {
+            now.state = State::Stopped;
+            now.runtime = None;
+            now.started_at = rec.started_at;
+            now.finished_at = Some(x.exit.finished_at);
+            now.exit_code = x.exit.exit_code.or(x.exit.signal.map(|s| 128 + s));
+            now.oom_killed = x.exit.oom_killed;
+        }
+    }
+    Ok(now)
 }
 
 /// `jailer logs NAME [--follow]`: copies the console log to `out`, the
@@ -1044,9 +1330,8 @@ pub fn logs(
     }
     loop {
         drain(&mut f, None)?;
-        let raw = read(pool, name)?;
-        let monitor = raw.runtime.as_ref().map(|rt| rt.monitor);
-        let rec = observe(pool, raw);
+        let rec = observe(pool, read(pool, name)?);
+        let monitor = monitor_of(&rec);
         if !matches!(rec.state, State::Running | State::Frozen) {
             // What the jail wrote before it stopped, once the monitor has
             // drained it.

@@ -138,7 +138,13 @@ impl<'a> Ctx<'a> {
         let path = self.pool.jail_json(&name);
         let why = match record::read_jail(&path) {
             Ok(rec) if rec.spec.name == name => {
-                let state = record::observed_state(&self.src.proc_root, &rec);
+                let rec = record::derive(
+                    &self.src.proc_root,
+                    &self.src.run_root,
+                    &self.pool.jail_dir(&name),
+                    rec,
+                );
+                let state = rec.state;
                 return Entry::Ok(Box::new(Jail { rec, state }));
             }
             Ok(rec) => format!("{} records the jail {}", path.display(), rec.spec.name),

@@ -201,6 +201,9 @@ impl Constraints {
 /// Where the host shows btrfs filesystems and their quota groups.
 pub const HOST_BTRFS_SYSFS: &str = jailer::sys::btrfs::SYSFS;
 
+/// Where running instances keep their records.
+pub const HOST_RUN_ROOT: &str = jailer::record::RUN_ROOT;
+
 /// Where the host's state is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sources {
@@ -213,6 +216,9 @@ pub struct Sources {
     pub cgroup_root: PathBuf,
     /// `/sys/fs/btrfs`: the pool's quota groups (a jail's disk use).
     pub btrfs_sysfs: PathBuf,
+    /// `/run/jailer`: the running instances' records, from which a jail's
+    /// state is derived.
+    pub run_root: PathBuf,
 }
 
 impl Sources {
@@ -223,6 +229,7 @@ impl Sources {
             proc_root: PathBuf::from("/proc"),
             cgroup_root: PathBuf::from(cgroup::HOST_CGROUP_ROOT),
             btrfs_sysfs: PathBuf::from(HOST_BTRFS_SYSFS),
+            run_root: PathBuf::from(jailer::record::RUN_ROOT),
         }
     }
 }

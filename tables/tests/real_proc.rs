@@ -55,6 +55,7 @@ fn tables_parse_the_real_kernel() {
         proc_root: PathBuf::from("/proc"),
         cgroup_root: PathBuf::from("/sys/fs/cgroup"),
         btrfs_sysfs: PathBuf::from("/sys/fs/btrfs"),
+        run_root: PathBuf::from("/run/jailer"),
     };
     let proc = Path::new("/proc");
     let me = std::process::id() as i32;
@@ -81,6 +82,7 @@ fn tables_parse_the_real_kernel() {
             start_time: jailer::record::proc_start_time(proc, me).unwrap(),
         },
         cgroup: own_cgroup(),
+        instance: String::new(),
     });
     let version = rec.runtime.as_ref().unwrap().cgroup.version;
     fx.write_record(&rec);

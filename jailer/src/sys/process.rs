@@ -184,6 +184,20 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<(usize
     Ok((msg.bytes, fds))
 }
 
+/// Tries to take an exclusive `flock` on `fd` without waiting: `Ok(true)`
+/// taken, `Ok(false)` held elsewhere. The lock belongs to the open file
+/// description, so a forked child's copy of `fd` keeps holding it after
+/// this process closes its own (no unlock on close, unlike nix's `Flock`).
+pub fn try_flock(fd: BorrowedFd<'_>) -> nix::Result<bool> {
+    // SAFETY: flock(2) on a descriptor we borrow; it changes no memory.
+    let r = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    match Errno::result(r) {
+        Ok(_) => Ok(true),
+        Err(Errno::EWOULDBLOCK) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::gaps;

@@ -91,6 +91,7 @@ impl Fx {
             proc_root: dir.path().join("proc"),
             cgroup_root: dir.path().join("cgroup"),
             btrfs_sysfs: dir.path().join("btrfs"),
+            run_root: dir.path().join("run"),
         };
         std::fs::create_dir_all(src.pool_root.join("jails")).unwrap();
         std::fs::create_dir_all(src.proc_root.join("sys/kernel/random")).unwrap();
@@ -147,6 +148,7 @@ impl Fx {
                 start_time: init.start_ticks,
             },
             cgroup,
+            instance: String::new(),
         });
     }
 
