@@ -242,12 +242,15 @@ printf 'root:x:0:\nnogroup:x:65534:\n' > "$stage/etc/group"
 
 # Kernel modules: the wanted ones in this order (the order found to work),
 # each after the modules it depends on (from the .ko's modinfo), built-in
-# ones skipped.
+# ones skipped. af_alg: a socket family the jails' filter refuses, which
+# the guest's kernel must have for the test to tell the filter from a
+# kernel without it.
 mods=(crc32c_generic xxhash_generic blake2b_generic zstd_compress raid6_pq xor libcrc32c btrfs
     dummy macvlan
     virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio virtio_pci virtio_blk
     9pnet 9pnet_virtio netfs fscache 9p
-    loop crc16 mbcache jbd2 ext4)
+    loop crc16 mbcache jbd2 ext4
+    af_alg)
 moddir=$cache/kernel/lib/modules/$kver
 declare -A ko_of=() loaded=()
 while read -r f; do

@@ -362,11 +362,13 @@ fn dev_tty_without_pty() -> Result<(), String> {
 }
 
 /// The shell of `jailer exec`'s caller with 7 (host /), 8 (a host file)
-/// and 9 (/etc/shadow) open without close-on-exec, as `exec 7</` does.
+/// and 9 (`/etc/passwd`, which every lane's host has; the report's
+/// `/etc/shadow` stands for any root-only file) open without close-on-exec,
+/// as `exec 7</` does.
 fn with_host_fds(root: &Path, secret: &Path, args: &[&str]) -> Command {
     let mut c = Command::new("sh");
     c.arg("-c")
-        .arg("f=$1; shift; exec 7</ 8<\"$f\" 9</etc/shadow; exec \"$@\"")
+        .arg("f=$1; shift; exec 7</ 8<\"$f\" 9</etc/passwd; exec \"$@\"")
         .arg("sh")
         .arg(secret)
         .arg(env!("CARGO_BIN_EXE_jailer"))
@@ -393,8 +395,8 @@ fn inherited_fds() -> Result<(), String> {
     let _j = jail(&root, name);
     start_sh(&root, name, &[], "exec sleep 1000")?;
     let secret = secret_file("ee-fds")?;
-    // /etc/shadow is only counted (wc -c), so that a failure never prints
-    // the host's password hashes.
+    // fd 9 is only counted (wc -c), so that a failure never prints a host
+    // file.
     let script = "ls /proc/self/fd | tr '\\n' ' '; echo; \
                   readlink /proc/self/fd/7 || echo no7; \
                   cat /proc/self/fd/8 || echo no8; wc -c <&9 || echo no9";
