@@ -151,6 +151,45 @@ fn instance_exit(rec: &JailRecord) -> Option<record::InstanceExit> {
     record::read_json(&run_dir(rec).join(record::EXIT_FILE)).ok()
 }
 
+/// `exit-INSTANCE.json` in the run directory: the exit of that instance
+/// alone, which a later instance's `exit.json` cannot overwrite before a
+/// `start --wait` of this one has read it.
+fn own_exit_path(rec: &JailRecord, instance: &str) -> PathBuf {
+    run_dir(rec).join(format!("exit-{instance}.json"))
+}
+
+/// How long an instance's own exit file is kept for a waiter that never
+/// came back for it.
+const OWN_EXIT_KEPT: Duration = Duration::from_secs(600);
+
+/// The exit of `instance`: its own file, else `exit.json` if it names it.
+fn exit_of(rec: &JailRecord, instance: &str) -> Option<record::InstanceExit> {
+    record::read_json::<record::InstanceExit>(&own_exit_path(rec, instance))
+        .ok()
+        .or_else(|| instance_exit(rec).filter(|x| x.instance == instance))
+}
+
+/// Removes own exit files that no waiter read within [`OWN_EXIT_KEPT`].
+fn prune_own_exits(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let stale = e
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("exit-"))
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > OWN_EXIT_KEPT);
+        if stale {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Whether a monitor of the jail is alive: its lock is held.
 fn monitor_alive(rec: &JailRecord) -> bool {
     let Ok(f) = std::fs::File::open(run_dir(rec).join(record::LOCK_FILE)) else {
@@ -200,7 +239,9 @@ fn claim_monitor_lock(rec: &JailRecord) -> Result<std::fs::File, RuntimeError> {
         }
     }
     // The last instance's exit.json stays: it names its instance, and a
-    // `start --wait` of that instance may still be about to read it.
+    // `start --wait` of that instance may still be about to read it (or
+    // its own exit-INSTANCE.json, kept a while).
+    prune_own_exits(&dir);
     let file = dir.join(record::INSTANCE_FILE);
     match std::fs::remove_file(&file) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(run_err(rec, &file)(e)),
@@ -911,7 +952,10 @@ fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
     // In the run directory first (never full), then the pool's copy (kept
     // across reboots), best effort: after a crash the jail is stopped
     // whatever this says.
-    if let Err(e) = crate::fsutil::atomic_write(&run_dir(rec).join(record::EXIT_FILE), &run_json) {
+    let own = own_exit_path(rec, &runtime.instance);
+    if let Err(e) = crate::fsutil::atomic_write(&own, &run_json).and_then(|()| {
+        crate::fsutil::atomic_write(&run_dir(rec).join(record::EXIT_FILE), &run_json)
+    }) {
         log.note(&format!(
             "jailer-monitor: {name}: {}",
             escape(&crate::error_chain(&e))
@@ -1289,7 +1333,9 @@ pub fn wait_echo(
     // The exit of the instance waited for, though another may run now.
     if let Some(rt) = &rec.runtime {
         let other = now.runtime.as_ref().map(|r| &r.instance) != Some(&rt.instance);
-        let mine = instance_exit(&rec).filter(|x| x.instance == rt.instance);
+        let mine = exit_of(&rec, &rt.instance);
+        // Read: the waiter owned it.
+        let _ = std::fs::remove_file(own_exit_path(&rec, &rt.instance));
         if let (true, Some(x)) = (other, mine) {
             now.state = State::Stopped;
             now.runtime = None;
