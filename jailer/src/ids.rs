@@ -155,16 +155,7 @@ impl Registry {
 
     /// Every entry (for inspection and tests).
     pub fn entries(&self) -> Result<Vec<Entry>, IdsError> {
-        let path = self.file();
-        match std::fs::read(&path) {
-            Ok(b) if b.is_empty() => Ok(Vec::new()),
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| IdsError::Corrupt {
-                path,
-                why: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(source) => Err(IdsError::Io { path, source }),
-        }
+        read_list(self.file())
     }
 
     fn save(&self, old: &[Entry], new: &[Entry]) -> Result<(), IdsError> {
@@ -236,16 +227,7 @@ impl Registry {
 
     /// The pools whose every jail's range is in the registry.
     fn registered_pools(&self) -> Result<Vec<PathBuf>, IdsError> {
-        let path = self.pools_file();
-        match std::fs::read(&path) {
-            Ok(b) if b.is_empty() => Ok(Vec::new()),
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| IdsError::Corrupt {
-                path,
-                why: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(source) => Err(IdsError::Io { path, source }),
-        }
+        read_list(self.pools_file())
     }
 
     /// Whether the pool at `pool` is registered: every jail it holds has its
@@ -486,6 +468,19 @@ fn adoptable(entries: &[Entry], host: &[(u64, u64)], ids: IdRange) -> Result<(),
         return Err(HOST.to_string());
     }
     Ok(())
+}
+
+/// A JSON list of the registry: missing or empty is an empty list.
+fn read_list<T: serde::de::DeserializeOwned>(path: PathBuf) -> Result<Vec<T>, IdsError> {
+    match std::fs::read(&path) {
+        Ok(b) if b.is_empty() => Ok(Vec::new()),
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| IdsError::Corrupt {
+            path,
+            why: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(IdsError::Io { path, source }),
+    }
 }
 
 fn canonical(p: &Path) -> PathBuf {

@@ -123,9 +123,16 @@ pub fn small_tree(tag: &str) -> Result<PathBuf, String> {
 /// A pool with template `base` imported from [`small_tree`].
 pub fn pool_with_template(tag: &str) -> Result<PathBuf, String> {
     let root = fresh_pool(tag)?;
+    import_base(&root, tag)?;
+    Ok(root)
+}
+
+/// Imports template `base` from a fresh [`small_tree`] into the pool at
+/// `root`.
+pub fn import_base(root: &Path, tag: &str) -> Result<(), String> {
     let src = small_tree(&format!("{tag}-src"))?;
     ok(
-        &root,
+        root,
         &[
             "template",
             "import",
@@ -133,7 +140,7 @@ pub fn pool_with_template(tag: &str) -> Result<PathBuf, String> {
             src.to_str().unwrap_or_default(),
         ],
     )?;
-    Ok(root)
+    Ok(())
 }
 
 /// Subvolume paths below `root`, from the btrfs tool (not our code).
@@ -210,6 +217,16 @@ impl Drop for ImagePool {
         unmount_below(&self.root);
         detach_loops_of(&self.image);
         let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+/// A host file removed on drop (declared after the jails' guards of a test
+/// that fills a pool, it goes first, so that their `rm` finds room).
+pub(crate) struct RemoveOnDrop(pub(crate) PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

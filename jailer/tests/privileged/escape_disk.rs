@@ -5,7 +5,6 @@
 
 use crate::cli::{jailer, ok};
 use crate::runtime::{jail, sh_ok, start_sh};
-use crate::scratch::{detach_loops_of, unmount_below};
 use jailer::sys::btrfs;
 use libtest_mimic::Trial;
 use std::path::{Path, PathBuf};
@@ -192,35 +191,10 @@ fn nested_limit() -> Result<(), String> {
     Ok(())
 }
 
-/// A pool of its own (an image), so filling it harms no other test;
-/// unmounted, detached and deleted by exact path on drop.
-struct OwnPool {
-    root: PathBuf,
-    image: PathBuf,
-}
-
-impl Drop for OwnPool {
-    fn drop(&mut self) {
-        unmount_below(&self.root);
-        detach_loops_of(&self.image);
-        let _ = std::fs::remove_file(&self.image);
-    }
-}
-
-/// A host file removed on drop (before the jails' guards run, so that their
-/// `rm` finds room even where the code under test would need it).
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 fn full_pool() -> Result<(), String> {
     let rootfs = std::env::var("JAILER_TEST_ROOTFS").ok();
     let dir = crate::scratch().fresh_plain_dir("dq-full");
-    let pool = OwnPool {
+    let pool = crate::cli::ImagePool {
         root: dir.join("pool"),
         image: dir.join("pool.img"),
     };
@@ -258,7 +232,7 @@ fn full_pool() -> Result<(), String> {
     ok(root, &["start", "dq-b"])?;
     // Fill the pool from the host until the filesystem says it is full.
     let fill = root.join("fill");
-    let _fill = RemoveOnDrop(fill.clone());
+    let _fill = crate::cli::RemoveOnDrop(fill.clone());
     let out = Command::new("dd")
         .arg("if=/dev/zero")
         .arg(format!("of={}", fill.display()))

@@ -124,16 +124,7 @@ fn pool_closed() -> Result<(), String> {
         image: image.clone(),
     };
     ok(&root, &["init", "--size", "512M"])?;
-    let src = crate::cli::small_tree("closed-src")?;
-    ok(
-        &root,
-        &[
-            "template",
-            "import",
-            "base",
-            src.to_str().unwrap_or_default(),
-        ],
-    )?;
+    crate::cli::import_base(&root, "closed")?;
     ok(
         &root,
         &[

@@ -3,7 +3,7 @@
 //! a pool that was unmounted, and `init` on an image still in use after a
 //! lazy unmount.
 
-use crate::cli::{fails, jailer, loops_backing, ok, pool_with_template, small_tree, ImagePool};
+use crate::cli::{fails, jailer, loops_backing, ok, pool_with_template, ImagePool};
 use crate::runtime::jail;
 use libtest_mimic::Trial;
 use std::os::fd::AsRawFd;
@@ -105,16 +105,7 @@ fn missing_and_unmounted() -> Result<(), String> {
     };
     let root = &pool.root;
     ok(root, &["init", "--size", "512M"])?;
-    let src = small_tree("lazy-src")?;
-    ok(
-        root,
-        &[
-            "template",
-            "import",
-            "base",
-            src.to_str().unwrap_or_default(),
-        ],
-    )?;
+    crate::cli::import_base(root, "lazy")?;
     ok(
         root,
         &["create", "kept", "--template", "base", "--", "/bin/true"],

@@ -6,7 +6,6 @@
 
 use crate::cli::{jailer, ok};
 use crate::runtime::jail;
-use crate::scratch::{detach_loops_of, unmount_below};
 use libtest_mimic::Trial;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -410,30 +409,6 @@ fn rm_after_killed_monitor() -> Result<(), String> {
     Ok(())
 }
 
-/// A pool of its own (an image), so filling it harms no other test;
-/// unmounted, detached and deleted by exact path on drop.
-struct OwnPool {
-    root: PathBuf,
-    image: PathBuf,
-}
-
-impl Drop for OwnPool {
-    fn drop(&mut self) {
-        unmount_below(&self.root);
-        detach_loops_of(&self.image);
-        let _ = std::fs::remove_file(&self.image);
-    }
-}
-
-/// A host file removed on drop.
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// `jailer ARGS` with a bound (a verb hanging in the freezer fails the
 /// test instead of hanging the run): (exit code, stderr).
 fn bounded(root: &Path, args: &[&str]) -> Result<(Option<i32>, String), String> {
@@ -470,7 +445,7 @@ fn bounded(root: &Path, args: &[&str]) -> Result<(Option<i32>, String), String> 
 fn full_pool() -> Result<(), String> {
     let rootfs = std::env::var("JAILER_TEST_ROOTFS").ok();
     let dir = crate::scratch().fresh_plain_dir("li-full");
-    let pool = OwnPool {
+    let pool = crate::cli::ImagePool {
         root: dir.join("pool"),
         image: dir.join("pool.img"),
     };
@@ -503,7 +478,7 @@ fn full_pool() -> Result<(), String> {
     let id = jail_id(root, name)?;
     ok(root, &["start", name])?;
     let fill = root.join("fill");
-    let _fill = RemoveOnDrop(fill.clone());
+    let _fill = crate::cli::RemoveOnDrop(fill.clone());
     let out = Command::new("dd")
         .arg("if=/dev/zero")
         .arg(format!("of={}", fill.display()))
