@@ -2,14 +2,12 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use jailer::name::Name;
 use jailer::pool::{self, InitAction, InitOptions, Pool};
-use jailer::runtime;
+use jailer::record::JailRecord;
 use jailer::spec::{self, RawSpec};
-use jailer::{jail, template};
+use jailer::{lifecycle, runtime, template};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// Output that could not be written (a closed pipe, a full disk): `main`
 /// exits quietly on a closed pipe (`jailer ls | head`) and reports the rest.
@@ -324,10 +322,6 @@ pub struct CreateArgs {
     pub command: Vec<String>,
 }
 
-fn name(s: &str) -> Result<Name> {
-    Ok(Name::new(s)?)
-}
-
 /// Stdout that remembers why a write failed.
 #[derive(Debug, Default)]
 struct Recorder {
@@ -418,9 +412,193 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
     Ok(())
 }
 
-fn create(pool: &Pool, c: CreateArgs) -> Result<jailer::record::JailRecord> {
-    let spec = raw_spec(c).validate()?;
-    Ok(jail::create(pool, spec)?)
+/// The stable kind of a failed verb's error ([`jailer::ErrorKind`]): that of
+/// the library error along its chain, else `internal`.
+pub fn kind_of(e: &anyhow::Error) -> jailer::ErrorKind {
+    e.chain()
+        .find_map(|c| {
+            c.downcast_ref::<lifecycle::Error>()
+                .map(lifecycle::Error::kind)
+        })
+        .unwrap_or(jailer::ErrorKind::Internal)
+}
+
+/// A command line clap refused: under `--json` also one error document of
+/// kind `invalid` on stdout; then clap's own message and usage on stderr,
+/// exit status 2. `--help` and `--version` print as usual.
+pub fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind as Clap;
+    let shows = matches!(
+        e.kind(),
+        Clap::DisplayHelp | Clap::DisplayVersion | Clap::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if !shows && std::env::args_os().any(|a| a == "--json") {
+        let rendered = e.render().to_string();
+        let message = rendered
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ");
+        let doc = serde_json::json!({
+            "error": { "kind": jailer::ErrorKind::Invalid, "message": message }
+        });
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), "{doc:#}");
+    }
+    let _ = e.print();
+    ExitCode::from(if shows {
+        0
+    } else {
+        jailer::ErrorKind::Invalid.exit_code()
+    })
+}
+
+/// What every verb is given: the pool and how to print.
+struct Ctx {
+    pool: Pool,
+    root: PathBuf,
+    json: bool,
+    verbose: u8,
+}
+
+impl Ctx {
+    /// Prints a verb's result: `value` under `--json`, else `human()`.
+    fn print<T: serde::Serialize>(
+        &self,
+        value: &T,
+        human: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        if self.json {
+            print_json(value)
+        } else {
+            human()
+        }
+    }
+}
+
+/// A jail command's exit status as this process's.
+fn status(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(255))
+}
+
+/// Runs one verb: each is a function below that turns its arguments into a
+/// validated request, calls the [`lifecycle`] function of the same name
+/// and prints the result.
+pub fn run(args: Args) -> Result<ExitCode> {
+    let ctx = Ctx {
+        pool: Pool::new(&args.root),
+        root: args.root,
+        json: args.json,
+        verbose: args.verbose,
+    };
+    match args.command {
+        Cmd::Init {
+            size,
+            device,
+            force,
+            image,
+        } => init(&ctx, &size, device, force, image),
+        Cmd::Pool => pool_info(&ctx),
+        Cmd::Template(t) => template_cmd(&ctx, t),
+        Cmd::Create(c) => create(&ctx, c),
+        Cmd::Start { name, wait } => start(&ctx, &name, wait),
+        Cmd::Stop { name, timeout } => stop(&ctx, &name, timeout),
+        Cmd::Kill { name, signal } => kill(&ctx, &name, &signal),
+        Cmd::Freeze { name } => freeze(&ctx, &name),
+        Cmd::Thaw { name } => thaw(&ctx, &name),
+        Cmd::Exec {
+            name,
+            command,
+            tty,
+            no_tty,
+            interactive,
+        } => exec(&ctx, &name, &command, tty, no_tty, interactive),
+        Cmd::Ps { name } => ps(&ctx, &name),
+        Cmd::Logs { name, follow } => logs(&ctx, &name, follow),
+        Cmd::Run { create, rm } => run_jail(&ctx, create, rm),
+        Cmd::Query { sql } => query(&ctx.root, &sql, ctx.json, ctx.verbose),
+        Cmd::Ls => ls(&ctx),
+        Cmd::Inspect { name } => inspect(&ctx, &name),
+        Cmd::Rm { name, force } => rm(&ctx, &name, force),
+    }
+}
+
+fn init(
+    ctx: &Ctx,
+    size: &str,
+    device: Option<PathBuf>,
+    force: bool,
+    image: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let opts = InitOptions {
+        size: spec::parse_size(size).map_err(lifecycle::Error::from)?,
+        device,
+        force,
+        image,
+    };
+    let (pool, action) = lifecycle::init(&ctx.root, &opts)?;
+    let doc = serde_json::json!({ "root": pool.root(), "action": action });
+    ctx.print(&doc, || {
+        let what = match action {
+            InitAction::AlreadyReady => "already ready".to_string(),
+            InitAction::UsedExisting => "laid out on the existing btrfs filesystem".into(),
+            InitAction::CreatedImage => format!(
+                "made a {} image at {} and mounted it",
+                human_bytes(opts.size),
+                opts.image
+                    .clone()
+                    .unwrap_or_else(|| pool.default_image())
+                    .display()
+            ),
+            InitAction::ReattachedImage => "re-attached the existing image".into(),
+            InitAction::FormattedDevice => "formatted the device and mounted it".into(),
+            InitAction::MountedDevice => "mounted the existing pool device".into(),
+        };
+        outln!("pool {}: {what}", pool.root().display());
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pool_info(ctx: &Ctx) -> Result<ExitCode> {
+    let info = lifecycle::pool_info(&ctx.pool)?;
+    ctx.print(&info, || {
+        let kind = info
+            .kind
+            .as_ref()
+            .map(|k| format!("{k:?}").to_lowercase())
+            .unwrap_or_else(|| "unknown".into());
+        outln!("root:       {}", info.root.display());
+        outln!("kind:       {kind}");
+        outln!("device:     {}", info.device.as_deref().unwrap_or("-"));
+        if let Some(img) = &info.image {
+            outln!("image:      {}", img.display());
+        }
+        outln!("size:       {}", human_bytes(info.size));
+        outln!("used:       {}", human_bytes(info.used));
+        outln!("free:       {}", human_bytes(info.free));
+        outln!("templates:  {}", info.templates);
+        outln!("jails:      {}", info.jails);
+        outln!("quota:      {}", info.quota.unwrap_or("off"));
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn create(ctx: &Ctx, c: CreateArgs) -> Result<ExitCode> {
+    let spec = raw_spec(c).validate().map_err(lifecycle::Error::from)?;
+    let rec = lifecycle::create(&ctx.pool, spec)?;
+    ctx.print(&rec, || {
+        outln!(
+            "created jail {} from template {} (host ids {}-{})",
+            rec.name(),
+            rec.spec.template,
+            rec.ids.uid_base,
+            u64::from(rec.ids.uid_base) + u64::from(rec.ids.count) - 1
+        );
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn raw_spec(c: CreateArgs) -> RawSpec {
@@ -445,292 +623,214 @@ fn raw_spec(c: CreateArgs) -> RawSpec {
 }
 
 /// Prints a lifecycle verb's outcome.
-fn report(rec: &jailer::record::JailRecord, json: bool, verb: &str) -> Result<()> {
-    if json {
-        return print_json(rec);
-    }
-    match (&rec.runtime, rec.exit_code) {
-        (Some(rt), _) => outln!("{verb} jail {} (init pid {})", rec.name(), rt.init.pid),
-        (None, Some(code)) => outln!("{verb} jail {} (exit status {code})", rec.name()),
-        (None, None) => outln!("{verb} jail {}", rec.name()),
-    }
-    Ok(())
-}
-
-pub fn run(args: Args) -> Result<ExitCode> {
-    let pool = Pool::new(&args.root);
-    match args.command {
-        Cmd::Init {
-            size,
-            device,
-            force,
-            image,
-        } => {
-            let opts = InitOptions {
-                size: spec::parse_size(&size)?,
-                device,
-                force,
-                image,
-            };
-            let (pool, action) = pool::init(&args.root, &opts)?;
-            // Jails made before the host-wide id registry get their ranges
-            // registered (and entries of jails gone by hand are dropped).
-            jail::register_ranges(&pool, true)?;
-            if args.json {
-                print_json(&serde_json::json!({
-                    "root": pool.root(),
-                    "action": action,
-                }))?;
-            } else {
-                let what = match action {
-                    InitAction::AlreadyReady => "already ready".to_string(),
-                    InitAction::UsedExisting => "laid out on the existing btrfs filesystem".into(),
-                    InitAction::CreatedImage => format!(
-                        "made a {} image at {} and mounted it",
-                        human_bytes(opts.size),
-                        opts.image
-                            .clone()
-                            .unwrap_or_else(|| pool.default_image())
-                            .display()
-                    ),
-                    InitAction::ReattachedImage => "re-attached the existing image".into(),
-                    InitAction::FormattedDevice => "formatted the device and mounted it".into(),
-                    InitAction::MountedDevice => "mounted the existing pool device".into(),
-                };
-                outln!("pool {}: {what}", pool.root().display());
-            }
+fn report(ctx: &Ctx, rec: &JailRecord, verb: &str) -> Result<()> {
+    ctx.print(rec, || {
+        match (&rec.runtime, rec.exit_code) {
+            (Some(rt), _) => outln!("{verb} jail {} (init pid {})", rec.name(), rt.init.pid),
+            (None, Some(code)) => outln!("{verb} jail {} (exit status {code})", rec.name()),
+            (None, None) => outln!("{verb} jail {}", rec.name()),
         }
-        Cmd::Pool => {
-            let info = pool::info(&pool)?;
-            if args.json {
-                print_json(&info)?;
-            } else {
-                let kind = info
-                    .kind
-                    .as_ref()
-                    .map(|k| format!("{k:?}").to_lowercase())
-                    .unwrap_or_else(|| "unknown".into());
-                outln!("root:       {}", info.root.display());
-                outln!("kind:       {kind}");
-                outln!("device:     {}", info.device.as_deref().unwrap_or("-"));
-                if let Some(img) = &info.image {
-                    outln!("image:      {}", img.display());
-                }
-                outln!("size:       {}", human_bytes(info.size));
-                outln!("used:       {}", human_bytes(info.used));
-                outln!("free:       {}", human_bytes(info.free));
-                outln!("templates:  {}", info.templates);
-                outln!("jails:      {}", info.jails);
-                outln!("quota:      {}", info.quota.unwrap_or("off"));
-            }
-        }
-        Cmd::Template(t) => return template_cmd(&pool, t, args.json, args.verbose > 0),
-        Cmd::Create(c) => {
-            let rec = create(&pool, c)?;
-            if args.json {
-                print_json(&rec)?;
-            } else {
-                outln!(
-                    "created jail {} from template {} (host ids {}-{})",
-                    rec.name(),
-                    rec.spec.template,
-                    rec.ids.uid_base,
-                    u64::from(rec.ids.uid_base) + u64::from(rec.ids.count) - 1
-                );
-            }
-        }
-        Cmd::Start { name: n, wait } => {
-            let n = name(&n)?;
-            let from = runtime::log_position(&pool, &n);
-            let rec = runtime::start(&pool, &n)?;
-            if wait {
-                let done = wait_echo(&pool, &rec, from, args.json)?;
-                if args.json {
-                    print_json(&done)?;
-                }
-                let code = done.exit_code.unwrap_or(255);
-                return Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)));
-            }
-            report(&rec, args.json, "started")?;
-        }
-        Cmd::Stop { name: n, timeout } => {
-            if !(timeout.is_finite() && timeout >= 0.0) {
-                anyhow::bail!("invalid --timeout {timeout}: use seconds, e.g. 10 or 0.5");
-            }
-            let rec = runtime::stop(&pool, &name(&n)?, Duration::from_secs_f64(timeout))?;
-            report(&rec, args.json, "stopped")?;
-        }
-        Cmd::Kill { name: n, signal } => {
-            let sig = runtime::parse_signal(&signal).with_context(|| {
-                format!("unknown signal {signal:?}: use a name such as TERM or KILL, or a number")
-            })?;
-            runtime::kill(&pool, &name(&n)?, sig)?;
-            if args.json {
-                print_json(&serde_json::json!({ "signalled": n, "signal": sig.as_str() }))?;
-            }
-        }
-        Cmd::Freeze { name: n } => {
-            runtime::freeze(&pool, &name(&n)?)?;
-            if !args.json {
-                outln!("froze jail {n}");
-            }
-        }
-        Cmd::Thaw { name: n } => {
-            runtime::thaw(&pool, &name(&n)?)?;
-            if !args.json {
-                outln!("thawed jail {n}");
-            }
-        }
-        Cmd::Exec {
-            name: n,
-            command,
-            tty,
-            no_tty,
-            interactive,
-        } => {
-            let opts = runtime::exec::ExecOptions {
-                tty: match (tty, no_tty) {
-                    (true, _) => runtime::exec::Tty::Always,
-                    (_, true) => runtime::exec::Tty::Never,
-                    _ => runtime::exec::Tty::Auto,
-                },
-                interactive,
-            };
-            let code = runtime::exec::exec(&pool, &name(&n)?, &command, opts)?;
-            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)));
-        }
-        Cmd::Ps { name: n } => {
-            let procs = runtime::exec::ps(&pool, &name(&n)?)?;
-            if args.json {
-                print_json(&procs)?;
-            } else {
-                let rows: Vec<Vec<String>> = procs
-                    .iter()
-                    .map(|p| {
-                        vec![
-                            p.pid.to_string(),
-                            p.jail_pid.to_string(),
-                            p.jail_uid.to_string(),
-                            p.uid.to_string(),
-                            p.state.clone(),
-                            p.cmdline.clone(),
-                        ]
-                    })
-                    .collect();
-                table(
-                    &["PID", "JAIL-PID", "UID", "HOST-UID", "STATE", "COMMAND"],
-                    &rows,
-                )?;
-            }
-        }
-        Cmd::Logs { name: n, follow } => {
-            // Written through a recorder, so that a closed pipe (`logs |
-            // head`) is told from a failure to read the log.
-            let mut out = Recorder::default();
-            let r = runtime::logs(&pool, &name(&n)?, follow, &mut out);
-            if let Some(e) = out.failed {
-                return Err(OutputError(e).into());
-            }
-            r?;
-        }
-        Cmd::Run { create: c, rm } => {
-            let spec = raw_spec(c).validate()?;
-            let n = spec.name.clone();
-            let rec = match runtime::run(&pool, spec) {
-                Ok(r) => r,
-                Err(e) => {
-                    // A jail that exists but did not start: --rm removes it.
-                    if rm && !matches!(e, jail::JailError::Exists { .. }) {
-                        let _ = jail::remove(&pool, &n, true);
-                    }
-                    return Err(e.into());
-                }
-            };
-            if !rm {
-                report(&rec, args.json, "started")?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            let done = wait_echo(&pool, &rec, None, args.json)?;
-            jail::remove(&pool, &n, true)?;
-            let code = done.exit_code.unwrap_or(255);
-            if args.json {
-                print_json(&done)?;
-            }
-            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)));
-        }
-        Cmd::Query { sql } => return query(&args.root, &sql, args.json, args.verbose),
-        Cmd::Ls => {
-            let jails = jail::list(&pool)?;
-            if args.json {
-                let v: Vec<_> = jails
-                    .iter()
-                    .map(|j| {
-                        serde_json::json!({
-                            "name": j.name,
-                            "state": j.state(),
-                            "broken": j.broken,
-                            "record": j.record,
-                        })
-                    })
-                    .collect();
-                print_json(&v)?;
-            } else {
-                let rows: Vec<Vec<String>> = jails
-                    .iter()
-                    .map(|j| {
-                        let r = j.record.as_ref();
-                        let detail = match (&j.broken, r) {
-                            (Some(why), _) => why.clone(),
-                            (None, Some(r)) => r.spec.command.join(" "),
-                            (None, None) => String::new(),
-                        };
-                        vec![
-                            j.name.clone(),
-                            j.state().to_string(),
-                            r.map(|r| r.spec.template.to_string()).unwrap_or("-".into()),
-                            r.map(|r| r.ids.uid_base.to_string()).unwrap_or("-".into()),
-                            r.map(|r| time(r.created_at)).unwrap_or("-".into()),
-                            detail,
-                        ]
-                    })
-                    .collect();
-                table(
-                    &[
-                        "NAME", "STATE", "TEMPLATE", "UID-BASE", "CREATED", "COMMAND",
-                    ],
-                    &rows,
-                )?;
-            }
-        }
-        Cmd::Inspect { name: n } => {
-            let rec = jail::inspect(&pool, &name(&n)?)?;
-            print_json(&rec)?;
-        }
-        Cmd::Rm { name: n, force } => {
-            let n = name(&n)?;
-            jail::remove(&pool, &n, force)?;
-            if args.json {
-                print_json(&serde_json::json!({ "removed": n }))?;
-            } else {
-                outln!("removed jail {n}");
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+        Ok(())
+    })
 }
 
 /// Waits for a started jail's command, copying its output (the console log
 /// from `from` on, all of it if `None`) to stdout, or to stderr under
 /// `--json`, where stdout carries the record.
 fn wait_echo(
-    pool: &Pool,
-    started: &jailer::record::JailRecord,
+    ctx: &Ctx,
+    started: &JailRecord,
     from: Option<runtime::console::Position>,
-    json: bool,
-) -> Result<jailer::record::JailRecord, runtime::RuntimeError> {
+) -> Result<JailRecord> {
     let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
-    let out: &mut dyn std::io::Write = if json { &mut stderr } else { &mut stdout };
-    runtime::wait_echo(pool, started.name(), Some(started), Some((from, out)))
+    let out: &mut dyn std::io::Write = if ctx.json { &mut stderr } else { &mut stdout };
+    Ok(lifecycle::wait(&ctx.pool, started, Some((from, out)))?)
+}
+
+fn start(ctx: &Ctx, n: &str, wait: bool) -> Result<ExitCode> {
+    let n = lifecycle::name(n)?;
+    let from = lifecycle::log_position(&ctx.pool, &n);
+    let rec = lifecycle::start(&ctx.pool, &n)?;
+    if !wait {
+        report(ctx, &rec, "started")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let done = wait_echo(ctx, &rec, from)?;
+    if ctx.json {
+        print_json(&done)?;
+    }
+    Ok(status(done.exit_code.unwrap_or(255)))
+}
+
+fn stop(ctx: &Ctx, n: &str, timeout: f64) -> Result<ExitCode> {
+    let timeout = lifecycle::timeout(timeout)?;
+    let done = lifecycle::stop(&ctx.pool, &lifecycle::name(n)?, timeout)?;
+    if done.was_running {
+        report(ctx, &done.record, "stopped")?;
+    } else {
+        ctx.print(&done.record, || {
+            outln!(
+                "jail {} is not running ({})",
+                done.record.name(),
+                done.record.state
+            );
+            Ok(())
+        })?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn kill(ctx: &Ctx, n: &str, signal: &str) -> Result<ExitCode> {
+    let sig = lifecycle::signal(signal)?;
+    let n = lifecycle::name(n)?;
+    lifecycle::kill(&ctx.pool, &n, sig)?;
+    let doc = serde_json::json!({ "signalled": n, "signal": sig.as_str() });
+    ctx.print(&doc, || Ok(()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn freeze(ctx: &Ctx, n: &str) -> Result<ExitCode> {
+    let rec = lifecycle::freeze(&ctx.pool, &lifecycle::name(n)?)?;
+    report(ctx, &rec, "froze")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn thaw(ctx: &Ctx, n: &str) -> Result<ExitCode> {
+    let rec = lifecycle::thaw(&ctx.pool, &lifecycle::name(n)?)?;
+    report(ctx, &rec, "thawed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn exec(
+    ctx: &Ctx,
+    n: &str,
+    command: &[String],
+    tty: bool,
+    no_tty: bool,
+    interactive: bool,
+) -> Result<ExitCode> {
+    let opts = runtime::exec::ExecOptions {
+        tty: match (tty, no_tty) {
+            (true, _) => runtime::exec::Tty::Always,
+            (_, true) => runtime::exec::Tty::Never,
+            _ => runtime::exec::Tty::Auto,
+        },
+        interactive,
+    };
+    let code = lifecycle::exec(&ctx.pool, &lifecycle::name(n)?, command, opts)?;
+    Ok(status(code))
+}
+
+fn ps(ctx: &Ctx, n: &str) -> Result<ExitCode> {
+    let procs = lifecycle::ps(&ctx.pool, &lifecycle::name(n)?)?;
+    ctx.print(&procs, || {
+        let rows: Vec<Vec<String>> = procs
+            .iter()
+            .map(|p| {
+                vec![
+                    p.pid.to_string(),
+                    p.jail_pid.to_string(),
+                    p.jail_uid.to_string(),
+                    p.uid.to_string(),
+                    p.state.clone(),
+                    p.cmdline.clone(),
+                ]
+            })
+            .collect();
+        table(
+            &["PID", "JAIL-PID", "UID", "HOST-UID", "STATE", "COMMAND"],
+            &rows,
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn logs(ctx: &Ctx, n: &str, follow: bool) -> Result<ExitCode> {
+    // Written through a recorder, so that a closed pipe (`logs | head`) is
+    // told from a failure to read the log.
+    let mut out = Recorder::default();
+    let r = lifecycle::logs(&ctx.pool, &lifecycle::name(n)?, follow, &mut out);
+    if let Some(e) = out.failed {
+        return Err(OutputError(e).into());
+    }
+    r?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_jail(ctx: &Ctx, c: CreateArgs, rm: bool) -> Result<ExitCode> {
+    let spec = raw_spec(c).validate().map_err(lifecycle::Error::from)?;
+    let n = spec.name.clone();
+    let rec = lifecycle::run(&ctx.pool, spec, rm)?;
+    if !rm {
+        report(ctx, &rec, "started")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let done = wait_echo(ctx, &rec, None)?;
+    lifecycle::rm(&ctx.pool, &n, true)?;
+    if ctx.json {
+        print_json(&done)?;
+    }
+    Ok(status(done.exit_code.unwrap_or(255)))
+}
+
+fn ls(ctx: &Ctx) -> Result<ExitCode> {
+    let jails = lifecycle::ls(&ctx.pool)?;
+    let doc: Vec<_> = jails
+        .iter()
+        .map(|j| {
+            serde_json::json!({
+                "name": j.name,
+                "state": j.state(),
+                "broken": j.broken,
+                "record": j.record,
+            })
+        })
+        .collect();
+    ctx.print(&doc, || {
+        let rows: Vec<Vec<String>> = jails
+            .iter()
+            .map(|j| {
+                let r = j.record.as_ref();
+                let detail = match (&j.broken, r) {
+                    (Some(why), _) => why.clone(),
+                    (None, Some(r)) => r.spec.command.join(" "),
+                    (None, None) => String::new(),
+                };
+                vec![
+                    j.name.clone(),
+                    j.state().to_string(),
+                    r.map(|r| r.spec.template.to_string()).unwrap_or("-".into()),
+                    r.map(|r| r.ids.uid_base.to_string()).unwrap_or("-".into()),
+                    r.map(|r| time(r.created_at)).unwrap_or("-".into()),
+                    detail,
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "NAME", "STATE", "TEMPLATE", "UID-BASE", "CREATED", "COMMAND",
+            ],
+            &rows,
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(ctx: &Ctx, n: &str) -> Result<ExitCode> {
+    let rec = lifecycle::inspect(&ctx.pool, &lifecycle::name(n)?)?;
+    print_json(&rec)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rm(ctx: &Ctx, n: &str, force: bool) -> Result<ExitCode> {
+    let n = lifecycle::name(n)?;
+    lifecycle::rm(&ctx.pool, &n, force)?;
+    let doc = serde_json::json!({ "removed": n });
+    ctx.print(&doc, || {
+        outln!("removed jail {n}");
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The binary `jailer query` runs: `jailer-extension` next to the running
@@ -787,11 +887,10 @@ fn query(root: &std::path::Path, sql: &str, json: bool, verbose: u8) -> Result<E
     Err(e).with_context(|| format!("cannot run {}", ext.display()))
 }
 
-fn template_cmd(pool: &Pool, cmd: TemplateCmd, json: bool, verbose: bool) -> Result<ExitCode> {
+fn template_cmd(ctx: &Ctx, cmd: TemplateCmd) -> Result<ExitCode> {
+    let pool = &ctx.pool;
     let show = |rec: &jailer::record::TemplateRecord| -> Result<()> {
-        if json {
-            print_json(rec)
-        } else {
+        ctx.print(rec, || {
             outln!(
                 "template {}: {} files, {} (from {})",
                 rec.name,
@@ -800,11 +899,11 @@ fn template_cmd(pool: &Pool, cmd: TemplateCmd, json: bool, verbose: bool) -> Res
                 rec.source
             );
             Ok(())
-        }
+        })
     };
     match cmd {
         TemplateCmd::Import { name: n, path } => {
-            let rec = template::import(pool, &name(&n)?, &path)
+            let rec = lifecycle::template_import(pool, &lifecycle::name(&n)?, &path)
                 .with_context(|| format!("template import {n} failed"))?;
             show(&rec)?;
         }
@@ -821,21 +920,24 @@ fn template_cmd(pool: &Pool, cmd: TemplateCmd, json: bool, verbose: bool) -> Res
                 include,
                 mirror,
             };
-            opts.check()?;
-            if !json {
+            opts.check().map_err(lifecycle::Error::from)?;
+            if !ctx.json {
                 eprintln!(
                     "running debootstrap {} ({}); this takes a few minutes",
                     opts.suite, opts.variant
                 );
             }
-            let rec = template::debootstrap(pool, &name(&n)?, &opts, verbose)?;
+            let rec = lifecycle::template_debootstrap(
+                pool,
+                &lifecycle::name(&n)?,
+                &opts,
+                ctx.verbose > 0,
+            )?;
             show(&rec)?;
         }
         TemplateCmd::Ls => {
-            let list = template::list(pool)?;
-            if json {
-                print_json(&list)?;
-            } else {
+            let list = lifecycle::template_ls(pool)?;
+            ctx.print(&list, || {
                 let rows: Vec<Vec<String>> = list
                     .iter()
                     .map(|t| match (&t.record, &t.broken) {
@@ -855,17 +957,17 @@ fn template_cmd(pool: &Pool, cmd: TemplateCmd, json: bool, verbose: bool) -> Res
                         ],
                     })
                     .collect();
-                table(&["NAME", "SIZE", "FILES", "CREATED", "SOURCE"], &rows)?;
-            }
+                table(&["NAME", "SIZE", "FILES", "CREATED", "SOURCE"], &rows)
+            })?;
         }
         TemplateCmd::Rm { name: n, force } => {
-            let n = name(&n)?;
-            template::remove(pool, &n, force)?;
-            if json {
-                print_json(&serde_json::json!({ "removed": n }))?;
-            } else {
+            let n = lifecycle::name(&n)?;
+            lifecycle::template_rm(pool, &n, force)?;
+            let doc = serde_json::json!({ "removed": n });
+            ctx.print(&doc, || {
                 outln!("removed template {n}");
-            }
+                Ok(())
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -78,14 +78,6 @@ pub enum JailError {
     },
     #[error(transparent)]
     Btrfs(#[from] BtrfsError),
-    #[error(transparent)]
-    Runtime(#[from] Box<crate::runtime::RuntimeError>),
-}
-
-impl From<crate::runtime::RuntimeError> for JailError {
-    fn from(e: crate::runtime::RuntimeError) -> Self {
-        JailError::Runtime(Box::new(e))
-    }
 }
 
 impl From<FsError> for JailError {
@@ -184,70 +176,22 @@ pub fn register_ranges(pool: &Pool, force: bool) -> Result<usize, JailError> {
 /// `jailer create`: snapshots the template and records the jail in state
 /// `created`. Its cost does not depend on the template's size.
 pub fn create(pool: &Pool, spec: JailSpec) -> Result<JailRecord, JailError> {
-    create_with(pool, spec, |_| Ok(())).map(|(rec, _lock, ())| rec)
+    create_with(pool, spec, |_| Ok::<_, JailError>(())).map(|(rec, _lock, ())| rec)
 }
 
 /// [`create`], running `before_snapshot` once the record is written and
 /// before the snapshot (`jailer run` starts the jail's monitor there, so its
 /// setup overlaps the snapshot's commit). Returns the jail's lock, still
-/// held, and what the hook returned.
-pub fn create_with<H>(
+/// held, and what the hook returned. A hook's error (of the caller's type,
+/// which this module's errors convert into) undoes the create like any
+/// other.
+pub fn create_with<H, E: From<JailError>>(
     pool: &Pool,
     spec: JailSpec,
-    before_snapshot: impl FnOnce(&JailRecord) -> Result<H, JailError>,
-) -> Result<(JailRecord, crate::fsutil::Lock, H), JailError> {
-    pool.ensure_ready()?;
-    let name = spec.name.clone();
-    template::get(pool, &spec.template)?;
-    // Pools made before quotas existed get them now.
-    let quota = match spec.disk {
-        Some(_) => Some(pool.ensure_quota().map_err(|source| JailError::Quota {
-            name: name.clone(),
-            source,
-        })?),
-        None => pool.quota_mode(),
-    };
-    let lock = pool.lock("jail", &name, false)?;
-    match record::read_jail(&pool.jail_json(&name)) {
-        Ok(r) if !is_incomplete(pool, &r) => return Err(JailError::Exists { name }),
-        // An interrupted create (we hold the lock, so nobody is finishing
-        // it), a corrupt record or a bare directory: start afresh. A corrupt
-        // record of a real jail is not silently replaced.
-        Ok(_) => clear(pool, &name)?,
-        Err(RecordError::Read { .. } | RecordError::Empty { .. }) => clear(pool, &name)?,
-        Err(source) => return Err(JailError::Broken { name, source }),
-    }
-
-    // The pool lock is held until the record is written, so that no other
-    // create can take the same id range; creates are short (a snapshot and
-    // one durable write), so serialising them costs little.
-    // The range comes from the host-wide registry (every pool on the host
-    // allocates there, under its lock). A pool with jails made before the
-    // registry has their ranges registered first, once (`jailer init` does
-    // it too); after that a create never reads other jails' records, so it
-    // costs the same at 1 and 1,000 jails.
-    let _pool_lock = pool.lock_pool()?;
-    register_ranges(pool, false)?;
-    let id = random_id();
-    let ids = crate::ids::Registry::host().allocate(pool.root(), name.as_str(), &id)?;
-    let dir = pool.jail_dir(&name);
-    crate::fsutil::mkdir_private(&dir).map_err(|source| JailError::Remove {
-        name: name.clone(),
-        source,
-    })?;
-    let rec = JailRecord {
-        version: JAIL_RECORD_VERSION,
-        id,
-        spec,
-        state: State::Created,
-        ids,
-        created_at: record::now(),
-        started_at: None,
-        finished_at: None,
-        exit_code: None,
-        oom_killed: false,
-        runtime: None,
-    };
+    before_snapshot: impl FnOnce(&JailRecord) -> Result<H, E>,
+) -> Result<(JailRecord, crate::fsutil::Lock, H), E> {
+    let (rec, lock, pool_lock, quota) = prepare(pool, spec)?;
+    let name = rec.name().clone();
     // The record goes in first, unsynced. The snapshot then commits a btrfs
     // transaction, which makes the rename durable together with the
     // snapshot, while a second thread fsyncs the record's data, so the two
@@ -256,9 +200,11 @@ pub fn create_with<H>(
     // an interrupted create.
     let json = serde_json::to_vec_pretty(&rec).unwrap_or_default();
     let result = fsutil::write_unsynced(&pool.jail_json(&name), &json)
-        .map_err(|source| JailError::Record {
-            name: name.clone(),
-            source,
+        .map_err(|source| {
+            E::from(JailError::Record {
+                name: name.clone(),
+                source,
+            })
         })
         .and_then(|file| {
             // The hook first: `jailer run` forks the monitor there, which
@@ -300,6 +246,7 @@ pub fn create_with<H>(
             }
             Ok(hooked)
         });
+    drop(pool_lock);
     match result {
         Ok(h) => {
             // Pools made before the reserve get it here (and one spent on a
@@ -314,6 +261,75 @@ pub fn create_with<H>(
             Err(e)
         }
     }
+}
+
+/// The part of a create before anything is written: checks, the jail's
+/// lock, the pool lock and its id range. Returns the record to write.
+fn prepare(
+    pool: &Pool,
+    spec: JailSpec,
+) -> Result<
+    (
+        JailRecord,
+        crate::fsutil::Lock,
+        crate::fsutil::Lock,
+        Option<btrfs::QuotaMode>,
+    ),
+    JailError,
+> {
+    pool.ensure_ready()?;
+    let name = spec.name.clone();
+    template::get(pool, &spec.template)?;
+    // Pools made before quotas existed get them now.
+    let quota = match spec.disk {
+        Some(_) => Some(pool.ensure_quota().map_err(|source| JailError::Quota {
+            name: name.clone(),
+            source,
+        })?),
+        None => pool.quota_mode(),
+    };
+    let lock = pool.lock("jail", &name, false)?;
+    match record::read_jail(&pool.jail_json(&name)) {
+        Ok(r) if !is_incomplete(pool, &r) => return Err(JailError::Exists { name }),
+        // An interrupted create (we hold the lock, so nobody is finishing
+        // it), a corrupt record or a bare directory: start afresh. A corrupt
+        // record of a real jail is not silently replaced.
+        Ok(_) => clear(pool, &name)?,
+        Err(RecordError::Read { .. } | RecordError::Empty { .. }) => clear(pool, &name)?,
+        Err(source) => return Err(JailError::Broken { name, source }),
+    }
+
+    // The pool lock is held until the record is written, so that no other
+    // create can take the same id range; creates are short (a snapshot and
+    // one durable write), so serialising them costs little.
+    // The range comes from the host-wide registry (every pool on the host
+    // allocates there, under its lock). A pool with jails made before the
+    // registry has their ranges registered first, once (`jailer init` does
+    // it too); after that a create never reads other jails' records, so it
+    // costs the same at 1 and 1,000 jails.
+    let pool_lock = pool.lock_pool()?;
+    register_ranges(pool, false)?;
+    let id = random_id();
+    let ids = crate::ids::Registry::host().allocate(pool.root(), name.as_str(), &id)?;
+    let dir = pool.jail_dir(&name);
+    crate::fsutil::mkdir_private(&dir).map_err(|source| JailError::Remove {
+        name: name.clone(),
+        source,
+    })?;
+    let rec = JailRecord {
+        version: JAIL_RECORD_VERSION,
+        id,
+        spec,
+        state: State::Created,
+        ids,
+        created_at: record::now(),
+        started_at: None,
+        finished_at: None,
+        exit_code: None,
+        oom_killed: false,
+        runtime: None,
+    };
+    Ok((rec, lock, pool_lock, quota))
 }
 
 /// One jail as `ls` shows it: its record, or why it is broken.
@@ -334,7 +350,7 @@ impl JailEntry {
     }
 }
 
-fn entry(pool: &Pool, name: &Name) -> JailEntry {
+fn entry(pool: &Pool, name: &Name, observe: &dyn Fn(JailRecord) -> JailRecord) -> JailEntry {
     let n = name.to_string();
     match record::read_jail(&pool.jail_json(name)) {
         Ok(mut r) if is_incomplete(pool, &r) => {
@@ -359,7 +375,7 @@ fn entry(pool: &Pool, name: &Name) -> JailEntry {
         }
         Ok(r) => JailEntry {
             name: n,
-            record: Some(crate::runtime::observe(pool, r)),
+            record: Some(observe(r)),
             broken: None,
         },
         Err(RecordError::Empty { .. }) => JailEntry {
@@ -386,9 +402,13 @@ fn entry(pool: &Pool, name: &Name) -> JailEntry {
     }
 }
 
-/// `jailer ls`: every jail, broken ones included with the reason. One
+/// Every jail, broken ones included with the reason, each complete record
+/// passed through `observe` (the runtime's view of its state). One
 /// unreadable record never hides the others.
-pub fn list(pool: &Pool) -> Result<Vec<JailEntry>, JailError> {
+pub fn list(
+    pool: &Pool,
+    observe: &dyn Fn(JailRecord) -> JailRecord,
+) -> Result<Vec<JailEntry>, JailError> {
     pool.ensure_ready()?;
     let dir = pool.jails_dir();
     let rd = std::fs::read_dir(&dir).map_err(|source| PoolError::Io {
@@ -398,48 +418,39 @@ pub fn list(pool: &Pool) -> Result<Vec<JailEntry>, JailError> {
     let mut out: Vec<JailEntry> = rd
         .flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|n| Name::new(n).ok()))
-        .map(|name| entry(pool, &name))
+        .map(|name| entry(pool, &name, observe))
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
-/// `jailer inspect NAME`.
-pub fn inspect(pool: &Pool, name: &Name) -> Result<JailRecord, JailError> {
+/// A jail's record, or why it cannot be read.
+pub fn read(pool: &Pool, name: &Name) -> Result<JailRecord, JailError> {
     pool.ensure_ready()?;
     if !pool.jail_dir(name).exists() {
         return Err(JailError::Unknown { name: name.clone() });
     }
-    record::read_jail(&pool.jail_json(name))
-        .map(|r| crate::runtime::observe(pool, r))
-        .map_err(|source| JailError::Broken {
-            name: name.clone(),
-            source,
-        })
+    record::read_jail(&pool.jail_json(name)).map_err(|source| JailError::Broken {
+        name: name.clone(),
+        source,
+    })
 }
 
-/// `jailer rm NAME [--force]`: refused while the jail runs unless `force`.
-/// Removes broken and half-created jails too.
-pub fn remove(pool: &Pool, name: &Name, force: bool) -> Result<(), JailError> {
-    pool.ensure_ready()?;
+/// Removes a jail's files, broken and half-created jails too. Under the
+/// jail's lock, `before` is given the record (when it reads) and must leave
+/// nothing of the jail running; its error aborts the removal.
+pub fn remove_with<E: From<JailError>>(
+    pool: &Pool,
+    name: &Name,
+    before: impl FnOnce(&JailRecord) -> Result<(), E>,
+) -> Result<(), E> {
+    pool.ensure_ready().map_err(JailError::from)?;
     if !pool.jail_dir(name).exists() {
-        return Err(JailError::Unknown { name: name.clone() });
+        return Err(JailError::Unknown { name: name.clone() }.into());
     }
-    let lock = pool.lock("jail", name, false)?;
+    let lock = pool.lock("jail", name, false).map_err(JailError::from)?;
     if let Ok(r) = record::read_jail(&pool.jail_json(name)) {
-        let r = crate::runtime::observe(pool, r);
-        if matches!(r.state, State::Running | State::Frozen) {
-            if !force {
-                return Err(JailError::Running {
-                    name: name.clone(),
-                    state: r.state,
-                });
-            }
-            crate::runtime::stop_if_running(pool, name)?;
-        }
-        // Nothing of it may outlive its files: a killed monitor's init, a
-        // frozen straggler, a cgroup directory.
-        crate::runtime::release(&r)?;
+        before(&r)?;
     }
     // The rootfs first, the record last: a removal that fails (or a crash)
     // midway leaves the record, or a directory without a rootfs, which reads

@@ -8,9 +8,11 @@ pub mod archive;
 pub mod cgroup;
 pub mod copy;
 pub mod display;
+pub mod error;
 pub mod fsutil;
 pub mod ids;
 pub mod jail;
+pub mod lifecycle;
 pub mod name;
 pub mod pool;
 pub mod record;
@@ -20,18 +22,4 @@ pub mod spec;
 pub mod sys;
 pub mod template;
 
-/// Formats an error with its chain of causes on one line: `a: b: c`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let msg = c.to_string();
-        // Transparent wrappers repeat their inner message; print it once.
-        if !s.ends_with(&msg) {
-            s.push_str(": ");
-            s.push_str(&msg);
-        }
-        cur = c.source();
-    }
-    s
-}
+pub use error::{error_chain, ErrorKind};

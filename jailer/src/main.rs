@@ -5,11 +5,15 @@
 
 mod cli;
 
-use clap::Parser;
+use clap::Parser as _;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args = cli::Args::parse();
+    let args = match cli::Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => return cli::usage_error(e),
+    };
+    let json = args.json;
     let filter = match args.verbose {
         0 => "warn",
         1 => "info",
@@ -32,11 +36,21 @@ fn main() -> ExitCode {
             if closed_pipe {
                 return ExitCode::SUCCESS;
             }
+            let kind = cli::kind_of(&e);
             let line = jailer::error_chain(e.as_ref());
             // Errors quote what jails control (an exec error, a path):
             // escaped, as every human-readable output of jailer is.
             eprintln!("jailer: error: {}", jailer::display::escape_text(&line));
-            ExitCode::FAILURE
+            if json {
+                // The one document on stdout, as for a success. (If stdout
+                // is gone too, stderr has said it.)
+                let doc = serde_json::json!({
+                    "error": { "kind": kind, "message": line }
+                });
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stdout(), "{doc:#}");
+            }
+            ExitCode::from(kind.exit_code())
         }
     }
 }

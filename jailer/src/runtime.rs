@@ -204,7 +204,7 @@ fn monitor_alive(rec: &JailRecord) -> bool {
 /// is made (root-only) and the last instance's records are cleared. The
 /// lock is held by the returned file's open description: the monitor
 /// forked with a copy of it holds it for its whole life.
-fn claim_monitor_lock(rec: &JailRecord) -> Result<std::fs::File, RuntimeError> {
+pub(crate) fn claim_monitor_lock(rec: &JailRecord) -> Result<std::fs::File, RuntimeError> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = run_dir(rec);
     crate::fsutil::private_dir(&dir).map_err(|e| RuntimeError::RunDir {
@@ -470,28 +470,10 @@ pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
     finish_start(pool, rec, monitor)
 }
 
-/// `jailer run`: creates the jail and starts it. The monitor is spawned
-/// before the snapshot is taken, so that making the cgroup and cloning init
-/// into its namespaces overlap the snapshot's transaction commit.
-///
-/// The calling process must have one thread: the monitor is forked from it.
-pub fn run(pool: &Pool, spec: crate::spec::JailSpec) -> Result<JailRecord, crate::jail::JailError> {
-    if spec.command.is_empty() {
-        return Err(RuntimeError::NoCommand { name: spec.name }.into());
-    }
-    pool.ensure_confined().map_err(RuntimeError::from)?;
-    check_net(&spec)?;
-    let (rec, _lock, monitor) = crate::jail::create_with(pool, spec, |rec| {
-        let mlock = claim_monitor_lock(rec)?;
-        Ok(spawn_monitor(pool, rec, &mlock)?)
-    })?;
-    Ok(finish_start(pool, rec, monitor)?)
-}
-
 /// Refuses a network the runtime cannot make: a jail is never started
 /// without the network its spec asks for. (Only `none`, a private loopback,
 /// is made today; macvlan is recorded in the spec for a later version.)
-fn check_net(spec: &crate::spec::JailSpec) -> Result<(), RuntimeError> {
+pub(crate) fn check_net(spec: &crate::spec::JailSpec) -> Result<(), RuntimeError> {
     match &spec.net {
         crate::spec::NetSpec::None => Ok(()),
         other => Err(RuntimeError::NetUnsupported {
@@ -547,7 +529,7 @@ fn single_threaded() -> bool {
 /// A fork, not an exec of `jailer`: the record is in memory already and the
 /// monitor starts working at once. That needs this process to have one
 /// thread (checked), so that the child inherits no lock another thread held.
-fn spawn_monitor(
+pub(crate) fn spawn_monitor(
     pool: &Pool,
     rec: &JailRecord,
     monitor_lock: &std::fs::File,
@@ -639,7 +621,7 @@ const MONITOR_LOCK_FD: i32 = 3;
 
 /// Tells the monitor the rootfs is ready, waits for its report (the exec, or
 /// why it failed) and records the running jail.
-fn finish_start(
+pub(crate) fn finish_start(
     pool: &Pool,
     mut rec: JailRecord,
     mut m: Monitor,

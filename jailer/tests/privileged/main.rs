@@ -16,6 +16,7 @@ mod escape_host;
 mod escape_log;
 mod import;
 mod lifecycle;
+mod lifecycle_api;
 mod lifecycle_instance;
 mod lifecycle_scale;
 mod probe;
@@ -100,6 +101,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(escape_disk::trials());
     trials.extend(import::trials());
     trials.extend(lifecycle::trials());
+    trials.extend(lifecycle_api::trials());
     trials.extend(lifecycle_scale::trials());
     trials.extend(lifecycle_instance::trials());
     trials.extend(runtime::trials());

@@ -1,0 +1,207 @@
+//! The lifecycle layer as scripts see it through the CLI: every failure
+//! under `--json` is one document on stdout with a stable kind and the
+//! kind's exit code; verbs that change state print the jail; `run` never
+//! removes what it did not create; `stop` of a stopped jail succeeds.
+
+use crate::cli::{jailer, ok};
+use crate::runtime::{jail, start_sh};
+use libtest_mimic::Trial;
+use std::path::Path;
+
+pub fn trials() -> Vec<Trial> {
+    let t = |name: &'static str, f: fn() -> Result<(), String>| {
+        Trial::test(format!("lifecycle_api::{name}"), move || crate::check(f()))
+    };
+    vec![
+        t(
+            "json_errors_are_one_document_with_a_stable_kind_and_exit_code",
+            json_errors,
+        ),
+        t(
+            "run_rm_never_removes_a_jail_it_did_not_create",
+            run_rm_keeps_others,
+        ),
+        t(
+            "stop_of_a_stopped_jail_succeeds_and_freeze_thaw_print_the_jail",
+            stop_stopped,
+        ),
+    ]
+}
+
+/// `jailer --json ARGS` that must fail: (exit code, the error document).
+fn json_failure(root: &Path, args: &[&str]) -> Result<(i32, serde_json::Value), String> {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = jailer(root, &all);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() {
+        return Err(format!("jailer {all:?} succeeded: {stdout}"));
+    }
+    let doc: serde_json::Value = serde_json::from_str(&stdout).map_err(|e| {
+        format!("jailer {all:?}: stdout is not one JSON document ({e}): {stdout:?}")
+    })?;
+    Ok((out.status.code().unwrap_or(-1), doc))
+}
+
+fn expect_kind(root: &Path, args: &[&str], kind: &str, code: i32) -> Result<(), String> {
+    let (got, doc) = json_failure(root, args)?;
+    let err = &doc["error"];
+    if err["kind"] != kind || got != code || !err["message"].as_str().is_some_and(|m| !m.is_empty())
+    {
+        return Err(format!(
+            "jailer --json {args:?}: exit {got} and {doc}, want kind {kind} and exit {code}"
+        ));
+    }
+    Ok(())
+}
+
+fn json_errors() -> Result<(), String> {
+    let root = crate::debian_pool()?;
+    let _j = jail(&root, "api-a");
+    ok(
+        &root,
+        &["create", "api-a", "--template", "deb", "--", "/bin/true"],
+    )?;
+    expect_kind(&root, &["inspect", "api-nosuch"], "not_found", 3)?;
+    expect_kind(&root, &["start", "api-nosuch"], "not_found", 3)?;
+    expect_kind(
+        &root,
+        &["create", "api-x", "--template", "nosuch", "--", "/bin/true"],
+        "not_found",
+        3,
+    )?;
+    expect_kind(
+        &root,
+        &["create", "api-a", "--template", "deb", "--", "/bin/true"],
+        "exists",
+        4,
+    )?;
+    expect_kind(&root, &["thaw", "api-a"], "illegal_state", 5)?;
+    expect_kind(
+        &root,
+        &["exec", "api-a", "--", "/bin/true"],
+        "illegal_state",
+        5,
+    )?;
+    expect_kind(&root, &["inspect", "Bad/Name"], "invalid", 2)?;
+    expect_kind(&root, &["stop", "api-a", "--timeout=-1"], "invalid", 2)?;
+    // Refused by the argument parser itself (no value), also one document.
+    expect_kind(&root, &["stop", "api-a", "--timeout"], "invalid", 2)?;
+    expect_kind(&root, &["frobnicate"], "invalid", 2)?;
+    expect_kind(&root, &["kill", "api-a", "--signal", "NOPE"], "invalid", 2)?;
+    expect_kind(
+        &root,
+        &[
+            "create",
+            "api-y",
+            "--template",
+            "deb",
+            "--memory",
+            "lots",
+            "--",
+            "/bin/true",
+        ],
+        "invalid",
+        2,
+    )?;
+    // A directory that is no pool.
+    let empty = crate::scratch().fresh_plain_dir("api-nopool");
+    expect_kind(&empty, &["ls"], "pool_not_ready", 8)?;
+    // Without --json the error is one line on stderr and stdout is empty,
+    // with the same exit code.
+    let out = jailer(&root, &["inspect", "api-nosuch"]);
+    if out.status.code() != Some(3) || !out.stdout.is_empty() {
+        return Err(format!("inspect of a missing jail without --json: {out:?}"));
+    }
+    Ok(())
+}
+
+fn run_rm_keeps_others() -> Result<(), String> {
+    let root = crate::debian_pool()?;
+    let _v = jail(&root, "api-victim");
+    start_sh(&root, "api-victim", &[], "exec sleep 600")?;
+    // A run --rm of the same name with a misspelt template, or with the
+    // right one: refused, and the running jail is untouched.
+    for template in ["nosuch", "deb"] {
+        let out = jailer(
+            &root,
+            &[
+                "run",
+                "--rm",
+                "-t",
+                template,
+                "api-victim",
+                "--",
+                "/bin/true",
+            ],
+        );
+        if out.status.success() {
+            return Err(format!("run --rm over a running jail succeeded: {out:?}"));
+        }
+        let rec = crate::runtime::inspect(&root, "api-victim")?;
+        if rec["state"] != "running" {
+            return Err(format!(
+                "after a refused run --rm (template {template}) the existing jail is {}",
+                rec["state"]
+            ));
+        }
+    }
+    // A run --rm whose start fails removes the jail it made, nothing else.
+    let _f = jail(&root, "api-fails");
+    let out = jailer(
+        &root,
+        &[
+            "run",
+            "--rm",
+            "-t",
+            "deb",
+            "api-fails",
+            "--",
+            "/nonexistent",
+        ],
+    );
+    if out.status.success() || root.join("jails/api-fails").exists() {
+        return Err(format!("run --rm of a command that cannot start: {out:?}"));
+    }
+    Ok(())
+}
+
+fn stop_stopped() -> Result<(), String> {
+    let root = crate::debian_pool()?;
+    let _j = jail(&root, "api-s");
+    ok(
+        &root,
+        &[
+            "create",
+            "api-s",
+            "--template",
+            "deb",
+            "--",
+            "/bin/sleep",
+            "600",
+        ],
+    )?;
+    let out = ok(&root, &["stop", "api-s"])?;
+    if !out.contains("not running") {
+        return Err(format!("stop of a created jail: {out:?}"));
+    }
+    ok(&root, &["start", "api-s"])?;
+    let frozen: serde_json::Value =
+        serde_json::from_str(&ok(&root, &["--json", "freeze", "api-s"])?)
+            .map_err(|e| e.to_string())?;
+    if frozen["state"] != "frozen" {
+        return Err(format!("freeze --json printed {frozen}"));
+    }
+    let thawed: serde_json::Value = serde_json::from_str(&ok(&root, &["--json", "thaw", "api-s"])?)
+        .map_err(|e| e.to_string())?;
+    if thawed["state"] != "running" {
+        return Err(format!("thaw --json printed {thawed}"));
+    }
+    ok(&root, &["stop", "api-s", "--timeout", "1"])?;
+    let again: serde_json::Value = serde_json::from_str(&ok(&root, &["--json", "stop", "api-s"])?)
+        .map_err(|e| e.to_string())?;
+    if again["state"] != "stopped" {
+        return Err(format!("second stop --json printed {again}"));
+    }
+    Ok(())
+}
