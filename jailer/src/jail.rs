@@ -138,10 +138,21 @@ fn clear_files(pool: &Pool, name: &Name) -> Result<(), JailError> {
     }
 }
 
-/// Whether a record belongs to a create that has not finished: written in
-/// state `creating`, or without its rootfs snapshot yet.
+/// Whether a record belongs to a create that has not finished (written in
+/// state `creating`, or without its rootfs snapshot yet) or to a removal
+/// that has begun.
 fn is_incomplete(pool: &Pool, r: &JailRecord) -> bool {
-    r.state == State::Creating || !pool.jail_rootfs(r.name()).is_dir()
+    r.state == State::Creating || !pool.jail_rootfs(r.name()).is_dir() || removing(pool, r.name())
+}
+
+/// `jails/NAME/removing`: left by an `rm` that began deleting the jail, so
+/// that an interrupted removal is told from an interrupted create.
+fn removing_marker(pool: &Pool, name: &Name) -> std::path::PathBuf {
+    pool.jail_dir(name).join("removing")
+}
+
+fn removing(pool: &Pool, name: &Name) -> bool {
+    removing_marker(pool, name).exists()
 }
 
 /// The records of every readable jail (to register the ranges of jails
@@ -352,6 +363,17 @@ impl JailEntry {
 
 fn entry(pool: &Pool, name: &Name, observe: &dyn Fn(JailRecord) -> JailRecord) -> JailEntry {
     let n = name.to_string();
+    if removing(pool, name) {
+        let record = record::read_jail(&pool.jail_json(name)).ok();
+        // Being removed right now, or abandoned: the lock tells.
+        let broken = (!pool.is_locked("jail", name))
+            .then(|| format!("interrupted rm; `jailer rm {n}` finishes it"));
+        return JailEntry {
+            name: n,
+            record,
+            broken,
+        };
+    }
     match record::read_jail(&pool.jail_json(name)) {
         Ok(mut r) if is_incomplete(pool, &r) => {
             // Being created right now, or abandoned: the lock tells.
@@ -451,6 +473,12 @@ pub fn remove_with<E: From<JailError>>(
     let lock = pool.lock("jail", name, false).map_err(JailError::from)?;
     if let Ok(r) = record::read_jail(&pool.jail_json(name)) {
         before(&r)?;
+    }
+    // Best effort: on a full pool the marker may not fit, and the removal
+    // must go on (it frees the space); then an interruption reads as an
+    // interrupted create, which `rm` finishes the same way.
+    if let Err(e) = std::fs::File::create(removing_marker(pool, name)) {
+        tracing::debug!(jail = %name, error = %e, "no removal marker");
     }
     // The rootfs first, the record last: a removal that fails (or a crash)
     // midway leaves the record, or a directory without a rootfs, which reads

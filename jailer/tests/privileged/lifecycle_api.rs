@@ -22,6 +22,10 @@ pub fn trials() -> Vec<Trial> {
             run_rm_keeps_others,
         ),
         t(
+            "an_interrupted_rm_is_reported_as_one_and_rm_finishes_it",
+            interrupted_rm,
+        ),
+        t(
             "stop_of_a_stopped_jail_succeeds_and_freeze_thaw_print_the_jail",
             stop_stopped,
         ),
@@ -202,6 +206,46 @@ fn stop_stopped() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     if again["state"] != "stopped" {
         return Err(format!("second stop --json printed {again}"));
+    }
+    Ok(())
+}
+
+fn interrupted_rm() -> Result<(), String> {
+    let root = crate::debian_pool()?;
+    for (name, rootfs_gone) in [("api-rm-early", false), ("api-rm-late", true)] {
+        let _j = jail(&root, name);
+        ok(
+            &root,
+            &["create", name, "--template", "deb", "--", "/bin/true"],
+        )?;
+        // What an rm killed after it began leaves: its marker, and (later
+        // on) the rootfs already deleted while the record is still there.
+        let dir = root.join("jails").join(name);
+        std::fs::write(dir.join("removing"), b"").map_err(|e| e.to_string())?;
+        if rootfs_gone {
+            let st = std::process::Command::new("btrfs")
+                .args(["-q", "subvolume", "delete"])
+                .arg(dir.join("rootfs"))
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !st.success() {
+                return Err(format!("btrfs subvolume delete: {st}"));
+            }
+        }
+        let ls: serde_json::Value =
+            serde_json::from_str(&ok(&root, &["--json", "ls"])?).map_err(|e| e.to_string())?;
+        let entry = ls
+            .as_array()
+            .and_then(|a| a.iter().find(|j| j["name"] == name))
+            .ok_or_else(|| format!("{name} not listed: {ls}"))?;
+        let why = entry["broken"].as_str().unwrap_or_default();
+        if entry["state"] != "broken" || !why.contains("interrupted rm") {
+            return Err(format!("an interrupted rm of {name} is listed as {entry}"));
+        }
+        ok(&root, &["rm", name])?;
+        if dir.exists() {
+            return Err(format!("rm did not finish the removal of {name}"));
+        }
     }
     Ok(())
 }
