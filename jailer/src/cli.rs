@@ -636,15 +636,65 @@ fn report(ctx: &Ctx, rec: &JailRecord, verb: &str) -> Result<()> {
 
 /// Waits for a started jail's command, copying its output (the console log
 /// from `from` on, all of it if `None`) to stdout, or to stderr under
-/// `--json`, where stdout carries the record.
+/// `--json`, where stdout carries the record. SIGINT, SIGTERM and SIGHUP
+/// sent to the CLI meanwhile (Ctrl-C) are forwarded to the jail's
+/// processes; a second one stops the jail. Either way the wait goes on
+/// until the jail has stopped, so `run --rm` still removes it.
 fn wait_echo(
     ctx: &Ctx,
     started: &JailRecord,
     from: Option<runtime::console::Position>,
 ) -> Result<JailRecord> {
+    let forwarder = Forwarder::new(&ctx.pool, started.name())?;
     let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
     let out: &mut dyn std::io::Write = if ctx.json { &mut stderr } else { &mut stdout };
-    Ok(lifecycle::wait(&ctx.pool, started, Some((from, out)))?)
+    let done = lifecycle::wait(&ctx.pool, started, Some((from, out)));
+    forwarder.finish();
+    Ok(done?)
+}
+
+/// Relays the signals a user sends to a waiting CLI to its jail (see
+/// [`wait_echo`]), from a thread: the CLI may have threads once the jail's
+/// monitor is forked.
+struct Forwarder {
+    handle: signal_hook::iterator::Handle,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Forwarder {
+    fn new(pool: &Pool, name: &jailer::name::Name) -> Result<Forwarder> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+            .context("cannot catch SIGINT, SIGTERM and SIGHUP to forward them to the jail")?;
+        let handle = signals.handle();
+        let (pool, name) = (pool.clone(), name.clone());
+        let thread = std::thread::spawn(move || {
+            for (n, raw) in signals.forever().enumerate() {
+                let Ok(sig) = nix::sys::signal::Signal::try_from(raw) else {
+                    continue;
+                };
+                let r = if n == 0 {
+                    eprintln!(
+                        "jailer: forwarding {sig} to jail {name}; send it again to stop the jail"
+                    );
+                    lifecycle::kill(&pool, &name, sig)
+                } else {
+                    eprintln!("jailer: stopping jail {name}");
+                    lifecycle::stop(&pool, &name, std::time::Duration::from_secs(2)).map(|_| ())
+                };
+                if let Err(e) = r {
+                    // It may have stopped by itself meanwhile.
+                    tracing::info!(jail = %name, error = %jailer::error_chain(&e), "signal not relayed");
+                }
+            }
+        });
+        Ok(Forwarder { handle, thread })
+    }
+
+    fn finish(self) {
+        self.handle.close();
+        let _ = self.thread.join();
+    }
 }
 
 fn start(ctx: &Ctx, n: &str, wait: bool) -> Result<ExitCode> {

@@ -22,6 +22,10 @@ pub fn trials() -> Vec<Trial> {
             run_rm_keeps_others,
         ),
         t(
+            "ctrl_c_on_run_rm_reaches_the_jail_and_a_second_stops_it_then_it_is_removed",
+            ctrl_c,
+        ),
+        t(
             "an_interrupted_rm_is_reported_as_one_and_rm_finishes_it",
             interrupted_rm,
         ),
@@ -246,6 +250,101 @@ fn interrupted_rm() -> Result<(), String> {
         if dir.exists() {
             return Err(format!("rm did not finish the removal of {name}"));
         }
+    }
+    Ok(())
+}
+
+/// Runs `jailer run --rm NAME -- sh -c SCRIPT`, waits for the script to
+/// print `ready`, sends the CLI `signals` SIGINTs (0.5 s apart), and returns
+/// (exit code, all it printed).
+fn run_and_interrupt(
+    root: &Path,
+    name: &str,
+    script: &str,
+    signals: usize,
+) -> Result<(Option<i32>, String), String> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jailer"))
+        .arg("--root")
+        .arg(root)
+        .args([
+            "run", "--rm", "-t", "deb", name, "--", "/bin/sh", "-c", script,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = String::new();
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(l) => {
+                seen.push_str(&l);
+                seen.push('\n');
+                if l == "ready" {
+                    break;
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{name} never printed ready: {seen:?}"));
+            }
+        }
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    for _ in 0..signals {
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).map_err(|e| e.to_string())?;
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    while let Ok(l) = rx.recv_timeout(std::time::Duration::from_secs(5)) {
+        seen.push_str(&l);
+        seen.push('\n');
+    }
+    Ok((status.code(), seen))
+}
+
+fn ctrl_c() -> Result<(), String> {
+    let root = crate::debian_pool()?;
+    // The jail handles SIGINT: it sees it, and its exit status is the CLI's.
+    let _a = jail(&root, "api-int");
+    let (code, out) = run_and_interrupt(
+        &root,
+        "api-int",
+        "trap 'echo got-INT; exit 3' INT; echo ready; while :; do sleep 0.1; done",
+        1,
+    )?;
+    if code != Some(3) || !out.contains("got-INT") || root.join("jails/api-int").exists() {
+        return Err(format!(
+            "run --rm after one SIGINT: exit {code:?}, output {out:?}, jail left: {}",
+            root.join("jails/api-int").exists()
+        ));
+    }
+    // The jail ignores SIGINT: the second one stops it (SIGTERM), and
+    // --rm still removes it.
+    let _b = jail(&root, "api-noint");
+    let (code, out) = run_and_interrupt(
+        &root,
+        "api-noint",
+        "trap '' INT; echo ready; while :; do sleep 0.1; done",
+        2,
+    )?;
+    if code != Some(143) || root.join("jails/api-noint").exists() {
+        return Err(format!(
+            "run --rm after two SIGINTs: exit {code:?}, output {out:?}, jail left: {}",
+            root.join("jails/api-noint").exists()
+        ));
     }
     Ok(())
 }
