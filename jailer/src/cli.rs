@@ -636,7 +636,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Cmd::Run { create: c, rm } => {
             let spec = raw_spec(c).validate()?;
             let n = spec.name.clone();
-            let rec = match runtime::run(&pool, spec) {
+            let rec = match runtime::run_compat(&pool, spec) {
                 Ok(r) => r,
                 Err(e) => {
                     // A jail that exists but did not start: --rm removes it.

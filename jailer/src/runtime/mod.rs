@@ -30,7 +30,7 @@ pub use instance::run_dir;
 pub use logs::{log_position, logs, wait_echo};
 
 pub(crate) use instance::claim_monitor_lock;
-pub(crate) use monitor::{finish_start, spawn_monitor};
+pub(crate) use monitor::{finish_start, spawn_monitor, Monitor};
 
 use crate::cgroup::{CgroupError, JailCgroup};
 use crate::fsutil::FsError;
@@ -285,26 +285,37 @@ pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
 
 /// `jailer run`: creates the jail and starts it. The monitor is spawned
 /// before the snapshot is taken, so that making the cgroup and cloning init
-/// into its namespaces overlap the snapshot's transaction commit.
+/// into its namespaces overlap the snapshot's transaction commit. (The old
+/// `runtime::run`, kept for the CLI until `lifecycle::run` replaces it: the
+/// runtime's last use of [`crate::jail`].)
 ///
 /// The calling process must have one thread: the monitor is forked from it.
-pub fn run(pool: &Pool, spec: crate::spec::JailSpec) -> Result<JailRecord, crate::jail::JailError> {
+// Removed when lifecycle::run lands.
+#[doc(hidden)]
+pub fn run_compat(
+    pool: &Pool,
+    spec: crate::spec::JailSpec,
+) -> Result<JailRecord, crate::jail::JailError> {
     if spec.command.is_empty() {
         return Err(RuntimeError::NoCommand { name: spec.name }.into());
     }
     pool.ensure_confined().map_err(RuntimeError::from)?;
     check_net(&spec)?;
-    let (rec, _lock, monitor) = crate::jail::create_with(pool, spec, |rec| {
-        let mlock = claim_monitor_lock(rec)?;
-        Ok(spawn_monitor(pool, rec, &mlock)?)
-    })?;
+    let (rec, _lock, monitor) = crate::jail::create_with(
+        pool,
+        spec,
+        |rec| -> Result<Monitor, crate::jail::JailError> {
+            let mlock = claim_monitor_lock(rec)?;
+            Ok(spawn_monitor(pool, rec, &mlock)?)
+        },
+    )?;
     Ok(finish_start(pool, rec, monitor)?)
 }
 
 /// Refuses a network the runtime cannot make: a jail is never started
 /// without the network its spec asks for. (Only `none`, a private loopback,
 /// is made today; macvlan is recorded in the spec for a later version.)
-fn check_net(spec: &crate::spec::JailSpec) -> Result<(), RuntimeError> {
+pub(crate) fn check_net(spec: &crate::spec::JailSpec) -> Result<(), RuntimeError> {
     match &spec.net {
         crate::spec::NetSpec::None => Ok(()),
         other => Err(RuntimeError::NetUnsupported {
