@@ -205,17 +205,8 @@ pub(super) fn reconcile(pool: &Pool, rec: &mut JailRecord) -> Result<(), Runtime
 /// A pidfd for `p`, if it is still the process recorded (the start time is
 /// checked after the pidfd is open, so a reused pid is never waited for).
 pub(super) fn pidfd(p: &ProcRef) -> Option<OwnedFd> {
-    let fd = open_pidfd(p.pid)?;
+    let fd = crate::sys::process::pidfd_open(nix::unistd::Pid::from_raw(p.pid)).ok()?;
     record::is_alive(Path::new(PROC), p).then_some(fd)
-}
-
-/// pidfd_open(2) of `pid`, whatever process that is now.
-pub(super) fn open_pidfd(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-    // SAFETY: the kernel just returned this fd; we own it.
-    Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// Whether the process behind `fd` exited within `timeout` (`None`: wait

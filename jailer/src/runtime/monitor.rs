@@ -5,17 +5,18 @@
 //! jail's output from the console pipe into the console log until init
 //! exits, records the exit and releases the cgroup.
 
-use super::instance::{open_pidfd, own_exit_path, run_dir};
+use super::instance::{own_exit_path, run_dir};
 use super::{console, exit_path, init, log_path, sys, write_cache, RuntimeError, PROC};
 use crate::cgroup::{JailCgroup, Limits};
 use crate::display::escape;
 use crate::name::Name;
 use crate::pool::Pool;
 use crate::record::{self, ExitRecord, InstanceRecord, JailRecord, ProcRef, Runtime, State};
-use crate::sys::mountapi;
+use crate::sys::fork::{self, ForkError, Forked, ProcSelf};
+use crate::sys::{mountapi, process};
 use nix::sys::signal::Signal;
 use std::io::{BufRead, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -54,17 +55,6 @@ impl Drop for Monitor {
     }
 }
 
-/// Whether this process has exactly one thread (from `/proc/self/stat`).
-pub(super) fn single_threaded() -> bool {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return false;
-    };
-    // Field 20, counted after the parenthesised command name.
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(17))
-        .is_some_and(|n| n == "1")
-}
-
 /// Forks the jail's monitor into its own session, so that the CLI's
 /// terminal and process-group signals never reach it: stdin a pipe from
 /// here (the word that the rootfs is ready), stdout a pipe back (its
@@ -94,40 +84,35 @@ pub(crate) fn spawn_monitor(
     };
     let (ready_r, ready_w) = pipe()?;
     let (report_r, report_w) = pipe()?;
-    if !single_threaded() {
-        return Err(RuntimeError::Monitor {
-            name: name.clone(),
-            source: std::io::Error::other(
-                "the monitor must be forked from a single-threaded process",
-            ),
-        });
-    }
+    let monitor_err = |e: ForkError| RuntimeError::Monitor {
+        name: name.clone(),
+        source: e.into(),
+    };
+    let me = ProcSelf::open(Path::new(PROC)).map_err(monitor_err)?;
     let _ = std::io::stdout().flush();
-    // SAFETY: this process has one thread (checked just above), so the
-    // child is a complete copy in which std, the allocator and every lock
-    // are in a consistent state. The child never returns into the caller's
-    // frames: it ends in `_exit`, so no destructor of the CLI runs twice.
-    match unsafe { nix::unistd::fork() } {
-        Err(e) => Err(RuntimeError::Monitor {
-            name: name.clone(),
-            source: e.into(),
-        }),
-        Ok(nix::unistd::ForkResult::Child) => {
+    // The fork checks that this process has one thread, so the child is a
+    // complete copy in which std, the allocator and every lock are in a
+    // consistent state. The child never returns into the caller's frames:
+    // it ends in `exit_now`, so no destructor of the CLI runs twice.
+    match fork::fork(me) {
+        Err(e) => Err(monitor_err(e)),
+        Ok(Forked::Child) => {
             // Lift the three above stdio first: a CLI started with closed
             // stdio gets them as 0-2, and one dup2 would clobber another.
-            // SAFETY: fcntl(F_DUPFD) only duplicates a descriptor we own.
-            let lift = |fd: i32| unsafe { libc::fcntl(fd, libc::F_DUPFD, 10) };
+            // (Raw numbers from here: this frame's descriptors are closed
+            // below by number, and never dropped.)
+            let lift = |fd: BorrowedFd<'_>| {
+                crate::sys::fd::dup_from(fd, 10).map_or(-1, IntoRawFd::into_raw_fd)
+            };
             let fds = [
-                lift(ready_r.as_raw_fd()),
-                lift(report_w.as_raw_fd()),
-                lift(log.as_raw_fd()),
-                lift(monitor_lock.as_raw_fd()),
+                lift(ready_r.as_fd()),
+                lift(report_w.as_fd()),
+                lift(log.as_fd()),
+                lift(monitor_lock.as_fd()),
             ];
             // `ps` and `top` show it as the monitor (its argv stays the
             // CLI's: `jailer start NAME`).
-            // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most
-            // 16 bytes, which this literal is.
-            unsafe { libc::prctl(libc::PR_SET_NAME, c"jailer-monitor".as_ptr()) };
+            let _ = process::set_name(c"jailer-monitor");
             let wired = nix::unistd::setsid().is_ok()
                 && fds.iter().all(|fd| *fd >= 10)
                 && (0..4).all(|i| nix::unistd::dup2(fds[i], i as i32).is_ok());
@@ -135,25 +120,23 @@ pub(crate) fn spawn_monitor(
             // process's whole life) goes, the CLI's lock files first among
             // them. (`dup2` clears close-on-exec on 0-3; fd 3 gets it back,
             // so that init's exec drops its copy.) The OwnedFds of this
-            // frame are never dropped: `_exit` below does not return.
-            // SAFETY: close_range(2) only closes descriptors.
-            let closed =
-                unsafe { libc::close_range(MONITOR_LOCK_FD as u32 + 1, libc::c_uint::MAX, 0) } == 0
-                    && nix::fcntl::fcntl(
-                        MONITOR_LOCK_FD,
-                        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-                    )
-                    .is_ok();
+            // frame are never dropped: `exit_now` below does not return.
+            let closed = process::close_from_except(MONITOR_LOCK_FD + 1, &[]).is_ok()
+                && nix::fcntl::fcntl(
+                    MONITOR_LOCK_FD,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                )
+                .is_ok();
             let code = if wired && closed {
                 monitor_main(pool, rec)
             } else {
                 1
             };
-            // SAFETY: _exit(2) ends the process without running the CLI's
-            // destructors or atexit handlers in this copy of it.
-            unsafe { libc::_exit(code) }
+            // Without the CLI's destructors or atexit handlers in this copy
+            // of it.
+            process::exit_now(code)
         }
-        Ok(nix::unistd::ForkResult::Parent { child }) => Ok(Monitor {
+        Ok(Forked::Parent(child)) => Ok(Monitor {
             name: name.clone(),
             pid: child,
             ready: Some(std::fs::File::from(ready_w)),
@@ -227,8 +210,7 @@ pub(super) fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
     let name = rec.name();
     // Terminal and session signals must not take the jail down.
     for s in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
-        // SAFETY: SIG_IGN installs no handler code; always sound.
-        let _ = unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigIgn) };
+        let _ = process::ignore(s);
     }
     let limits = Limits {
         memory: rec.spec.memory,
@@ -471,7 +453,7 @@ pub(super) fn pump_until_exit(
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     // Our unreaped child: its pid cannot be reused before the waitpid below.
-    let init_fd = open_pidfd(init.as_raw());
+    let init_fd = process::pidfd_open(init).ok();
     let timeout = match init_fd {
         Some(_) => PollTimeout::NONE,
         None => PollTimeout::from(100u8),
@@ -533,6 +515,7 @@ pub(super) fn launch(
     let entry = cg.self_entry()?;
     let (child, in_cgroup) = init::spawn(
         &plan,
+        Path::new(PROC),
         child_sock,
         err_w,
         console,
