@@ -2,7 +2,7 @@
 //! and net namespaces, it builds its own world and execs the jail's command.
 //!
 //! Everything that needs memory is prepared in [`Plan`] before the clone; the
-//! child then runs [`setup`], one step per line, and reports the first step
+//! child then runs `setup`, one step per line, and reports the first step
 //! that fails through a close-on-exec pipe.
 
 use crate::cgroup::SelfEntry;

@@ -1,5 +1,6 @@
-//! Running jails: start (through a per-jail monitor), stop, kill, freeze,
-//! thaw, and the reconciliation of records with what the kernel reports.
+//! Running jails: the verbs start, stop, kill, freeze, thaw, wait,
+//! observe and release (here), and the reconciliation of records with what
+//! the kernel reports.
 //!
 //! `start` forks the jail's monitor from the CLI (no exec: the record is
 //! already read, and an exec of this binary would cost a millisecond of
@@ -10,7 +11,7 @@
 //! output from a pipe into its console log (see [`console`]) until init
 //! exits, reaps it, records its exit in `exit.json` and releases the cgroup.
 //! The jail's own setup, the ordered list of steps inside the new
-//! namespaces, is [`init::setup`].
+//! namespaces, is `init::setup`.
 //!
 //! Each start is an instance: its own id and cgroup, a monitor holding the
 //! jail's monitor lock for exactly its life, and `instance.json` written by
@@ -18,6 +19,13 @@
 //! before it reports the start. A jail's state is derived from its instance
 //! ([`observe`]); `jail.json`'s state is a cache, and every verb reconciles
 //! it and sweeps the cgroups no live instance owns (`reconcile`).
+//!
+//! The submodules, by concern: `instance` (the run directory, the instance
+//! and exit files, the monitor lock, settle, sweep and reconcile), `monitor`
+//! (spawning the monitor and its life: launch, console pipe, id maps),
+//! `logs` ([`logs()`], [`wait_echo`], [`log_position`]), [`init`] (the jail's
+//! init), [`exec`] (`exec` and `ps`) and [`console`] (the console log). Every
+//! fork, syscall and `unsafe` is in [`crate::sys`].
 
 pub mod console;
 pub mod exec;
@@ -325,7 +333,7 @@ pub(crate) fn check_net(spec: &crate::spec::JailSpec) -> Result<(), RuntimeError
     }
 }
 
-/// Like [`Signal::from_str`], accepting `TERM`, `SIGTERM`, `15`.
+/// Like `Signal::from_str`, accepting `TERM`, `SIGTERM`, `15`.
 pub fn parse_signal(s: &str) -> Option<Signal> {
     if let Ok(n) = s.parse::<i32>() {
         return Signal::try_from(n).ok();
