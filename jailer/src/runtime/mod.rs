@@ -25,7 +25,8 @@
 //! (spawning the monitor and its life: launch, console pipe, id maps),
 //! `logs` ([`logs()`], [`wait_echo`], [`log_position`]), [`init`] (the jail's
 //! init), [`exec`] (`exec` and `ps`) and [`console`] (the console log). Every
-//! fork, syscall and `unsafe` is in [`crate::sys`].
+//! fork and raw syscall is in [`crate::sys`], with the code that must be
+//! trusted to be sound.
 
 pub mod console;
 pub mod exec;
