@@ -19,12 +19,12 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::dir::Dir;
-use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
+use nix::fcntl::{readlinkat, AtFlags, OFlag};
 use nix::sys::stat::{
     fchmod, fchmodat, fstat, fstatat, futimens, mkdirat, mknodat, utimensat, FchmodatFlags,
     FileStat, Mode, SFlag, UtimensatFlags,
@@ -32,11 +32,6 @@ use nix::sys::stat::{
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, Gid, Uid};
 use xattr::FileExt;
-
-mod ioctl {
-    // FICLONE = _IOW(0x94, 9, int): the source descriptor is passed by value.
-    nix::ioctl_write_int!(ficlone, 0x94, 9);
-}
 
 /// What a tree holds: every entry below the root (files, dirs, symlinks, devices, fifos,
 /// sockets; a hard-linked inode counted once) and the sum of regular files' sizes in bytes.
@@ -200,9 +195,7 @@ impl Node<'_> {
 
 /// Opens `name` relative to `dir` (close-on-exec added).
 pub(crate) fn open_at(dir: &File, name: &OsStr, flags: OFlag, mode: Mode) -> nix::Result<File> {
-    let fd = openat(Some(dir.as_raw_fd()), name, flags | OFlag::O_CLOEXEC, mode)?;
-    // SAFETY: `openat` just returned this descriptor and nothing else owns it.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let owned = crate::sys::fd::openat(dir.as_fd(), name, flags | OFlag::O_CLOEXEC, mode)?;
     Ok(File::from(owned))
 }
 
@@ -375,11 +368,7 @@ pub(crate) fn file_type(st: &FileStat) -> SFlag {
 /// Copies the data of `src` into the empty file `dst`: a reflink when both are
 /// on the same btrfs (or another filesystem that clones), a copy otherwise.
 pub(crate) fn copy_data(src: &File, dst: &mut File) -> io::Result<()> {
-    // A descriptor is never negative, so it survives the widening unchanged.
-    let src_fd = src.as_raw_fd() as libc::c_ulong;
-    // SAFETY: FICLONE takes the source descriptor by value and reads no memory of
-    // ours; both descriptors are open for the duration of the call.
-    let cloned = unsafe { ioctl::ficlone(dst.as_raw_fd(), src_fd) };
+    let cloned = crate::sys::reflink::ficlone(dst.as_fd(), src.as_fd());
     if cloned.is_ok() {
         return Ok(());
     }

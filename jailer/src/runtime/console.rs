@@ -67,7 +67,7 @@ impl LogWriter {
     /// The writer for the log in `dir`, capped at `cap` bytes a file;
     /// `file` is `dir/console.log` opened with [`open_append`] (in the
     /// monitor, a duplicate of its fd 2, and `stderr` true). A file far over
-    /// the cap (see [`SLACK`]) is emptied.
+    /// the cap (see `SLACK`) is emptied.
     pub fn new(dir: PathBuf, cap: u64, file: File, stderr: bool) -> LogWriter {
         let mut w = LogWriter {
             dir,

@@ -5,14 +5,15 @@ use crate::cgroup::JailCgroup;
 use crate::name::Name;
 use crate::pool::Pool;
 use crate::record::{self, JailRecord, State};
-use crate::sys::{clone3, process, pty};
+use crate::sys::fork::{self, ForkError, Forked, ProcSelf};
+use crate::sys::{process, pty};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::Pid;
 use serde::Serialize;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -196,27 +197,34 @@ pub fn exec(
     // On v2 the child is created in the jail's group (no move); elsewhere,
     // or before Linux 5.7, it is forked and moves itself in.
     let cg_dir = cg.v2_dir_fd();
-    let fork_err = |e: nix::errno::Errno| RuntimeError::Sys {
-        name: name.clone(),
-        what: "cannot fork into the jail (at its pids limit?)",
-        source: e.into(),
+    let fork_err = |e: ForkError| match e {
+        ForkError::Fork(errno) => RuntimeError::Sys {
+            name: name.clone(),
+            what: "cannot fork into the jail (at its pids limit?)",
+            source: errno.into(),
+        },
+        other => RuntimeError::Sys {
+            name: name.clone(),
+            what: "cannot fork the exec helper",
+            source: other.into(),
+        },
     };
+    // Each fork checks there that this process has one thread (the CLI
+    // starts none), as spawn_monitor's does.
+    let me = || ProcSelf::open(Path::new(super::PROC)).map_err(fork_err);
     let _ = std::io::Write::flush(&mut std::io::stdout());
     let into = match &cg_dir {
-        // SAFETY: as for the fork below.
-        Some(dir) => unsafe { clone3::fork_into_cgroup(CloneFlags::empty(), dir.as_fd()) }
-            .map_err(fork_err)?,
+        Some(dir) => {
+            fork::fork_into_cgroup(me()?, CloneFlags::empty(), dir.as_fd()).map_err(fork_err)?
+        }
         None => None,
     };
     let (fork, in_cgroup) = match into {
-        Some(clone3::Forked::Child) => (ForkResult::Child, true),
-        Some(clone3::Forked::Parent(child)) => (ForkResult::Parent { child }, true),
-        // SAFETY: the CLI is single-threaded here (no runtime, no worker
-        // threads), so the child may run arbitrary code after fork.
-        None => (unsafe { nix::unistd::fork() }.map_err(fork_err)?, false),
+        Some(f) => (f, true),
+        None => (fork::fork(me()?).map_err(fork_err)?, false),
     };
     match fork {
-        ForkResult::Child => {
+        Forked::Child => {
             let args = Helper {
                 cg: &cg,
                 in_cgroup,
@@ -229,7 +237,7 @@ pub fn exec(
             };
             std::process::exit(helper(args, fds))
         }
-        ForkResult::Parent { child } => {
+        Forked::Parent(child) => {
             drop(fds);
             drop(helper_sock);
             drop(cg_dir);
@@ -457,6 +465,11 @@ fn helper_steps(h: &Helper<'_>, ns: Vec<(std::fs::File, CloneFlags)>) -> Result<
         let entry = h.cg.self_entry().map_err(|e| crate::error_chain(&e))?;
         step("enter the jail's cgroup", entry.enter())?;
     }
+    // This process's entry in the host's /proc, while the path is still
+    // the host's: the fork in step 7 checks there that the helper has one
+    // thread (it has, as a checked fork of the CLI that starts none). The
+    // fork closes it before it forks, so the command never holds it.
+    let me = step("open /proc/self", ProcSelf::open(Path::new(super::PROC)))?;
     // 5. The jail's namespaces, user last; then its root.
     for (f, flag) in &ns {
         step(
@@ -481,12 +494,9 @@ fn helper_steps(h: &Helper<'_>, ns: Vec<(std::fs::File, CloneFlags)>) -> Result<
         }
     };
     // 7. Fork the command (a pid namespace applies to children).
-    // SAFETY: this process is single-threaded (a fork of the single-threaded CLI).
-    let child = match step("fork into the pid namespace", unsafe {
-        nix::unistd::fork()
-    })? {
-        ForkResult::Child => command(h.plan, pair.as_ref().map(|(_, s)| s)),
-        ForkResult::Parent { child } => child,
+    let child = match step("fork into the pid namespace", fork::fork(me))? {
+        Forked::Child => command(h.plan, pair.as_ref().map(|(_, s)| s)),
+        Forked::Parent(child) => child,
     };
     let master = pair.map(|(m, _slave)| m);
     let pidfd = process::pidfd_open(child).ok();

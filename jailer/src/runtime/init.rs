@@ -2,18 +2,20 @@
 //! and net namespaces, it builds its own world and execs the jail's command.
 //!
 //! Everything that needs memory is prepared in [`Plan`] before the clone; the
-//! child then runs [`setup`], one step per line, and reports the first step
+//! child then runs `setup`, one step per line, and reports the first step
 //! that fails through a close-on-exec pipe.
 
 use crate::cgroup::SelfEntry;
 use crate::record::JailRecord;
 use crate::seccomp;
+use crate::sys::fork::{self, ForkError, Forked, ProcSelf};
+use crate::sys::process;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use nix::unistd::{Gid, Pid, Uid};
 use std::ffi::CString;
-use std::io::{IoSlice, IoSliceMut, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 /// Host device nodes bind-mounted into the jail's `/dev`.
@@ -152,15 +154,18 @@ impl Plan {
 /// With `cgroup` (the jail's cgroup v2 directory) the child is created in
 /// that group (`clone3` with `CLONE_INTO_CGROUP`) and the second value is
 /// true; without it, or on a kernel before 5.7, it starts in the monitor's
-/// group and moves itself in through `entry`, first thing.
+/// group and moves itself in through `entry`, first thing. `proc`: the
+/// host's procfs, where the fork checks that the monitor has one thread (it
+/// has: a checked fork of the single-threaded CLI, and it starts none).
 pub fn spawn(
     plan: &Plan,
+    proc: &Path,
     sock: OwnedFd,
     err_w: OwnedFd,
     console: BorrowedFd<'_>,
     cgroup: Option<BorrowedFd<'_>>,
     entry: &SelfEntry,
-) -> nix::Result<(Pid, bool)> {
+) -> Result<(Pid, bool), ForkError> {
     let flags = CloneFlags::CLONE_NEWUSER
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
@@ -168,51 +173,40 @@ pub fn spawn(
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWNET;
     let console_fd = console.as_raw_fd();
-    let sock_fd = sock.as_raw_fd();
-    let err_fd = err_w.as_raw_fd();
+    let (sock_fd, err_fd) = (sock.as_fd(), err_w.as_fd());
+    // Runs in the child, on memory prepared before the fork (the plan, the
+    // descriptors above), and ends it: the child never returns into the
+    // monitor's frames.
     let child = move |in_cgroup: bool| -> isize {
         let entry = (!in_cgroup).then_some(entry);
         match setup(plan, sock_fd, console_fd, entry) {
             Ok(never) => match never {},
             Err(msg) => {
-                // SAFETY: err_fd is the child's copy of the pipe's write end,
-                // open until exit; ManuallyDrop keeps us from closing it twice.
-                let mut f =
-                    std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(err_fd) });
-                let _ = f.write_all(msg.as_bytes());
+                // The child's copy of the pipe's write end, open until exit.
+                let _ = crate::sys::fd::write_all(err_fd, msg.as_bytes());
                 127
             }
         }
     };
     let into = match cgroup {
-        // SAFETY: the monitor is single-threaded, so the child's copy of the
-        // address space has no lock held by another thread; the child runs
-        // `child` (memory prepared before the fork: the plan, the fds above)
-        // and ends in _exit, never returning into the monitor's frames.
-        Some(cg) => unsafe { crate::sys::clone3::fork_into_cgroup(flags, cg) },
+        Some(cg) => ProcSelf::open(proc).and_then(|me| fork::fork_into_cgroup(me, flags, cg)),
         None => Ok(None),
     };
     let result = match into {
-        Ok(Some(crate::sys::clone3::Forked::Child)) => {
+        Ok(Some(Forked::Child)) => {
             let code = child(true);
-            // SAFETY: _exit(2) ends the child without running the
-            // monitor's destructors in this copy of it.
-            unsafe { libc::_exit(code as i32) }
+            // Without the monitor's destructors in this copy of it.
+            process::exit_now(code as i32)
         }
-        Ok(Some(crate::sys::clone3::Forked::Parent(pid))) => Ok((pid, true)),
+        Ok(Some(Forked::Parent(pid))) => Ok((pid, true)),
         Err(e) => Err(e),
         // No cgroup, or no clone3 with CLONE_INTO_CGROUP: clone; the child
         // moves itself.
         Ok(None) => {
             let mut stack = vec![0u8; 1 << 20];
             let cb = Box::new(move || child(false));
-            // SAFETY: the monitor is single-threaded, so the child's copy of
-            // the address space has no lock held by another thread; the
-            // callback only uses memory prepared before the clone (the plan)
-            // and the fds above, and the stack outlives the call in the
-            // parent (the child has its own copy of it, since CLONE_VM is
-            // not set).
-            unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
+            ProcSelf::open(proc)
+                .and_then(|me| fork::clone(me, flags, &mut stack, cb))
                 .map(|pid| (pid, false))
         }
     };
@@ -236,25 +230,13 @@ pub fn send_go(sock: &OwnedFd, tree: BorrowedFd<'_>) -> nix::Result<()> {
     Ok(())
 }
 
-fn recv_go(sock: RawFd) -> Result<OwnedFd, String> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+fn recv_go(sock: BorrowedFd<'_>) -> Result<OwnedFd, String> {
     let mut buf = [0u8; 1];
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+    let (_, fds) = process::recv_with_fds(sock, &mut buf)
         .map_err(|e| format!("waiting for the monitor: {e}"))?;
-    for c in msg
-        .cmsgs()
-        .map_err(|e| format!("reading the rootfs handle: {e}"))?
-    {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            if let Some(fd) = fds.first() {
-                // SAFETY: SCM_RIGHTS just installed this fd in our table; we own it.
-                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
-            }
-        }
-    }
-    Err("the monitor sent no rootfs".into())
+    fds.into_iter()
+        .next()
+        .ok_or_else(|| "the monitor sent no rootfs".into())
 }
 
 fn step<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> Result<T, String> {
@@ -297,7 +279,7 @@ fn symlink(target: &str, link: &Path) -> Result<(), String> {
 /// error. `entry`: the group to move into, unless created in it.
 fn setup(
     plan: &Plan,
-    sock: RawFd,
+    sock: BorrowedFd<'_>,
     console: RawFd,
     entry: Option<&SelfEntry>,
 ) -> Result<std::convert::Infallible, String> {
@@ -312,7 +294,7 @@ fn setup(
     // the jail's root, a 0700 directory above the pool is closed to us.
     let target = step(
         "open the rootfs",
-        nix::fcntl::open(
+        crate::sys::fd::open(
             &plan.rootfs,
             nix::fcntl::OFlag::O_PATH
                 | nix::fcntl::OFlag::O_DIRECTORY
@@ -320,8 +302,6 @@ fn setup(
             nix::sys::stat::Mode::empty(),
         ),
     )?;
-    // SAFETY: open(2) just returned this fd; we own it.
-    let target = unsafe { OwnedFd::from_raw_fd(target) };
     // 1. Become root of the new user namespace (host: the jail's id base).
     become_root()?;
     // 2. Private propagation: nothing we mount leaks back to the host.
@@ -454,9 +434,10 @@ fn setup(
     restrict(&plan.caps, &plan.filters)?;
     // 11. Die with the monitor. Set last: every credential change above
     // clears the parent-death signal.
-    // SAFETY: prctl(PR_SET_PDEATHSIG) takes an integer signal and no pointers.
-    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    step("set the parent-death signal", nix::errno::Errno::result(r))?;
+    step(
+        "set the parent-death signal",
+        process::set_parent_death_signal(nix::sys::signal::Signal::SIGKILL),
+    )?;
     // 12. exec.
     Err(plan.exec())
 }
@@ -587,8 +568,6 @@ pub fn restrict(
         "set permitted capabilities",
         caps::set(None, CapSet::Permitted, keep),
     )?;
-    // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1) takes integers only.
-    let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-    step("set no_new_privs", nix::errno::Errno::result(r))?;
+    step("set no_new_privs", process::set_no_new_privs())?;
     step("install the seccomp filter", seccomp::install(filters))
 }

@@ -5,6 +5,7 @@
 //! Written here because neither nix nor rustix wraps `clone3`, and libc
 //! defines `struct clone_args` for a few musl targets only.
 
+use super::fork::Forked;
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
@@ -30,13 +31,6 @@ struct CloneArgs {
     cgroup: u64,
 }
 
-/// Which side of the fork this is.
-#[derive(Debug)]
-pub enum Forked {
-    Child,
-    Parent(Pid),
-}
-
 /// Forks like `fork(2)` (the child runs on a copy of this stack and returns
 /// here) with `flags` (namespaces) into the cgroup v2 directory `cgroup`,
 /// SIGCHLD to the parent on exit.
@@ -44,10 +38,13 @@ pub enum Forked {
 /// `Ok(None)` on kernels before 5.7, which lack it (`ENOSYS` or `E2BIG`):
 /// nothing was forked, the caller forks another way.
 ///
+/// Called through [`super::fork::fork_into_cgroup`], which checks that this
+/// process has one thread first.
+///
 /// # Safety
 /// As for `fork(2)`: if this process has other threads, the child may only
 /// call async-signal-safe functions, and it must end in `_exit` or `exec`.
-pub unsafe fn fork_into_cgroup(
+pub(super) unsafe fn fork_into_cgroup(
     flags: CloneFlags,
     cgroup: BorrowedFd<'_>,
 ) -> Result<Option<Forked>, Errno> {

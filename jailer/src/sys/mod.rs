@@ -5,10 +5,13 @@
 
 pub mod bpf;
 pub mod btrfs;
-pub mod clone3;
+mod clone3;
+pub mod fd;
+pub mod fork;
 pub mod loopdev;
 pub mod mount;
 pub mod mountapi;
 pub mod net;
 pub mod process;
 pub mod pty;
+pub mod reflink;

@@ -1,5 +1,6 @@
-//! Process hygiene for `jailer exec`: which descriptors a process keeps,
-//! signal dispositions, pidfds.
+//! Process hygiene: which descriptors a process keeps, signal
+//! dispositions, pidfds, its name and parent-death signal, no_new_privs,
+//! and `_exit`.
 //!
 //! `close_range(2)` is Linux 5.9 and pidfds 5.3; the jails need 5.12
 //! (idmapped mounts) anyway, so neither has a fallback.
@@ -24,6 +25,12 @@ pub enum ProcessError {
     },
     #[error("cannot reset the disposition of {signal}")]
     Signal {
+        signal: Signal,
+        #[source]
+        source: Errno,
+    },
+    #[error("cannot ignore {signal}")]
+    Ignore {
         signal: Signal,
         #[source]
         source: Errno,
@@ -94,7 +101,9 @@ pub fn ensure_stdio_open() -> Result<(), ProcessError> {
     Ok(())
 }
 
-/// A pidfd for the child `pid` (not yet reaped, so the pid is its own).
+/// A pidfd for `pid`: of whatever process has that pid now (for an
+/// unreaped child, the child; anyone else checks after opening that it is
+/// the process meant, by its start time).
 pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, ProcessError> {
     // SAFETY: pidfd_open(2) takes a pid and flags (0: close-on-exec is
     // implied) and returns a new descriptor or -1.
@@ -132,16 +141,59 @@ pub fn default_action(signal: Signal) -> Result<(), ProcessError> {
         .map_err(|source| ProcessError::Signal { signal, source })
 }
 
+/// Ignores `signal` (`SIG_IGN`, which an exec keeps).
+pub fn ignore(signal: Signal) -> Result<(), ProcessError> {
+    use nix::sys::signal::SigHandler;
+    // SAFETY: SIG_IGN installs no handler, so no code of ours runs in
+    // signal context.
+    unsafe { nix::sys::signal::signal(signal, SigHandler::SigIgn) }
+        .map(drop)
+        .map_err(|source| ProcessError::Ignore { signal, source })
+}
+
+/// `signal` to the calling process when its parent exits
+/// (`PR_SET_PDEATHSIG`; cleared by a change of credentials, so set it
+/// after them).
+pub fn set_parent_death_signal(signal: Signal) -> nix::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes an integer signal and no pointers.
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_int, 0, 0, 0) };
+    Errno::result(r).map(drop)
+}
+
 /// SIGKILL to the calling process when its parent exits; fails with
 /// `ESRCH` if the parent is already gone (checked after setting it).
 pub fn die_with_parent(parent: Pid) -> Result<(), ProcessError> {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) takes an integer signal and no pointers.
-    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    Errno::result(r).map_err(ProcessError::DeathSignal)?;
+    set_parent_death_signal(Signal::SIGKILL).map_err(ProcessError::DeathSignal)?;
     if nix::unistd::getppid() != parent {
         return Err(ProcessError::DeathSignal(Errno::ESRCH));
     }
     Ok(())
+}
+
+/// Sets no_new_privs: no exec from here on gains privileges (setuid bits,
+/// file capabilities); a seccomp filter may then be installed unprivileged.
+pub fn set_no_new_privs() -> nix::Result<()> {
+    // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1) takes integers only.
+    let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    Errno::result(r).map(drop)
+}
+
+/// Names the calling thread (`PR_SET_NAME`: what `ps` and `top` show; the
+/// kernel keeps the first 15 bytes).
+pub fn set_name(name: &std::ffi::CStr) -> nix::Result<()> {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string (at most 16 bytes
+    // of it), which a CStr is, alive for the call.
+    let r = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    Errno::result(r).map(drop)
+}
+
+/// Ends the process at once with `code` (`_exit(2)`): no destructors, no
+/// atexit handlers, no stdio flush. How a forked child ends, so that it
+/// never runs the parent's cleanup a second time.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit(2) takes an integer, touches no memory of ours and
+    // does not return.
+    unsafe { libc::_exit(code) }
 }
 
 /// Sends `data` on the unix socket `sock` with `fds` attached (SCM_RIGHTS).

@@ -35,6 +35,10 @@ pub fn trials() -> Vec<Trial> {
         ),
         t("exit_status_tty_and_window_size_pass_through", pass_through),
         t("exec_help_teaches_tty_and_interactive", help),
+        t(
+            "exec_never_forks_from_a_threaded_process",
+            threaded_exec_refused,
+        ),
     ]
 }
 
@@ -698,6 +702,50 @@ fn help() -> Result<(), String> {
         if !out.contains(w) {
             return Err(format!("exec --help lacks {w:?}: {out}"));
         }
+    }
+    Ok(())
+}
+
+/// The exec path forks its helper from the calling process, whose child
+/// then runs ordinary code: from a process with other threads (this test
+/// harness) that child could hang on a lock one of them held. The library
+/// refuses before any fork, and nothing joins the jail.
+fn threaded_exec_refused() -> Result<(), String> {
+    use jailer::runtime::exec::{self, ExecOptions, Tty};
+    let root = pool()?;
+    let name = "ee-threaded";
+    let _j = jail(&root, name);
+    start_sh(&root, name, &[], "exec sleep 1000")?;
+    let procs = || -> Result<usize, String> {
+        let ps = ok(&root, &["ps", name, "--json"])?;
+        let v: Vec<serde_json::Value> = serde_json::from_str(&ps).map_err(|e| e.to_string())?;
+        Ok(v.len())
+    };
+    let before = procs()?;
+    // A thread of our own, alive across the call, whatever the harness runs.
+    let (stop, wait) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || wait.recv());
+    let pool = jailer::pool::Pool::new(&root);
+    let n = jailer::name::Name::new(name).map_err(|e| e.to_string())?;
+    let opts = ExecOptions {
+        tty: Tty::Never,
+        interactive: false,
+    };
+    let r = exec::exec(&pool, &n, &["/bin/true".to_string()], opts);
+    let _ = stop.send(());
+    let _ = other.join();
+    let msg = match r {
+        Ok(code) => return Err(format!("exec from a threaded process ran (exit {code})")),
+        Err(e) => jailer::error_chain(&e),
+    };
+    if !msg.contains("it may fork only while it has one") {
+        return Err(format!("refused for another reason: {msg}"));
+    }
+    let after = procs()?;
+    if after != before {
+        return Err(format!(
+            "{before} processes in the jail before, {after} after"
+        ));
     }
     Ok(())
 }

@@ -1,0 +1,127 @@
+//! The console log read back: `jailer logs [--follow]`, and the copy of a
+//! start's output while `start --wait` or `run --rm` waits for it.
+
+use super::instance::{exit_of, exited_within, monitor_of, own_exit_path, pidfd, wait_exit};
+use super::{console, lock, observe, read, reconcile, sys, RuntimeError};
+use crate::name::Name;
+use crate::pool::Pool;
+use crate::record::{JailRecord, State};
+use std::io::Write;
+use std::time::Duration;
+
+/// Where the console log ends now: where the output of a start begins
+/// (`None`: no log yet, so all of it).
+pub fn log_position(pool: &Pool, name: &Name) -> Option<console::Position> {
+    console::position(&pool.jail_dir(name))
+}
+
+/// Like [`wait`](super::wait), and copies what the jail writes to its console log from
+/// `from` on (`Some(None)`: all of it) to `out`, as it comes, following the
+/// log across rotations (for `start --wait` and `run --rm`, whose user would
+/// otherwise never see it: `--rm` removes the log). A failing `out` (a
+/// closed pipe) ends the copy, never the wait.
+///
+/// `started`: the record `start` returned, whose instance is waited for
+/// (another start may follow it at once); `None`: the running one.
+pub fn wait_echo(
+    pool: &Pool,
+    name: &Name,
+    started: Option<&JailRecord>,
+    echo: Option<(Option<console::Position>, &mut dyn Write)>,
+) -> Result<JailRecord, RuntimeError> {
+    let rec = match started {
+        Some(r) => r.clone(),
+        None => observe(pool, read(pool, name)?),
+    };
+    let dir = pool.jail_dir(name);
+    let mut echo = echo.map(|(from, out)| {
+        let f = console::Follower::new(dir.clone(), rec.spec.log_size, from);
+        (f, out)
+    });
+    let mut buf = vec![0u8; 64 << 10];
+    let mut copy = |echo: &mut Option<(console::Follower, &mut dyn Write)>| {
+        if let Some((f, out)) = echo {
+            if f.copy_new(&mut buf, *out, None).is_err() {
+                *echo = None;
+            }
+        }
+    };
+    if let Some(rt) = &rec.runtime {
+        if let Some(init) = pidfd(&rt.init) {
+            // Poll the log while init runs; its exit ends the poll at once.
+            let tick = echo.is_some().then_some(Duration::from_millis(100));
+            loop {
+                copy(&mut echo);
+                if exited_within(&init, tick) {
+                    break;
+                }
+            }
+        }
+    }
+    // The monitor drains the jail's last output, then exits.
+    if let Some(m) = monitor_of(&rec) {
+        wait_exit(&m);
+    }
+    copy(&mut echo);
+    let _lock = lock(pool, name)?;
+    let mut now = read(pool, name)?;
+    reconcile(pool, &mut now)?;
+    // The exit of the instance waited for, though another may run now.
+    if let Some(rt) = &rec.runtime {
+        let other = now.runtime.as_ref().map(|r| &r.instance) != Some(&rt.instance);
+        let mine = exit_of(&rec, &rt.instance);
+        // Read: the waiter owned it.
+        let _ = std::fs::remove_file(own_exit_path(&rec, &rt.instance));
+        if let (true, Some(x)) = (other, mine) {
+            now.state = State::Stopped;
+            now.runtime = None;
+            now.started_at = rec.started_at;
+            now.finished_at = Some(x.exit.finished_at);
+            now.exit_code = x.exit.exit_code.or(x.exit.signal.map(|s| 128 + s));
+            now.oom_killed = x.exit.oom_killed;
+        }
+    }
+    Ok(now)
+}
+
+/// `jailer logs NAME [--follow]`: copies the console log to `out`, the
+/// rotated part first, as the jail wrote it (the jail's own bytes, not
+/// escaped); with `follow`, keeps copying, across rotations, until the jail
+/// stops and its monitor has written the last of it.
+pub fn logs(
+    pool: &Pool,
+    name: &Name,
+    follow: bool,
+    out: &mut dyn Write,
+) -> Result<(), RuntimeError> {
+    let rec = read(pool, name)?;
+    let dir = pool.jail_dir(name);
+    if !follow && !dir.join(console::CURRENT).exists() && !dir.join(console::ROTATED).exists() {
+        return Ok(());
+    }
+    let mut f = console::Follower::new(dir, rec.spec.log_size, None);
+    let mut buf = vec![0u8; 64 << 10];
+    let mut drain = |f: &mut console::Follower, stop_at: Option<u64>| {
+        f.copy_new(&mut buf, out, stop_at)
+            .map_err(sys(name, "cannot copy the console log out"))
+    };
+    if !follow {
+        // What is there now: a chatty jail does not keep this going.
+        let stop_at = f.current_ino();
+        return drain(&mut f, stop_at);
+    }
+    loop {
+        drain(&mut f, None)?;
+        let rec = observe(pool, read(pool, name)?);
+        let monitor = monitor_of(&rec);
+        if !matches!(rec.state, State::Running | State::Frozen) {
+            // What the jail wrote before it stopped, once the monitor has
+            // drained it.
+            if let Some(m) = monitor {
+                wait_exit(&m);
+            }
+            return drain(&mut f, None);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
