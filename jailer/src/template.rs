@@ -39,7 +39,7 @@ pub enum TemplateError {
         #[source]
         source: std::io::Error,
     },
-    #[error("invalid default command for template {name}: {why}")]
+    #[error("invalid default command for template {name}: {why}; give the program and its arguments after `--`, e.g. -- /bin/sleep infinity")]
     BadCommand { name: Name, why: &'static str },
     #[error(transparent)]
     Spec(#[from] crate::spec::SpecError),
