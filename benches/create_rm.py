@@ -65,11 +65,11 @@ def main():
         copy_dir = os.path.join(root, "copy")
         os.mkdir(copy_dir)
         # Warm the caches once for each method.
-        j("create", "warm", "--template", "base")
+        j("create", "warm", "--template", "base", "--", "/bin/true")
         j("rm", "warm")
 
         def jailer_cycle(i):
-            j("create", f"b{i}", "--template", "base")
+            j("create", f"b{i}", "--template", "base", "--", "/bin/true")
             j("rm", f"b{i}")
 
         def hand_cycle(i):

@@ -44,8 +44,20 @@ const fn chr(major: u32, minor: Option<u32>) -> DeviceRule {
         access: bpf::ACCESS_ALL,
     }
 }
-/// CFS period in microseconds.
-const CPU_PERIOD_US: u64 = 100_000;
+/// CFS period in microseconds (v1 `cpu.cfs_period_us`, the second number
+/// of v2 `cpu.max`): the kernel's default.
+pub const CPU_PERIOD_US: u64 = 100_000;
+/// The smallest CFS quota the kernel takes, in microseconds: 1 ms per
+/// period (`min_cfs_quota_period` in kernel/sched/core.c; a smaller
+/// `cpu.cfs_quota_us` or `cpu.max` fails with EINVAL).
+pub const MIN_CPU_QUOTA_US: u64 = 1_000;
+
+/// The CFS quota, in microseconds per [`CPU_PERIOD_US`], that `--cpus`
+/// becomes. `create` refuses counts whose quota is below
+/// [`MIN_CPU_QUOTA_US`] using this same function.
+pub fn cpu_quota_us(cpus: f64) -> i64 {
+    (cpus * CPU_PERIOD_US as f64).round() as i64
+}
 
 /// What went wrong with a jail's cgroup.
 #[derive(Debug, thiserror::Error)]
@@ -347,7 +359,7 @@ impl JailCgroup {
             res.memory.memory_hard_limit = Some(m);
         }
         if let Some(c) = limits.cpus {
-            res.cpu.quota = Some((c * CPU_PERIOD_US as f64).round() as i64);
+            res.cpu.quota = Some(cpu_quota_us(c));
             res.cpu.period = Some(CPU_PERIOD_US);
         }
         if let Some(p) = limits.pids {

@@ -54,9 +54,11 @@ pub enum Cmd {
     /// reboot, it re-attaches the existing image and never re-formats it.
     /// A ROOT that is already on btrfs is used as it is.
     Init {
-        /// Size of a new image file (e.g. 20G, 512M).
-        #[arg(long, default_value = "20G")]
-        size: String,
+        /// Size of a new image file (e.g. 20G, the default; at least 256M,
+        /// since mkfs.btrfs refuses less than 109 MiB and the pool keeps
+        /// 32 MiB in reserve). Ignored, with a note, when the pool exists.
+        #[arg(long, value_name = "SIZE")]
+        size: Option<String>,
         /// Use this block device instead of an image file.
         #[arg(long, value_name = "DEV")]
         device: Option<PathBuf>,
@@ -219,12 +221,16 @@ pub enum TemplateCmd {
     /// Import a directory or a tar archive (.tar, .tar.gz, .tar.zst) as a template.
     ///
     /// Owners, modes, symlinks, hard links and extended attributes (file
-    /// capabilities too) are kept.
+    /// capabilities too) are kept. A command after `--` is recorded as the
+    /// template's default: jails created from it without a command run it.
     Import {
         /// The new template's name.
         name: String,
         /// A directory or a tar archive.
         path: PathBuf,
+        /// The default command of jails made from it (e.g. -- /bin/sleep infinity).
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
     },
     /// Make a Debian template with debootstrap.
     Debootstrap {
@@ -258,24 +264,32 @@ pub enum TemplateCmd {
 
 #[derive(Debug, clap::Args)]
 pub struct CreateArgs {
-    /// The jail's name: 1-63 of a-z 0-9 _ . - , starting with a letter or digit.
+    /// The jail's name: 1-63 of a-z 0-9 _ . - , starting with a letter or
+    /// digit. Its hostname is the name with each `_` and `.` made a `-`
+    /// (`my_app.v2` gets `my-app-v2`) unless --hostname says otherwise.
     pub name: String,
     /// The template to snapshot.
     #[arg(long, short)]
     pub template: String,
-    /// Hostname inside the jail (default: the name).
+    /// Hostname inside the jail: a label (web-1) or a fully qualified name
+    /// (web-1.example.com), at most 64 characters (the kernel's limit).
+    /// Default: the name, with `_` and `.` made `-`.
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Memory limit (e.g. 512M, 2G).
-    #[arg(long)]
+    /// Memory limit (e.g. 512M, 2G; whole bytes, at least 4M: in less the
+    /// kernel cannot run a jail's init, whose stacks, page tables and
+    /// binaries are charged to it).
+    #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,
     /// Disk limit: what the jail may write beyond its template (e.g. 512M,
-    /// 20G; default 10G); `none` or 0 for no limit. Enforced by btrfs quota
-    /// groups.
+    /// 20G; default 10G; at least 1M, as btrfs charges the metadata of the
+    /// first writes to it); `none` or 0 for no limit. Enforced by btrfs
+    /// quota groups.
     #[arg(long, value_name = "SIZE")]
     pub disk: Option<String>,
-    /// CPU limit in cpus (e.g. 0.5, 2).
-    #[arg(long)]
+    /// CPU limit in cpus (e.g. 0.5, 2): at least 0.01 (the kernel's
+    /// smallest CFS quota, 1 ms per 100 ms period), at most the host's cpus.
+    #[arg(long, value_name = "N")]
     pub cpus: Option<String>,
     /// Maximum number of processes.
     #[arg(long)]
@@ -317,7 +331,8 @@ pub struct CreateArgs {
     /// kept, the newest output.
     #[arg(long = "log-size", value_name = "SIZE")]
     pub log_size: Option<String>,
-    /// The command run as the jail's init.
+    /// The command run as the jail's init; without one, the template's
+    /// default command (a jail with neither is refused).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
@@ -497,7 +512,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             device,
             force,
             image,
-        } => init(&ctx, &size, device, force, image),
+        } => init(&ctx, size, device, force, image),
         Cmd::Pool => pool_info(&ctx),
         Cmd::Template(t) => template_cmd(&ctx, t),
         Cmd::Create(c) => create(&ctx, c),
@@ -525,19 +540,29 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
 fn init(
     ctx: &Ctx,
-    size: &str,
+    size: Option<String>,
     device: Option<PathBuf>,
     force: bool,
     image: Option<PathBuf>,
 ) -> Result<ExitCode> {
     let opts = InitOptions {
-        size: spec::parse_size(size).map_err(lifecycle::Error::from)?,
+        size: match &size {
+            Some(s) => {
+                spec::parse_size_at_least(spec::IMAGE_SIZE, s).map_err(lifecycle::Error::from)?
+            }
+            None => pool::DEFAULT_IMAGE_SIZE,
+        },
         device,
         force,
         image,
     };
     let (pool, action) = lifecycle::init(&ctx.root, &opts)?;
-    let doc = serde_json::json!({ "root": pool.root(), "action": action });
+    // --size makes a new image only; say so when it was not used.
+    let ignored = size.filter(|_| !matches!(action, InitAction::CreatedImage));
+    let mut doc = serde_json::json!({ "root": pool.root(), "action": action });
+    if let Some(s) = &ignored {
+        doc["size_ignored"] = s.as_str().into();
+    }
     ctx.print(&doc, || {
         let what = match action {
             InitAction::AlreadyReady => "already ready".to_string(),
@@ -554,7 +579,14 @@ fn init(
             InitAction::FormattedDevice => "formatted the device and mounted it".into(),
             InitAction::MountedDevice => "mounted the existing pool device".into(),
         };
-        outln!("pool {}: {what}", pool.root().display());
+        let note = match &ignored {
+            Some(s) => format!(
+                "; --size {s} ignored: it sizes a new image only, and this pool exists ({})",
+                lifecycle::pool_info(&pool).map_or("size unknown".into(), |i| human_bytes(i.size))
+            ),
+            None => String::new(),
+        };
+        outln!("pool {}: {what}{note}", pool.root().display());
         Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
@@ -948,12 +980,22 @@ fn template_cmd(ctx: &Ctx, cmd: TemplateCmd) -> Result<ExitCode> {
                 human_bytes(rec.size),
                 rec.source
             );
+            if !rec.command.is_empty() {
+                outln!(
+                    "default command: {}",
+                    jailer::display::escape(&rec.command.join(" "))
+                );
+            }
             Ok(())
         })
     };
     match cmd {
-        TemplateCmd::Import { name: n, path } => {
-            let rec = lifecycle::template_import(pool, &lifecycle::name(&n)?, &path)
+        TemplateCmd::Import {
+            name: n,
+            path,
+            command,
+        } => {
+            let rec = lifecycle::template_import(pool, &lifecycle::name(&n)?, &path, &command)
                 .with_context(|| format!("template import {n} failed"))?;
             show(&rec)?;
         }
@@ -970,19 +1012,17 @@ fn template_cmd(ctx: &Ctx, cmd: TemplateCmd) -> Result<ExitCode> {
                 include,
                 mirror,
             };
+            // Everything that can be refused is, before the long part.
+            let n = lifecycle::name(&n)?;
             opts.check().map_err(lifecycle::Error::from)?;
+            template::check_new(pool, &n).map_err(lifecycle::Error::from)?;
             if !ctx.json {
                 eprintln!(
                     "running debootstrap {} ({}); this takes a few minutes",
                     opts.suite, opts.variant
                 );
             }
-            let rec = lifecycle::template_debootstrap(
-                pool,
-                &lifecycle::name(&n)?,
-                &opts,
-                ctx.verbose > 0,
-            )?;
+            let rec = lifecycle::template_debootstrap(pool, &n, &opts, ctx.verbose > 0)?;
             show(&rec)?;
         }
         TemplateCmd::Ls => {

@@ -196,9 +196,11 @@ impl TemplateError {
             TemplateError::Exists { .. } => ErrorKind::Exists,
             TemplateError::Unknown { .. } => ErrorKind::NotFound,
             TemplateError::InUse { .. } => ErrorKind::IllegalState,
-            TemplateError::BadSource { .. } | TemplateError::BadArgument { .. } => {
-                ErrorKind::Invalid
-            }
+            TemplateError::BadSource { .. }
+            | TemplateError::BadArgument { .. }
+            | TemplateError::BadCommand { .. } => ErrorKind::Invalid,
+            TemplateError::SourceMissing { .. } => ErrorKind::NotFound,
+            TemplateError::Spec(e) => e.kind(),
             other => classify(other),
         }
     }

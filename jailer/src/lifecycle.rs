@@ -102,7 +102,10 @@ pub fn pool_info(pool: &Pool) -> Result<PoolInfo> {
 }
 
 /// `jailer create`: snapshots the template and records the jail.
+/// Without a command, the jail runs its template's default one; a jail
+/// with neither is refused.
 pub fn create(pool: &Pool, spec: JailSpec) -> Result<JailRecord> {
+    let spec = template::with_defaults(pool, spec)?;
     Ok(jail::create(pool, spec)?)
 }
 
@@ -242,6 +245,7 @@ pub fn rm(pool: &Pool, name: &Name, force: bool) -> Result<()> {
 ///
 /// The calling process must have one thread: the monitor is forked from it.
 pub fn run(pool: &Pool, spec: JailSpec, remove_on_failure: bool) -> Result<JailRecord> {
+    let spec = template::with_defaults(pool, spec)?;
     if spec.command.is_empty() {
         return Err(RuntimeError::NoCommand { name: spec.name }.into());
     }
@@ -267,9 +271,15 @@ pub fn run(pool: &Pool, spec: JailSpec, remove_on_failure: bool) -> Result<JailR
     }
 }
 
-/// `jailer template import NAME PATH`.
-pub fn template_import(pool: &Pool, name: &Name, path: &Path) -> Result<TemplateRecord> {
-    Ok(template::import(pool, name, path)?)
+/// `jailer template import NAME PATH [-- COMMAND]`: `command` is recorded
+/// as the default of jails made from it.
+pub fn template_import(
+    pool: &Pool,
+    name: &Name,
+    path: &Path,
+    command: &[String],
+) -> Result<TemplateRecord> {
+    Ok(template::import(pool, name, path, command)?)
 }
 
 /// `jailer template debootstrap NAME`; `verbose` shows debootstrap's output.

@@ -297,6 +297,11 @@ pub struct TemplateRecord {
     pub size: u64,
     /// Number of entries in the tree.
     pub files: u64,
+    /// The command a jail made from it runs when `create` gives none
+    /// (`template import NAME PATH -- COMMAND`); empty: none, and such a
+    /// jail is refused. Absent from records made before the field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
 }
 
 /// Why a record could not be read.
@@ -373,6 +378,26 @@ mod tests {
             format!("{pid} ({comm}) {}", fields.join(" ")),
         )
         .expect("write");
+    }
+
+    #[test]
+    fn a_template_record_from_before_default_commands_reads_without_one() {
+        let old: TemplateRecord = serde_json::from_value(serde_json::json!({
+            "name": "bookworm", "created_at": 1, "source": "/srv/root",
+            "size": 17, "files": 5
+        }))
+        .expect("old record");
+        assert!(old.command.is_empty());
+        // None is written as nothing; one is written and read back.
+        let v = serde_json::to_value(&old).expect("json");
+        assert!(v.get("command").is_none(), "{v}");
+        let with = TemplateRecord {
+            command: vec!["/bin/sleep".into(), "infinity".into()],
+            ..old
+        };
+        let back: TemplateRecord =
+            serde_json::from_value(serde_json::to_value(&with).expect("json")).expect("read");
+        assert_eq!(back, with);
     }
 
     #[test]

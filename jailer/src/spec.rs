@@ -7,6 +7,7 @@ use crate::name::{Name, NameError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::str::FromStr;
 
 /// The capabilities a jail's root holds unless changed with `--cap-add` /
@@ -49,19 +50,148 @@ pub const NEVER_GRANTED: &[&str] = &["cap_setfcap"];
 /// lifts the limit.
 pub const DEFAULT_DISK: u64 = 10 << 30;
 
+/// The least `--memory` takes. Below a few MiB the kernel cannot run a
+/// jail's init at all: the memory of its processes (their stacks, page
+/// tables, the pages of the binaries they run; on cgroup v2 also kernel
+/// memory such as the new namespaces) is charged to the jail's group. On a
+/// cgroup v1 host `--memory 1M` has `/bin/sh` OOM-killed before its first
+/// line and 2 MiB just runs it; v2 charges more. 4 MiB keeps a margin over
+/// what a shell needs, so a jail refused here could never have started.
+pub const MIN_MEMORY: u64 = 4 << 20;
+
+/// The least `--disk` takes (other than `none`). btrfs charges a jail's
+/// quota group for the 16 KiB metadata nodes its first writes copy and
+/// reserves more for each change before making it: under a 64 KiB limit a
+/// jail cannot create one empty file, under 96 KiB a second. 1 MiB leaves
+/// room for that metadata and a few files.
+pub const MIN_DISK: u64 = 1 << 20;
+
+/// The least `jailer init --size` takes for a new image: mkfs.btrfs
+/// refuses devices under 109 MiB (btrfs-progs 6.2, default profiles with
+/// metadata duplicated), and the pool keeps
+/// [`crate::pool::RESERVE_SIZE`] aside besides.
+pub const MIN_IMAGE_SIZE: u64 = 256 << 20;
+
+/// A size option and the least it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeRule {
+    /// The option as typed, e.g. `--memory`.
+    pub option: &'static str,
+    /// Its minimum in bytes.
+    pub min: u64,
+    /// Why there is a minimum, for the error message.
+    pub why: &'static str,
+}
+
+/// `jailer create --memory`.
+pub const MEMORY: SizeRule = SizeRule {
+    option: "--memory",
+    min: MIN_MEMORY,
+    why: "the kernel cannot run a jail's init in less (its processes' stacks, page tables and binaries are charged to the jail)",
+};
+
+/// `jailer create --disk` (a size; `none` is handled before).
+pub const DISK: SizeRule = SizeRule {
+    option: "--disk",
+    min: MIN_DISK,
+    why: "btrfs charges the metadata of a jail's first writes to its limit, so under it the jail cannot create a file",
+};
+
+/// `jailer create --log-size`.
+pub const LOG_SIZE: SizeRule = SizeRule {
+    option: "--log-size",
+    min: crate::runtime::console::MIN_CAP,
+    why: "a smaller console log would rotate on almost every line",
+};
+
+/// `jailer init --size`.
+pub const IMAGE_SIZE: SizeRule = SizeRule {
+    option: "--size",
+    min: MIN_IMAGE_SIZE,
+    why: "mkfs.btrfs refuses devices under 109 MiB and the pool keeps 32 MiB in reserve",
+};
+
+/// The least `--cpus` takes: a CFS quota of [`crate::cgroup::MIN_CPU_QUOTA_US`]
+/// per [`crate::cgroup::CPU_PERIOD_US`] (0.01 cpus with the 100 ms period).
+pub fn min_cpus() -> f64 {
+    crate::cgroup::MIN_CPU_QUOTA_US as f64 / crate::cgroup::CPU_PERIOD_US as f64
+}
+
+/// What `create` checks a spec against on the host it runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostLimits {
+    /// CPUs the host has online: `--cpus` may not exceed it.
+    pub cpus: usize,
+}
+
+impl HostLimits {
+    /// This host's: the CPUs listed in `/sys/devices/system/cpu/online`
+    /// (those the kernel runs, whatever this process's affinity), or, if
+    /// that cannot be read, those this process may use.
+    pub fn current() -> HostLimits {
+        HostLimits::read(Path::new("/sys/devices/system/cpu/online"))
+    }
+
+    /// [`HostLimits::current`] with the online list read from `online`.
+    pub fn read(online: &Path) -> HostLimits {
+        let cpus = std::fs::read_to_string(online)
+            .ok()
+            .and_then(|s| parse_cpu_list(&s))
+            .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+            .unwrap_or(1);
+        HostLimits { cpus }
+    }
+}
+
+/// Counts the CPUs of a kernel cpu list (`0-3,8,10-11`, as in
+/// `/sys/devices/system/cpu/online`); `None` if it is not one.
+pub fn parse_cpu_list(s: &str) -> Option<usize> {
+    let mut n = 0usize;
+    for part in s.trim().split(',') {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?),
+            None => {
+                let a = part.parse::<usize>().ok()?;
+                (a, a)
+            }
+        };
+        if b < a {
+            return None;
+        }
+        n += b - a + 1;
+    }
+    (n > 0).then_some(n)
+}
+
 /// Why a value given for a jail was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SpecError {
     #[error(transparent)]
     Name(#[from] NameError),
-    #[error("invalid size {value:?}: use a number of bytes with an optional K, M, G or T suffix (powers of 1024), e.g. 512M")]
-    Size { value: String },
-    #[error("invalid log size {value:?}: use at least 4K, e.g. 8M (a size like --memory takes)")]
-    LogSize { value: String },
+    #[error("invalid size {value:?} for {option}: use a number of bytes with an optional K, M, G or T suffix (powers of 1024), e.g. 512M")]
+    Size { option: &'static str, value: String },
+    #[error("invalid size {value:?} for {option}: it is not a whole number of bytes; use a whole number or a smaller unit, e.g. 1536K for 1.5M")]
+    FractionalSize { option: &'static str, value: String },
+    #[error("{option} {value} is below the minimum of {min}: {why}")]
+    SizeTooSmall {
+        option: &'static str,
+        value: String,
+        /// The minimum, as an option would take it (`4M`).
+        min: String,
+        why: &'static str,
+    },
     #[error("invalid disk limit {value:?}: use a size such as 512M or 20G (powers of 1024), or `none` for no limit")]
     Disk { value: String },
-    #[error("invalid cpu count {value:?}: use a positive number such as 0.5 or 2")]
+    #[error("invalid cpu count {value:?} for --cpus: use a positive number such as 0.5 or 2")]
     Cpus { value: String },
+    #[error("--cpus {value} is below the minimum of {min}: the kernel's smallest CFS quota is 1 ms per {period_ms} ms period")]
+    CpusTooFew {
+        value: String,
+        min: f64,
+        period_ms: u64,
+    },
+    #[error("--cpus {value} is more than the {host} cpu(s) this host has; use at most {host}")]
+    CpusTooMany { value: String, host: usize },
     #[error("invalid pids limit {value:?}: use a positive whole number")]
     Pids { value: String },
     #[error(
@@ -74,17 +204,32 @@ pub enum SpecError {
     NeverGranted { value: String },
     #[error("invalid environment variable {value:?}: use KEY=VALUE with KEY made of A-Z, a-z, 0-9, '_' and not starting with a digit")]
     Env { value: String },
-    #[error("invalid hostname {value:?}: use 1 to 63 characters of a-z, A-Z, 0-9 and '-', not starting or ending with '-'")]
-    Hostname { value: String },
+    #[error("invalid hostname {value:?}: {why}; a hostname is dot-separated labels of a-z, A-Z, 0-9 and '-' (each 1 to 63 characters, not starting or ending with '-'), at most {max} characters in all (the kernel's limit, see sethostname(2))", max = MAX_HOSTNAME)]
+    Hostname { value: String, why: &'static str },
     #[error("invalid network {value:?}: {why}; use `none`, `macvlan,parent=IFACE,ip=ADDR/PREFIX[,gateway=ADDR]` or `macvlan,parent=IFACE,dhcp`")]
     Net { value: String, why: String },
     #[error("{value:?} is not refused by the default seccomp filter, so it cannot be allowed; see `jailer create --help`")]
     Seccomp { value: String },
+    #[error("jail {name} has no command and template {template} records no default one: give it after `--` (jailer create {name} --template {template} -- /bin/sleep infinity), or import the template with one (jailer template import {template} PATH -- COMMAND)")]
+    NoCommand { name: Name, template: Name },
 }
 
-/// Parses a byte size: `1048576`, `512K`, `512M`, `1.5G`, `2GiB`, `1t`.
-pub fn parse_size(s: &str) -> Result<u64, SpecError> {
+/// Formats a size as the options take it: `4M`, `1536K`, `100` bytes.
+pub fn format_size(bytes: u64) -> String {
+    for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
+/// Parses a byte size for `option`: `1048576`, `512K`, `512M`, `1.5G`,
+/// `2GiB`, `1t`. A value that is not a whole number of bytes (`1.5`, `0.3K`)
+/// is refused, not rounded.
+pub fn parse_size(option: &'static str, s: &str) -> Result<u64, SpecError> {
     let bad = || SpecError::Size {
+        option,
         value: s.to_string(),
     };
     let t = s.trim();
@@ -100,61 +245,104 @@ pub fn parse_size(s: &str) -> Result<u64, SpecError> {
         "t" | "tb" | "tib" => 1 << 40,
         _ => return Err(bad()),
     };
-    if num.is_empty() {
+    let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+    if (whole.is_empty() && frac.is_empty()) || frac.contains('.') || frac.len() > 18 {
         return Err(bad());
     }
-    let bytes = if num.contains('.') {
-        let v: f64 = num.parse().map_err(|_| bad())?;
-        let b = v * mult as f64;
-        if !b.is_finite() || b >= u64::MAX as f64 {
-            return Err(bad());
-        }
-        b as u64
+    let whole: u64 = if whole.is_empty() {
+        0
     } else {
-        let v: u64 = num.parse().map_err(|_| bad())?;
-        v.checked_mul(mult).ok_or_else(bad)?
+        whole.parse().map_err(|_| bad())?
     };
+    // Exact decimal arithmetic: frac / 10^digits of a unit.
+    let frac_bytes = if frac.is_empty() {
+        0
+    } else {
+        let digits: u128 = frac.parse().map_err(|_| bad())?;
+        let scale = 10u128.pow(frac.len() as u32);
+        let scaled = digits * u128::from(mult);
+        if scaled % scale != 0 {
+            return Err(SpecError::FractionalSize {
+                option,
+                value: s.to_string(),
+            });
+        }
+        u64::try_from(scaled / scale).map_err(|_| bad())?
+    };
+    let bytes = whole
+        .checked_mul(mult)
+        .and_then(|b| b.checked_add(frac_bytes))
+        .ok_or_else(bad)?;
     if bytes == 0 {
         return Err(bad());
     }
     Ok(bytes)
 }
 
+/// Parses a size for `rule`'s option and refuses one below its minimum.
+pub fn parse_size_at_least(rule: SizeRule, s: &str) -> Result<u64, SpecError> {
+    let v = parse_size(rule.option, s)?;
+    if v < rule.min {
+        return Err(SpecError::SizeTooSmall {
+            option: rule.option,
+            value: s.trim().to_string(),
+            min: format_size(rule.min),
+            why: rule.why,
+        });
+    }
+    Ok(v)
+}
+
 /// Parses a console log cap (`--log-size`): a size, at least
 /// [`crate::runtime::console::MIN_CAP`].
 pub fn parse_log_size(s: &str) -> Result<u64, SpecError> {
-    match parse_size(s) {
-        Ok(v) if v >= crate::runtime::console::MIN_CAP => Ok(v),
-        _ => Err(SpecError::LogSize {
-            value: s.to_string(),
-        }),
-    }
+    parse_size_at_least(LOG_SIZE, s)
 }
 
 fn default_log_size() -> u64 {
     crate::runtime::console::DEFAULT_CAP
 }
 
-/// Parses a disk limit: a size as [`parse_size`] takes it, or `none` / `0`
+/// Parses a disk limit: a size of at least [`MIN_DISK`], or `none` / `0`
 /// for no limit (`None`).
 pub fn parse_disk(s: &str) -> Result<Option<u64>, SpecError> {
     let t = s.trim();
     if t.eq_ignore_ascii_case("none") || t == "0" {
         return Ok(None);
     }
-    parse_size(t).map(Some).map_err(|_| SpecError::Disk {
-        value: s.to_string(),
-    })
-}
-
-/// Parses a cpu count (fractions allowed).
-pub fn parse_cpus(s: &str) -> Result<f64, SpecError> {
-    match s.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v <= 4096.0 => Ok(v),
-        _ => Err(SpecError::Cpus {
+    match parse_size_at_least(DISK, t) {
+        Ok(v) => Ok(Some(v)),
+        Err(SpecError::Size { .. }) => Err(SpecError::Disk {
             value: s.to_string(),
         }),
+        Err(e) => Err(e),
     }
+}
+
+/// Parses a cpu count (fractions allowed): at least [`min_cpus`] (the
+/// quota [`crate::cgroup::cpu_quota_us`] makes of it is at least the
+/// kernel's minimum) and at most the host's cpus.
+pub fn parse_cpus(s: &str, host: &HostLimits) -> Result<f64, SpecError> {
+    let value = s.trim().to_string();
+    let v = match value.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => v,
+        _ => return Err(SpecError::Cpus { value }),
+    };
+    let quota = crate::cgroup::cpu_quota_us(v);
+    if quota < crate::cgroup::MIN_CPU_QUOTA_US as i64 {
+        return Err(SpecError::CpusTooFew {
+            value,
+            min: min_cpus(),
+            period_ms: crate::cgroup::CPU_PERIOD_US / 1000,
+        });
+    }
+    if v > host.cpus as f64 {
+        return Err(SpecError::CpusTooMany {
+            value,
+            host: host.cpus,
+        });
+    }
+    Ok(v)
 }
 
 /// Parses an I/O weight (1 to 10000).
@@ -221,20 +409,56 @@ pub fn parse_env(s: &str) -> Result<(String, String), SpecError> {
     Ok((k.to_string(), v.to_string()))
 }
 
-/// Validates a hostname (one DNS label, as `sethostname` inside a jail takes).
+/// The longest hostname the kernel keeps (`__NEW_UTS_LEN`; `sethostname`
+/// refuses more with EINVAL). RFC 1123 allows 253 for a full name; a jail's
+/// hostname is held to the kernel's limit.
+pub const MAX_HOSTNAME: usize = 64;
+
+/// Validates a hostname: a single label (`web-1`) or a fully qualified name
+/// (`web-1.example.com`) of RFC 1123 labels, at most [`MAX_HOSTNAME`] bytes.
 pub fn parse_hostname(s: &str) -> Result<String, SpecError> {
-    let ok = !s.is_empty()
-        && s.len() <= 63
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err(SpecError::Hostname {
-            value: s.to_string(),
-        })
+    let bad = |why| SpecError::Hostname {
+        value: s.to_string(),
+        why,
+    };
+    if s.is_empty() {
+        return Err(bad("it is empty"));
     }
+    if s.len() > MAX_HOSTNAME {
+        return Err(bad("it is longer than 64 characters"));
+    }
+    if s.ends_with('.') {
+        return Err(bad(
+            "it ends with '.' (give the name without the root's dot)",
+        ));
+    }
+    for label in s.split('.') {
+        if label.is_empty() {
+            return Err(bad("it has an empty label (two dots, or a leading dot)"));
+        }
+        if label.len() > 63 {
+            return Err(bad("a label is longer than 63 characters"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(bad("a label starts or ends with '-'"));
+        }
+        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(bad(
+                "it contains a character other than a-z, A-Z, 0-9, '-', '.'",
+            ));
+        }
+    }
+    Ok(s.to_string())
+}
+
+/// The hostname a jail gets without `--hostname`: its name with every `_`
+/// and `.` made a `-`, and trailing `-` dropped (`my_app.v2` gets
+/// `my-app-v2`). One label, so that a name's dots do not make the jail
+/// claim a DNS domain (`hostname -d`); `--hostname` gives a full name.
+pub fn default_hostname(name: &Name) -> String {
+    let h = name.as_str().replace(['_', '.'], "-");
+    let h = h.trim_end_matches('-');
+    parse_hostname(h).unwrap_or_else(|_| "jail".to_string())
 }
 
 /// How a jail reaches the network.
@@ -442,14 +666,30 @@ pub fn effective_caps(cap_add: &[String], cap_drop: &[String]) -> Vec<String> {
 }
 
 impl RawSpec {
-    /// Validates every field.
+    /// Validates every field, against this host's limits
+    /// ([`HostLimits::current`]).
     pub fn validate(&self) -> Result<JailSpec, SpecError> {
+        self.validate_for(&HostLimits::current())
+    }
+
+    /// Validates every field against `host`'s limits. A jail without a
+    /// command is accepted here: its template may record one, which
+    /// [`JailSpec::with_default_command`] fills in.
+    pub fn validate_for(&self, host: &HostLimits) -> Result<JailSpec, SpecError> {
         let name = Name::new(&self.name)?;
         let template = Name::new(&self.template)?;
         let hostname = match &self.hostname {
             Some(h) => parse_hostname(h)?,
-            None => parse_hostname(&name.as_str().replace(['_', '.'], "-"))
-                .unwrap_or_else(|_| "jail".to_string()),
+            None => {
+                let h = default_hostname(&name);
+                if h != name.as_str() {
+                    tracing::warn!(
+                        "jail {name} gets hostname {h} (a name's '_' and '.' become '-'); \
+                         give another with --hostname"
+                    );
+                }
+                h
+            }
         };
         let cap_add = self
             .cap_add
@@ -466,12 +706,20 @@ impl RawSpec {
             name,
             template,
             hostname,
-            memory: self.memory.as_deref().map(parse_size).transpose()?,
+            memory: self
+                .memory
+                .as_deref()
+                .map(|m| parse_size_at_least(MEMORY, m))
+                .transpose()?,
             disk: match &self.disk {
                 Some(d) => parse_disk(d)?,
                 None => Some(DEFAULT_DISK),
             },
-            cpus: self.cpus.as_deref().map(parse_cpus).transpose()?,
+            cpus: self
+                .cpus
+                .as_deref()
+                .map(|c| parse_cpus(c, host))
+                .transpose()?,
             pids: Some(
                 self.pids
                     .as_deref()
@@ -511,17 +759,44 @@ impl RawSpec {
     }
 }
 
+impl JailSpec {
+    /// The spec with `default` (its template's default command) as its
+    /// command when it has none; refuses a jail that would have neither,
+    /// since it could never start.
+    pub fn with_default_command(mut self, default: &[String]) -> Result<JailSpec, SpecError> {
+        if self.command.is_empty() {
+            if default.is_empty() {
+                return Err(SpecError::NoCommand {
+                    name: self.name,
+                    template: self.template,
+                });
+            }
+            self.command = default.to_vec();
+        }
+        Ok(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A host with plenty of cpus, so that tests do not depend on this one's.
+    const BIG_HOST: HostLimits = HostLimits { cpus: 64 };
+
+    fn size(s: &str) -> Result<u64, SpecError> {
+        parse_size("--memory", s)
+    }
+
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("1048576"), Ok(1 << 20));
-        assert_eq!(parse_size("512M"), Ok(512 << 20));
-        assert_eq!(parse_size("512mib"), Ok(512 << 20));
-        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
-        assert_eq!(parse_size("2T"), Ok(2 << 40));
+        assert_eq!(size("1048576"), Ok(1 << 20));
+        assert_eq!(size("512M"), Ok(512 << 20));
+        assert_eq!(size("512mib"), Ok(512 << 20));
+        assert_eq!(size("1.5G"), Ok(3 << 29));
+        assert_eq!(size("2T"), Ok(2 << 40));
+        assert_eq!(size(".5G"), Ok(1 << 29));
+        assert_eq!(size("2.G"), Ok(2 << 30));
         for bad in [
             "",
             "M",
@@ -531,11 +806,107 @@ mod tests {
             "1..2G",
             "99999999999999999999T",
             "1 G G",
+            ".",
+            ".G",
+            "1.2.3K",
+            "18446744073709551616",
+            "17179869184G",
         ] {
-            assert!(parse_size(bad).is_err(), "{bad}");
+            assert!(size(bad).is_err(), "{bad}");
         }
-        let e = parse_size("lots").expect_err("bad").to_string();
-        assert!(e.contains("\"lots\"") && e.contains("512M"), "{e}");
+        let e = size("lots").expect_err("bad").to_string();
+        assert!(
+            e.contains("\"lots\"") && e.contains("512M") && e.contains("--memory"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_fraction_of_a_byte_is_refused_not_truncated() {
+        // `--memory 1.5` used to become 1 byte.
+        for frac in ["1.5", "0.5", "0.3K", "1.0000001K", "0.1M"] {
+            match size(frac) {
+                Err(SpecError::FractionalSize { option, value }) => {
+                    assert_eq!((option, value.as_str()), ("--memory", frac));
+                }
+                other => panic!("{frac}: {other:?}"),
+            }
+        }
+        let e = size("1.5").expect_err("fraction").to_string();
+        assert!(
+            e.contains("\"1.5\"") && e.contains("--memory") && e.contains("whole number of bytes"),
+            "{e}"
+        );
+        // Fractions of a unit that are whole bytes are exact, not rounded.
+        assert_eq!(size("1.5K"), Ok(1536));
+        assert_eq!(size("0.25K"), Ok(256));
+        assert_eq!(size("1.000976562500M"), Ok((1 << 20) + 1024));
+        assert_eq!(
+            size("0.1T"),
+            Err(SpecError::FractionalSize {
+                option: "--memory",
+                value: "0.1T".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn sizes_below_their_minimum_are_refused_naming_option_value_and_minimum() {
+        let cases = [
+            (MEMORY, "1M", "4M"),
+            (MEMORY, "4194303", "4M"),
+            (DISK, "64K", "1M"),
+            (LOG_SIZE, "1K", "4K"),
+            (IMAGE_SIZE, "100M", "256M"),
+        ];
+        for (rule, value, min) in cases {
+            let e = parse_size_at_least(rule, value).expect_err(value);
+            assert!(matches!(e, SpecError::SizeTooSmall { .. }), "{e:?}");
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with(&format!(
+                    "{} {value} is below the minimum of {min}: ",
+                    rule.option
+                )),
+                "{msg}"
+            );
+        }
+        assert_eq!(parse_size_at_least(MEMORY, "4M"), Ok(MIN_MEMORY));
+        assert_eq!(parse_disk("1M"), Ok(Some(MIN_DISK)));
+        assert!(matches!(
+            parse_disk("512K"),
+            Err(SpecError::SizeTooSmall { .. })
+        ));
+        assert_eq!(parse_size_at_least(IMAGE_SIZE, "256M"), Ok(MIN_IMAGE_SIZE));
+        // Through the spec, too.
+        let raw = RawSpec {
+            name: "a".into(),
+            template: "t".into(),
+            memory: Some("1M".into()),
+            ..Default::default()
+        };
+        let e = raw.validate_for(&BIG_HOST).expect_err("1M").to_string();
+        assert!(e.contains("--memory 1M") && e.contains("4M"), "{e}");
+        let raw = RawSpec {
+            name: "a".into(),
+            template: "t".into(),
+            disk: Some("16K".into()),
+            ..Default::default()
+        };
+        let e = raw.validate_for(&BIG_HOST).expect_err("16K").to_string();
+        assert!(e.contains("--disk 16K") && e.contains("1M"), "{e}");
+    }
+
+    #[test]
+    fn sizes_format_as_options_take_them() {
+        assert_eq!(format_size(4 << 20), "4M");
+        assert_eq!(format_size(1536), "1536");
+        assert_eq!(format_size(3 << 29), "1536M");
+        assert_eq!(format_size(2 << 40), "2T");
+        assert_eq!(format_size(4 << 10), "4K");
+        for b in [4 << 20, 1536, 3 << 29, 100] {
+            assert_eq!(size(&format_size(b)), Ok(b));
+        }
     }
 
     #[test]
@@ -563,13 +934,80 @@ mod tests {
 
     #[test]
     fn cpus_and_pids() {
-        assert_eq!(parse_cpus("0.5"), Ok(0.5));
-        assert!(parse_cpus("0").is_err());
-        assert!(parse_cpus("NaN").is_err());
-        assert!(parse_cpus("-2").is_err());
+        assert_eq!(parse_cpus("0.5", &BIG_HOST), Ok(0.5));
+        assert!(parse_cpus("0", &BIG_HOST).is_err());
+        assert!(parse_cpus("NaN", &BIG_HOST).is_err());
+        assert!(parse_cpus("inf", &BIG_HOST).is_err());
+        assert!(parse_cpus("-2", &BIG_HOST).is_err());
         assert_eq!(parse_pids("100"), Ok(100));
         assert!(parse_pids("0").is_err());
         assert!(parse_pids("1.5").is_err());
+    }
+
+    #[test]
+    fn cpus_below_the_kernels_minimum_quota_are_refused_at_create() {
+        // `--cpus 0.001` used to be recorded, then `start` failed writing
+        // cpu.cfs_quota_us (EINVAL). The check uses the quota cgroup.rs sets.
+        assert_eq!(min_cpus(), 0.01);
+        for few in ["0.001", "0.005", "0.00999", "1e-9"] {
+            assert!(
+                crate::cgroup::cpu_quota_us(few.parse().expect("number"))
+                    < crate::cgroup::MIN_CPU_QUOTA_US as i64
+            );
+            let e = parse_cpus(few, &BIG_HOST).expect_err(few);
+            assert!(matches!(e, SpecError::CpusTooFew { .. }), "{e:?}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("--cpus {few}"))
+                    && msg.contains("minimum of 0.01")
+                    && msg.contains("1 ms per 100 ms"),
+                "{msg}"
+            );
+        }
+        // 0.009996 rounds to the kernel's 1000 us: accepted, as start takes it.
+        for enough in ["0.01", "0.009996", "0.011"] {
+            assert!(parse_cpus(enough, &BIG_HOST).is_ok(), "{enough}");
+        }
+    }
+
+    #[test]
+    fn cpus_beyond_the_hosts_are_refused_naming_how_many_it_has() {
+        let two = HostLimits { cpus: 2 };
+        assert_eq!(parse_cpus("2", &two), Ok(2.0));
+        assert_eq!(parse_cpus("1.5", &two), Ok(1.5));
+        for many in ["2.01", "3", "1000"] {
+            let e = parse_cpus(many, &two).expect_err(many);
+            assert_eq!(
+                e.to_string(),
+                format!("--cpus {many} is more than the 2 cpu(s) this host has; use at most 2")
+            );
+        }
+        let raw = RawSpec {
+            name: "a".into(),
+            template: "t".into(),
+            cpus: Some("1000".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            raw.validate_for(&two),
+            Err(SpecError::CpusTooMany { host: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn host_cpus_are_counted_from_the_online_list() {
+        assert_eq!(parse_cpu_list("0-1\n"), Some(2));
+        assert_eq!(parse_cpu_list("0"), Some(1));
+        assert_eq!(parse_cpu_list("0-3,8,10-11"), Some(7));
+        for bad in ["", "x", "3-1", "0-", ","] {
+            assert_eq!(parse_cpu_list(bad), None, "{bad:?}");
+        }
+        let d = tempfile::tempdir().expect("tempdir");
+        let online = d.path().join("online");
+        std::fs::write(&online, "0-5,7\n").expect("write");
+        assert_eq!(HostLimits::read(&online), HostLimits { cpus: 7 });
+        // Unreadable: the cpus this process may use, never zero.
+        assert!(HostLimits::read(&d.path().join("missing")).cpus >= 1);
     }
 
     #[test]
@@ -623,9 +1061,108 @@ mod tests {
             assert!(parse_env(bad).is_err(), "{bad}");
         }
         assert!(parse_hostname("web-1").is_ok());
-        for bad in ["", "-a", "a-", "a.b", "a_b"] {
+        for bad in ["", "-a", "a-", "a_b"] {
             assert!(parse_hostname(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn fully_qualified_hostnames_are_accepted() {
+        // `--hostname my.host` used to be refused.
+        for good in [
+            "my.host",
+            "web-1.example.com",
+            "Web1.Example.COM",
+            "1.2.3.example",
+            &"a".repeat(63),
+            &format!("{}.{}", "a".repeat(31), "b".repeat(32)),
+        ] {
+            assert_eq!(parse_hostname(good).as_deref(), Ok(good), "{good}");
+        }
+        for (bad, why) in [
+            ("a..b", "empty label"),
+            (".a", "empty label"),
+            ("a.", "ends with '.'"),
+            ("a.-b", "starts or ends with '-'"),
+            ("a-.b", "starts or ends with '-'"),
+            ("a.b_c", "character other than"),
+            ("a.b c", "character other than"),
+        ] {
+            let e = parse_hostname(bad).expect_err(bad).to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn hostnames_past_the_kernels_64_bytes_are_refused() {
+        // RFC 1123 allows 253; sethostname(2) takes 64 (__NEW_UTS_LEN).
+        let at_limit = format!("{}.{}", "a".repeat(62), "b");
+        assert_eq!(at_limit.len(), MAX_HOSTNAME);
+        assert!(parse_hostname(&at_limit).is_ok());
+        let over = format!("{}.{}", "a".repeat(62), "bc");
+        let e = parse_hostname(&over).expect_err("65 bytes").to_string();
+        assert!(
+            e.contains("longer than 64") && e.contains("sethostname"),
+            "{e}"
+        );
+        let e = parse_hostname(&"a".repeat(64))
+            .expect_err("one 64-byte label")
+            .to_string();
+        assert!(e.contains("a label is longer than 63"), "{e}");
+        let e = parse_hostname(&format!("b.{}", "a".repeat(62))).err();
+        assert_eq!(e, None, "64 bytes with labels under 63 are fine");
+    }
+
+    #[test]
+    fn a_names_default_hostname_is_one_label_said_in_the_docs() {
+        let host = |n: &str| default_hostname(&Name::new(n).expect("name"));
+        assert_eq!(host("web"), "web");
+        assert_eq!(host("my_app.v2"), "my-app-v2");
+        assert_eq!(host("web_"), "web", "no trailing '-', no fallback");
+        assert_eq!(host("db.."), "db");
+        assert_eq!(host(&"a".repeat(63)), "a".repeat(63));
+        // An explicit --hostname is taken as given.
+        let raw = RawSpec {
+            name: "my_app.v2".into(),
+            template: "t".into(),
+            hostname: Some("my.app.example".into()),
+            ..Default::default()
+        };
+        let s = raw.validate_for(&BIG_HOST).expect("fqdn");
+        assert_eq!(s.hostname, "my.app.example");
+    }
+
+    #[test]
+    fn a_jail_without_a_command_takes_its_templates_default_or_is_refused() {
+        let raw = RawSpec {
+            name: "foo".into(),
+            template: "bookworm".into(),
+            ..Default::default()
+        };
+        let spec = raw.validate_for(&BIG_HOST).expect("valid");
+        let e = spec
+            .clone()
+            .with_default_command(&[])
+            .expect_err("no command");
+        assert!(matches!(e, SpecError::NoCommand { .. }));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("jail foo has no command")
+                && msg.contains("template bookworm")
+                && msg.contains("-- /bin/sleep infinity"),
+            "{msg}"
+        );
+        let default = vec!["/bin/sleep".to_string(), "infinity".to_string()];
+        let filled = spec
+            .clone()
+            .with_default_command(&default)
+            .expect("default");
+        assert_eq!(filled.command, default);
+        // A command given at create wins over the template's.
+        let mut own = spec;
+        own.command = vec!["/bin/true".into()];
+        let kept = own.with_default_command(&default).expect("own");
+        assert_eq!(kept.command, vec!["/bin/true".to_string()]);
     }
 
     #[test]
@@ -683,7 +1220,13 @@ mod tests {
         small.log_size = Some("64K".into());
         assert_eq!(small.validate().map(|s| s.log_size), Ok(64 << 10));
         small.log_size = Some("1K".into());
-        assert!(matches!(small.validate(), Err(SpecError::LogSize { .. })));
+        assert!(matches!(
+            small.validate(),
+            Err(SpecError::SizeTooSmall {
+                option: "--log-size",
+                ..
+            })
+        ));
     }
 
     #[test]

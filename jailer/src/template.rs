@@ -12,6 +12,7 @@ use crate::fsutil::atomic_write;
 use crate::name::Name;
 use crate::pool::{Pool, PoolError};
 use crate::record::{self, JailRecord, RecordError, TemplateRecord};
+use crate::spec::JailSpec;
 use crate::sys::btrfs::{self, BtrfsError};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,18 @@ pub enum TemplateError {
     InUse { name: Name, jails: Vec<String> },
     #[error("{} is neither a directory nor a tar archive (.tar, .tar.gz, .tar.zst)", path.display())]
     BadSource { path: PathBuf },
+    #[error("{} does not exist: give a directory or a tar archive (.tar, .tar.gz, .tar.zst)", path.display())]
+    SourceMissing { path: PathBuf },
+    #[error("cannot read {}", path.display())]
+    SourceUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid default command for template {name}: {why}; give the program and its arguments after `--`, e.g. -- /bin/sleep infinity")]
+    BadCommand { name: Name, why: &'static str },
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
     #[error("cannot import {} as template {name}", path.display())]
     Copy {
         name: Name,
@@ -104,13 +117,12 @@ fn create_with(
     pool: &Pool,
     name: &Name,
     source: String,
+    command: Vec<String>,
     fill: impl FnOnce(&Path) -> Result<TreeStats, TemplateError>,
 ) -> Result<TemplateRecord, TemplateError> {
     pool.ensure_ready()?;
     let _lock = pool.lock("template", name, false)?;
-    if pool.template_json(name).exists() {
-        return Err(TemplateError::Exists { name: name.clone() });
-    }
+    check_new(pool, name)?;
     clear_leftovers(pool, name)?;
     let dir = pool.template_dir(name);
     crate::fsutil::mkdir_private(&dir).map_err(|source| TemplateError::Remove {
@@ -135,21 +147,66 @@ fn create_with(
         source,
         size: stats.bytes,
         files: stats.files,
+        command,
     };
     let json = serde_json::to_vec_pretty(&rec).unwrap_or_default();
     atomic_write(&pool.template_json(name), &json)?;
     Ok(rec)
 }
 
-/// `jailer template import NAME PATH`: from a directory or a tar archive.
-pub fn import(pool: &Pool, name: &Name, path: &Path) -> Result<TemplateRecord, TemplateError> {
-    let meta = std::fs::metadata(path).map_err(|_| TemplateError::BadSource {
-        path: path.to_path_buf(),
+/// Refuses a name a new template cannot take: one in use. Run by the verbs
+/// that make a template before they start, and again under its lock.
+pub fn check_new(pool: &Pool, name: &Name) -> Result<(), TemplateError> {
+    pool.ensure_ready()?;
+    if pool.template_json(name).exists() {
+        return Err(TemplateError::Exists { name: name.clone() });
+    }
+    Ok(())
+}
+
+/// Checks a template's default command: empty (none) or a program to run.
+fn check_command(name: &Name, command: &[String]) -> Result<(), TemplateError> {
+    let bad = |why| TemplateError::BadCommand {
+        name: name.clone(),
+        why,
+    };
+    match command.first() {
+        None => Ok(()),
+        Some(p) if p.is_empty() => Err(bad("the program is an empty string")),
+        Some(_) if command.iter().any(|a| a.contains('\0')) => {
+            Err(bad("an argument contains a NUL byte"))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// `jailer template import NAME PATH [-- COMMAND..]`: from a directory or a
+/// tar archive; `command` (may be empty) is recorded as the default command
+/// of jails made from it.
+pub fn import(
+    pool: &Pool,
+    name: &Name,
+    path: &Path,
+    command: &[String],
+) -> Result<TemplateRecord, TemplateError> {
+    check_command(name, command)?;
+    let command = command.to_vec();
+    let meta = std::fs::metadata(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            TemplateError::SourceMissing {
+                path: path.to_path_buf(),
+            }
+        } else {
+            TemplateError::SourceUnreadable {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
     })?;
     let abs = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     let source = abs.display().to_string();
     if meta.is_dir() {
-        create_with(pool, name, source, |dst| {
+        create_with(pool, name, source, command, |dst| {
             copy::copy_tree(&abs, dst).map_err(|source| TemplateError::Copy {
                 name: name.clone(),
                 path: abs.clone(),
@@ -163,7 +220,7 @@ pub fn import(pool: &Pool, name: &Name, path: &Path) -> Result<TemplateRecord, T
             path: abs.clone(),
             source,
         })?;
-        create_with(pool, name, source, |dst| {
+        create_with(pool, name, source, command, |dst| {
             archive::unpack(&abs, dst).map_err(|source| TemplateError::Archive {
                 name: name.clone(),
                 path: abs.clone(),
@@ -239,7 +296,7 @@ pub fn debootstrap(
 ) -> Result<TemplateRecord, TemplateError> {
     opts.check()?;
     let source = format!("debootstrap:{}/{}", opts.suite, opts.variant);
-    create_with(pool, name, source, |dst| {
+    create_with(pool, name, source, Vec::new(), |dst| {
         let mut cmd = Command::new("debootstrap");
         cmd.arg(format!("--variant={}", opts.variant));
         if !opts.include.is_empty() {
@@ -334,6 +391,15 @@ pub fn get(pool: &Pool, name: &Name) -> Result<TemplateRecord, TemplateError> {
             source,
         }),
     }
+}
+
+/// The spec a jail is created with: `spec` as validated, its command taken
+/// from its template's default when it gives none. Refuses an unknown
+/// template, and a jail that would have no command (it could never start).
+/// Run by `create` and `run` before anything is made.
+pub fn with_defaults(pool: &Pool, spec: JailSpec) -> Result<JailSpec, TemplateError> {
+    let template = get(pool, &spec.template)?;
+    Ok(spec.with_default_command(&template.command)?)
 }
 
 /// The jails whose records name `template`.

@@ -50,6 +50,33 @@ pub fn trials() -> Vec<Trial> {
         Trial::test("cli::debootstrap_makes_a_debian_template", || {
             crate::check(debootstrap_template())
         }),
+        Trial::test(
+            "cli::create_refuses_fractions_of_a_byte_and_sizes_below_their_minimum",
+            || crate::check(sizes_refused()),
+        ),
+        Trial::test(
+            "cli::create_refuses_cpus_below_the_kernels_quota_or_beyond_the_host",
+            || crate::check(cpus_refused()),
+        ),
+        Trial::test(
+            "cli::create_without_a_command_is_refused_unless_the_template_has_one",
+            || crate::check(default_command()),
+        ),
+        Trial::test(
+            "cli::create_says_the_hostname_a_name_gets_and_takes_fqdns",
+            || crate::check(hostnames()),
+        ),
+        Trial::test(
+            "cli::template_import_of_a_missing_path_says_it_does_not_exist",
+            || crate::check(import_missing()),
+        ),
+        Trial::test(
+            "cli::debootstrap_refuses_a_bad_or_taken_name_before_it_starts",
+            || crate::check(debootstrap_checks_first()),
+        ),
+        Trial::test("cli::init_of_an_existing_pool_says_it_ignored_size", || {
+            crate::check(init_size_ignored())
+        }),
     ]
 }
 
@@ -128,7 +155,8 @@ pub fn pool_with_template(tag: &str) -> Result<PathBuf, String> {
 }
 
 /// Imports template `base` from a fresh [`small_tree`] into the pool at
-/// `root`.
+/// `root`. It records a default command, so that the tests' jails made from
+/// it (never started: the tree has no programs) need none.
 pub fn import_base(root: &Path, tag: &str) -> Result<(), String> {
     let src = small_tree(&format!("{tag}-src"))?;
     ok(
@@ -138,6 +166,8 @@ pub fn import_base(root: &Path, tag: &str) -> Result<(), String> {
             "import",
             "base",
             src.to_str().unwrap_or_default(),
+            "--",
+            "/bin/sh",
         ],
     )?;
     Ok(())
@@ -936,5 +966,364 @@ fn debootstrap_template() -> Result<(), String> {
         return Err("jail from the debootstrap template lacks dpkg".into());
     }
     ok(&root, &["rm", "deb1"])?;
+    Ok(())
+}
+
+/// Requires `jailer ARGS` to fail with exit status 1 and a one-line error
+/// holding `needles`, leaving `jails/` as it was.
+fn refused(root: &Path, args: &[&str], needles: &[&str]) -> Result<(), String> {
+    let before = entries(&root.join("jails"));
+    fails(root, args, needles)?;
+    let code = jailer(root, args).status.code();
+    if code != Some(1) {
+        return Err(format!("jailer {args:?} exited {code:?}, not 1"));
+    }
+    let after = entries(&root.join("jails"));
+    if before != after {
+        return Err(format!(
+            "refused {args:?} changed jails/: {before:?} -> {after:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn sizes_refused() -> Result<(), String> {
+    let root = pool_with_template("sizes")?;
+    let create = |opt: &'static str, value: &'static str| -> Vec<&'static str> {
+        vec!["create", "x", "--template", "base", opt, value]
+    };
+    // `--memory 1.5` used to be recorded as 1 byte.
+    refused(
+        &root,
+        &create("--memory", "1.5"),
+        &["\"1.5\"", "--memory", "not a whole number of bytes"],
+    )?;
+    refused(
+        &root,
+        &create("--disk", "0.3K"),
+        &["\"0.3K\"", "--disk", "not a whole number of bytes"],
+    )?;
+    for (opt, value, min) in [
+        ("--memory", "1M", "4M"),
+        ("--memory", "1", "4M"),
+        ("--disk", "64K", "1M"),
+        ("--log-size", "1K", "4K"),
+    ] {
+        refused(
+            &root,
+            &create(opt, value),
+            &[&format!("{opt} {value} is below the minimum of {min}")],
+        )?;
+    }
+    // The minimums themselves are taken, and recorded exactly.
+    ok(
+        &root,
+        &[
+            "create",
+            "x",
+            "--template",
+            "base",
+            "--memory",
+            "4M",
+            "--disk",
+            "1M",
+            "--log-size",
+            "4K",
+        ],
+    )?;
+    let s = json(&ok(&root, &["inspect", "x"])?)?["spec"].clone();
+    if s["memory"] != 4u64 << 20 || s["disk"] != 1u64 << 20 || s["log_size"] != 4096 {
+        return Err(format!("minimums recorded as: {s}"));
+    }
+    ok(&root, &["rm", "x"])?;
+    // A pool image below what mkfs.btrfs can format: refused before any file.
+    let dir = crate::scratch().fresh_plain_dir("sizes-init");
+    let pool = dir.join("pool");
+    fails(
+        &pool,
+        &["init", "--size", "100M"],
+        &["--size 100M is below the minimum of 256M", "mkfs.btrfs"],
+    )?;
+    if dir.join("pool.img").exists() {
+        return Err("a refused init --size made an image".into());
+    }
+    Ok(())
+}
+
+/// `&str`s of `v`.
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The CPUs this host has online, as the C library counts them.
+fn online_cpus() -> Result<usize, String> {
+    let out = Command::new("getconf")
+        .arg("_NPROCESSORS_ONLN")
+        .output()
+        .map_err(|e| e.to_string())?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| format!("getconf: {e}"))
+}
+
+fn cpus_refused() -> Result<(), String> {
+    let root = pool_with_template("cpus")?;
+    let create = |value: &str| -> Vec<String> {
+        ["create", "x", "--template", "base", "--cpus", value]
+            .map(String::from)
+            .to_vec()
+    };
+    // `--cpus 0.001` used to be accepted; start then failed with EINVAL
+    // from cpu.cfs_quota_us.
+    for few in ["0.001", "0.009"] {
+        refused(
+            &root,
+            &args(&create(few)),
+            &[
+                &format!("--cpus {few} is below the minimum of 0.01"),
+                "1 ms per 100 ms",
+            ],
+        )?;
+    }
+    let host = online_cpus()?;
+    for many in [format!("{}", host + 1), "1000".to_string()] {
+        refused(
+            &root,
+            &args(&create(&many)),
+            &[&format!(
+                "--cpus {many} is more than the {host} cpu(s) this host has"
+            )],
+        )?;
+    }
+    ok(&root, &args(&create(&host.to_string())))?;
+    ok(&root, &["rm", "x"])?;
+    // The least accepted is what the kernel takes: a jail at 0.01 cpus runs.
+    let deb = crate::debian_pool()?;
+    let name = "cli-cpus-min";
+    let _ = jailer(&deb, &["rm", "--force", name]);
+    ok(
+        &deb,
+        &[
+            "create",
+            name,
+            "--template",
+            "deb",
+            "--cpus",
+            "0.01",
+            "--",
+            "/bin/true",
+        ],
+    )?;
+    let out = jailer(&deb, &["start", "--wait", name]);
+    let _ = jailer(&deb, &["rm", "--force", name]);
+    if !out.status.success() {
+        return Err(format!(
+            "a jail at --cpus 0.01 did not run ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
+fn default_command() -> Result<(), String> {
+    let root = fresh_pool("defcmd")?;
+    let src = small_tree("defcmd-src")?;
+    let src = src.to_str().unwrap_or_default();
+    ok(&root, &["template", "import", "bare", src])?;
+    // `create foo -t bare` used to succeed; start then said "has no command".
+    for verb in ["create", "run"] {
+        refused(
+            &root,
+            &[verb, "foo", "--template", "bare"],
+            &[
+                "jail foo has no command",
+                "template bare records no default one",
+                "-- /bin/sleep infinity",
+            ],
+        )?;
+    }
+    let out = ok(
+        &root,
+        &[
+            "template",
+            "import",
+            "svc",
+            src,
+            "--",
+            "/bin/sleep",
+            "infinity",
+        ],
+    )?;
+    if !out.contains("default command: /bin/sleep infinity") {
+        return Err(format!("import did not say its default command: {out}"));
+    }
+    let list = json(&ok(&root, &["template", "ls", "--json"])?)?;
+    let svc = list
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["name"] == "svc"))
+        .cloned()
+        .unwrap_or_default();
+    if svc["command"] != serde_json::json!(["/bin/sleep", "infinity"]) {
+        return Err(format!("template ls: {list}"));
+    }
+    ok(&root, &["create", "foo", "--template", "svc"])?;
+    ok(
+        &root,
+        &["create", "own", "--template", "svc", "--", "/bin/true"],
+    )?;
+    let from_tpl = json(&ok(&root, &["inspect", "foo"])?)?;
+    let own = json(&ok(&root, &["inspect", "own"])?)?;
+    if from_tpl["spec"]["command"] != serde_json::json!(["/bin/sleep", "infinity"])
+        || own["spec"]["command"] != serde_json::json!(["/bin/true"])
+    {
+        return Err(format!("commands recorded: {from_tpl} / {own}"));
+    }
+    fails(
+        &root,
+        &["template", "import", "empty", src, "--", ""],
+        &["invalid default command for template empty"],
+    )?;
+    if root.join("templates/empty").exists() {
+        return Err("a refused import left a template".into());
+    }
+    ok(&root, &["rm", "foo"])?;
+    ok(&root, &["rm", "own"])?;
+    Ok(())
+}
+
+fn hostnames() -> Result<(), String> {
+    let root = pool_with_template("hostnames")?;
+    let help = ok(&root, &["create", "--help"])?;
+    if !help.contains("`my_app.v2` gets `my-app-v2`") {
+        return Err(format!(
+            "create --help does not say a name's hostname: {help}"
+        ));
+    }
+    // `my_app.v2` used to get `my-app-v2` without a word.
+    let out = jailer(&root, &["create", "my_app.v2", "--template", "base"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || !err.contains("jail my_app.v2 gets hostname my-app-v2") {
+        return Err(format!("create my_app.v2 ({}): {err}", out.status));
+    }
+    let rec = json(&ok(&root, &["inspect", "my_app.v2"])?)?;
+    if rec["spec"]["hostname"] != "my-app-v2" {
+        return Err(format!("hostname: {rec}"));
+    }
+    // A name that is its own hostname gets no warning.
+    let out = jailer(&root, &["create", "web", "--template", "base"]);
+    if !out.status.success() || !out.stderr.is_empty() {
+        return Err(format!(
+            "create web: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    // `--hostname my.host` used to be refused.
+    let fqdn = format!("{}.example.com", "a".repeat(52));
+    ok(
+        &root,
+        &["create", "fq", "--template", "base", "--hostname", &fqdn],
+    )?;
+    let rec = json(&ok(&root, &["inspect", "fq"])?)?;
+    if rec["spec"]["hostname"] != fqdn.as_str() {
+        return Err(format!("fqdn hostname: {rec}"));
+    }
+    let too_long = format!("{}.example.com", "a".repeat(53));
+    refused(
+        &root,
+        &[
+            "create",
+            "long",
+            "--template",
+            "base",
+            "--hostname",
+            &too_long,
+        ],
+        &["invalid hostname", "longer than 64", "sethostname"],
+    )?;
+    refused(
+        &root,
+        &["create", "dots", "--template", "base", "--hostname", "a..b"],
+        &["invalid hostname", "empty label"],
+    )?;
+    for n in ["my_app.v2", "web", "fq"] {
+        ok(&root, &["rm", n])?;
+    }
+    Ok(())
+}
+
+fn import_missing() -> Result<(), String> {
+    let root = fresh_pool("import-missing")?;
+    // It used to say "neither a directory nor a tar archive".
+    let err = fails(
+        &root,
+        &["template", "import", "nope", "/does/not/exist"],
+        &["/does/not/exist does not exist"],
+    )?;
+    if err.contains("neither") {
+        return Err(format!("missing path called the wrong kind: {err}"));
+    }
+    if root.join("templates/nope").exists() {
+        return Err("a refused import left a template".into());
+    }
+    Ok(())
+}
+
+fn debootstrap_checks_first() -> Result<(), String> {
+    let root = pool_with_template("debootstrap-first")?;
+    // Each is refused at once, on one line: no "this takes a few minutes"
+    // first (`fails` requires a one-line stderr).
+    fails(
+        &root,
+        &["template", "debootstrap", "base"],
+        &["template base already exists"],
+    )?;
+    fails(
+        &root,
+        &["template", "debootstrap", "../x"],
+        &["invalid name \"../x\""],
+    )?;
+    let unready = crate::scratch().fresh_plain_dir("debootstrap-unready");
+    fails(
+        &unready,
+        &["template", "debootstrap", "x"],
+        &["not ready", "init"],
+    )?;
+    // The existing template is untouched.
+    let list = json(&ok(&root, &["template", "ls", "--json"])?)?;
+    if list[0]["name"] != "base" || list[0]["files"] != 5 {
+        return Err(format!("template ls: {list}"));
+    }
+    Ok(())
+}
+
+fn init_size_ignored() -> Result<(), String> {
+    let root = fresh_pool("init-size")?;
+    // It used to say "already ready" and nothing of the 5G.
+    let out = ok(&root, &["init", "--size", "5G"])?;
+    if !out.contains("already ready; --size 5G ignored") || !out.contains("this pool exists") {
+        return Err(format!("init --size on a ready pool said: {out}"));
+    }
+    let v = json(&ok(&root, &["init", "--size", "5G", "--json"])?)?;
+    if v["action"] != "already_ready" || v["size_ignored"] != "5G" {
+        return Err(format!("init --size --json: {v}"));
+    }
+    let plain = ok(&root, &["init"])?;
+    if plain.contains("ignored") {
+        return Err(format!("init without --size: {plain}"));
+    }
     Ok(())
 }
