@@ -551,7 +551,6 @@ fn command(plan: &Plan, slave: Option<&OwnedFd>) -> ! {
         }
         // Only stdio crosses the exec: not the socket, master or slave.
         step("close descriptors", process::close_from_except(3, &[]))?;
-        step("reset SIGPIPE", process::default_action(Signal::SIGPIPE))?;
         step("chdir /", nix::unistd::chdir("/"))?;
         super::init::restrict(plan.caps(), plan.filters())
     })();

@@ -517,7 +517,12 @@ pub fn become_root() -> Result<(), String> {
 
 impl Plan {
     /// Execs the command (searching the plan's PATH); returns the error.
+    /// The command starts with default signal actions and none blocked,
+    /// whatever jailer's processes had.
     pub fn exec(&self) -> String {
+        if let Err(e) = process::reset_signals() {
+            return crate::error_chain(&e);
+        }
         std::env::set_var("PATH", &self.path);
         let e = nix::unistd::execvpe(&self.argv[0], &self.argv, &self.env).err();
         format!(

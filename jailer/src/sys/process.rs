@@ -29,6 +29,8 @@ pub enum ProcessError {
         #[source]
         source: Errno,
     },
+    #[error("cannot unblock every signal")]
+    Mask(#[source] Errno),
     #[error("cannot ignore {signal}")]
     Ignore {
         signal: Signal,
@@ -139,6 +141,48 @@ pub fn default_action(signal: Signal) -> Result<(), ProcessError> {
     unsafe { sigaction(signal, &dfl) }
         .map(drop)
         .map_err(|source| ProcessError::Signal { signal, source })
+}
+
+/// Gives the command about to be exec'd the signal state of a fresh
+/// process: every catchable signal's action back to its default and none
+/// blocked. An exec resets handlers but keeps ignored signals and the mask,
+/// and a jail's command must inherit neither from jailer (its monitor
+/// ignores SIGINT, SIGHUP and SIGPIPE, which a shell then could not even
+/// trap).
+pub fn reset_signals() -> Result<(), ProcessError> {
+    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+    // The kernel's `struct sigaction` all zero is SIG_DFL with no flags
+    // and an empty mask, whatever the architecture's field order.
+    let dfl = [0u64; 4];
+    // Every number the kernel knows, through the raw call: the C library
+    // refuses to touch the two real-time signals it keeps for its threads,
+    // yet a parent may have left them ignored, and the command must not
+    // inherit that either.
+    for raw in 1..=64 {
+        if raw == libc::SIGKILL || raw == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads `dfl` (32 bytes, at least the size of
+        // the kernel's struct sigaction on every Linux architecture) and
+        // writes nothing (null old action); sigsetsize 8 is the kernel's
+        // sigset_t. SIG_DFL runs no code of ours in signal context.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                raw,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<libc::c_void>(),
+                8usize,
+            )
+        };
+        if r != 0 {
+            return Err(ProcessError::Signal {
+                signal: Signal::try_from(raw).unwrap_or(Signal::SIGSYS),
+                source: Errno::last(),
+            });
+        }
+    }
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(ProcessError::Mask)
 }
 
 /// Ignores `signal` (`SIG_IGN`, which an exec keeps).

@@ -969,14 +969,21 @@ fn debootstrap_template() -> Result<(), String> {
     Ok(())
 }
 
-/// Requires `jailer ARGS` to fail with exit status 1 and a one-line error
-/// holding `needles`, leaving `jails/` as it was.
+/// Requires `jailer ARGS` to fail as invalid input (exit status 2, kind
+/// `invalid` under --json) with a one-line error holding `needles`, leaving
+/// `jails/` as it was.
 fn refused(root: &Path, args: &[&str], needles: &[&str]) -> Result<(), String> {
     let before = entries(&root.join("jails"));
     fails(root, args, needles)?;
-    let code = jailer(root, args).status.code();
-    if code != Some(1) {
-        return Err(format!("jailer {args:?} exited {code:?}, not 1"));
+    let mut json_args = vec!["--json"];
+    json_args.extend_from_slice(args);
+    let out = jailer(root, &json_args);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    if out.status.code() != Some(2) || doc["error"]["kind"] != "invalid" {
+        return Err(format!(
+            "jailer --json {args:?} exited {:?} with {doc}, not 2 and kind invalid",
+            out.status.code()
+        ));
     }
     let after = entries(&root.join("jails"));
     if before != after {

@@ -26,6 +26,10 @@ pub fn trials() -> Vec<Trial> {
             ctrl_c,
         ),
         t(
+            "jail_commands_start_with_no_signal_ignored_or_blocked",
+            clean_signals,
+        ),
+        t(
             "an_interrupted_rm_is_reported_as_one_and_rm_finishes_it",
             interrupted_rm,
         ),
@@ -307,7 +311,20 @@ fn run_and_interrupt(
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).map_err(|e| e.to_string())?;
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
-    let status = child.wait().map_err(|e| e.to_string())?;
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+            break st;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "{name}: the CLI did not exit within 60 s of {signals} SIGINT(s): {seen:?}"
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     while let Ok(l) = rx.recv_timeout(std::time::Duration::from_secs(5)) {
         seen.push_str(&l);
         seen.push('\n');
@@ -331,8 +348,9 @@ fn ctrl_c() -> Result<(), String> {
             root.join("jails/api-int").exists()
         ));
     }
-    // The jail ignores SIGINT: the second one stops it (SIGTERM), and
-    // --rm still removes it.
+    // The jail ignores SIGINT: the second one stops it (SIGTERM, which a
+    // pid 1 without a handler does not act on, then SIGKILL), and --rm
+    // still removes it.
     let _b = jail(&root, "api-noint");
     let (code, out) = run_and_interrupt(
         &root,
@@ -340,11 +358,28 @@ fn ctrl_c() -> Result<(), String> {
         "trap '' INT; echo ready; while :; do sleep 0.1; done",
         2,
     )?;
-    if code != Some(143) || root.join("jails/api-noint").exists() {
+    if !matches!(code, Some(137 | 143)) || root.join("jails/api-noint").exists() {
         return Err(format!(
             "run --rm after two SIGINTs: exit {code:?}, output {out:?}, jail left: {}",
             root.join("jails/api-noint").exists()
         ));
+    }
+    Ok(())
+}
+
+fn clean_signals() -> Result<(), String> {
+    let root = crate::debian_pool()?;
+    let _j = jail(&root, "api-sig");
+    start_sh(&root, "api-sig", &[], "exec sleep 600")?;
+    // init (pid 1), and a command run by exec.
+    let out = crate::runtime::sh_ok(
+        &root,
+        "api-sig",
+        "grep -E '^Sig(Ign|Blk)' /proc/1/status /proc/self/status",
+    )?;
+    let lines: Vec<&str> = out.lines().collect();
+    if lines.len() != 4 || lines.iter().any(|l| !l.ends_with("0000000000000000")) {
+        return Err(format!("signals ignored or blocked in the jail: {out}"));
     }
     Ok(())
 }
