@@ -527,13 +527,9 @@ impl Drop for Monitor {
 
 /// Whether this process has exactly one thread (from `/proc/self/stat`).
 fn single_threaded() -> bool {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return false;
-    };
-    // Field 20, counted after the parenthesised command name.
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(17))
-        .is_some_and(|n| n == "1")
+    crate::procinfo::Proc::host()
+        .stat("self")
+        .is_some_and(|s| s.num_threads == 1)
 }
 
 /// Forks the jail's monitor into its own session, so that the CLI's
@@ -1341,7 +1337,7 @@ pub fn wait_echo(
             now.runtime = None;
             now.started_at = rec.started_at;
             now.finished_at = Some(x.exit.finished_at);
-            now.exit_code = x.exit.exit_code.or(x.exit.signal.map(|s| 128 + s));
+            now.exit_code = x.exit.status();
             now.oom_killed = x.exit.oom_killed;
         }
     }
