@@ -107,7 +107,10 @@ fn main() -> ExitCode {
     match real_main(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("jailer-extension: error: {e:#}");
+            eprintln!(
+                "jailer-extension: error: {}",
+                jailer::error_chain(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }
@@ -155,7 +158,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         run::Outcome::ManagerGone { path, reason } => eprintln!(
             "jailer-extension: the osquery core at {} is gone ({}); exiting",
             path.display(),
-            registry::error_chain(&reason)
+            jailer::error_chain(&reason)
         ),
         run::Outcome::Signal(sig) => tracing::info!(signal = sig, "stopped on a signal"),
         run::Outcome::Shutdown => tracing::info!("stopped at osquery's request"),

@@ -116,7 +116,7 @@ impl Tables {
                 }
             }
             Err(e) => {
-                let msg = error_chain(&e);
+                let msg = jailer::error_chain(&e);
                 tracing::warn!("{msg}");
                 self.failure(msg)
             }
@@ -256,18 +256,6 @@ pub fn routes(def: &TableDef) -> ExtensionPluginResponse {
             ])
         })
         .collect()
-}
-
-/// An error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -132,11 +132,7 @@ pub fn run(opts: &Options, source: Box<dyn TableSource>) -> Result<Outcome, RunE
                 }
                 Err(e) => {
                     failures += 1;
-                    tracing::warn!(
-                        failures,
-                        "ping failed: {}",
-                        crate::registry::error_chain(&e)
-                    );
+                    tracing::warn!(failures, "ping failed: {}", jailer::error_chain(&e));
                     if e.is_gone() || failures >= MAX_PING_FAILURES {
                         remove_socket(&path);
                         return Ok(Outcome::ManagerGone {
@@ -165,7 +161,7 @@ fn deregister(manager: &Manager, uuid: i64) {
     if let Err(e) = manager.deregister(uuid) {
         // After `shutdown` the core is often already gone; it forgets
         // extensions whose socket is gone anyway.
-        tracing::debug!("deregistering: {}", crate::registry::error_chain(&e));
+        tracing::debug!("deregistering: {}", jailer::error_chain(&e));
     }
 }
 

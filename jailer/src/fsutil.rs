@@ -88,13 +88,12 @@ pub fn mkdir_private(path: &Path) -> std::io::Result<()> {
 /// not the one `stat` reports, so a candidate found by inode number is
 /// confirmed by an open fd of that pid on `path` where its fds can be read.
 fn lock_holder(proc_root: &Path, path: &Path, held: &std::fs::Metadata) -> Option<String> {
-    let text = std::fs::read_to_string(proc_root.join("locks")).ok()?;
-    let pid = parse_lock_holders(&text, held.ino())
+    let proc = crate::procinfo::Proc::new(proc_root);
+    let pid = proc
+        .lock_holders(held.ino())
         .into_iter()
         .find(|pid| holds_open(proc_root, *pid, path).unwrap_or(true))?;
-    let comm = std::fs::read_to_string(proc_root.join(format!("{pid}/comm")))
-        .map(|c| c.trim_end().to_string())
-        .unwrap_or_default();
+    let comm = proc.comm(pid).unwrap_or_default();
     Some(if comm.is_empty() {
         format!("pid {pid}")
     } else {
@@ -109,23 +108,6 @@ fn holds_open(proc_root: &Path, pid: i32, path: &Path) -> Option<bool> {
         rd.flatten()
             .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path)),
     )
-}
-
-/// The pids holding a lock on inode `ino`, from the text of `/proc/locks`
-/// (`1: FLOCK  ADVISORY  WRITE 1234 08:02:5678 0 EOF`). Waiters (`->`
-/// lines) are skipped.
-pub fn parse_lock_holders(text: &str, ino: u64) -> Vec<i32> {
-    text.lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.get(1) == Some(&"->") {
-                return None;
-            }
-            let (pid, id) = (f.get(4)?, f.get(5)?);
-            let i: u64 = id.rsplit(':').next()?.parse().ok()?;
-            (i == ino).then(|| pid.parse().ok())?
-        })
-        .collect()
 }
 
 /// Replaces `path` with `data` atomically and durably.
@@ -332,14 +314,5 @@ mod tests {
         private_dir(&d).expect("mkdir");
         let mode = std::fs::metadata(&d).expect("stat").mode() & 0o777;
         assert_eq!(mode, 0o700);
-    }
-
-    #[test]
-    fn lock_holder_is_found_in_proc_locks() {
-        let text = "1: FLOCK  ADVISORY  WRITE 4242 08:02:1234 0 EOF\n\
-                    1: -> FLOCK  ADVISORY  WRITE 4343 08:02:1234 0 EOF\n\
-                    2: POSIX  ADVISORY  READ 99 00:2a:1234 0 EOF\n";
-        assert_eq!(parse_lock_holders(text, 1234), vec![4242, 99]);
-        assert!(parse_lock_holders(text, 1235).is_empty());
     }
 }

@@ -23,6 +23,7 @@
 
 use crate::fsutil::{atomic_write, FsError, Lock};
 use crate::name::Name;
+use crate::procinfo;
 use crate::sys::{btrfs, loopdev, mount};
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::MetadataExt;
@@ -83,6 +84,8 @@ pub enum PoolError {
     Btrfs(#[from] btrfs::BtrfsError),
     #[error(transparent)]
     Mount(#[from] mount::MountError),
+    #[error(transparent)]
+    Proc(#[from] procinfo::ProcError),
     #[error(transparent)]
     Loop(#[from] loopdev::LoopError),
     #[error(transparent)]
@@ -443,8 +446,8 @@ fn harden(pool: &Pool) -> Result<(), PoolError> {
         }
     }
     if !mount::is_confined(pool.root())? {
-        let mounts = mount::read_mountinfo(Path::new("/proc/self/mountinfo"))?;
-        let is_mount_point = mount::mount_at(&mounts, pool.root()).is_some();
+        let mounts = procinfo::Proc::host().mountinfo("self")?;
+        let is_mount_point = procinfo::mount_at(&mounts, pool.root()).is_some();
         mount::confine(pool.root(), is_mount_point)?;
     }
     Ok(())
@@ -663,7 +666,7 @@ fn count_dirs(dir: &Path) -> usize {
 pub fn info(pool: &Pool) -> Result<PoolInfo, PoolError> {
     pool.ensure_ready()?;
     let record: Option<PoolRecord> = crate::record::read_json(&pool.record_path()).ok();
-    let mounts = mount::read_mountinfo(Path::new("/proc/self/mountinfo"))?;
+    let mounts = procinfo::Proc::host().mountinfo("self")?;
     let root = pool.root().canonicalize().map_err(io_err(pool.root()))?;
     let device = mounts
         .iter()

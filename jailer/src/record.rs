@@ -3,6 +3,7 @@
 //! (`jailer-tables` depends on them and nothing else of this crate's state).
 
 use crate::name::Name;
+use crate::procinfo::Proc;
 use crate::spec::JailSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -167,7 +168,7 @@ pub fn derive(
         rec.runtime = None;
         if let Some(e) = e {
             rec.finished_at = Some(e.finished_at);
-            rec.exit_code = e.exit_code.or(e.signal.map(|s| 128 + s));
+            rec.exit_code = e.status();
             rec.oom_killed = e.oom_killed;
         }
     };
@@ -222,6 +223,13 @@ pub struct ExitRecord {
     pub finished_at: u64,
 }
 
+impl ExitRecord {
+    /// The exit code, or 128 + the signal that killed init.
+    pub fn status(&self) -> Option<i32> {
+        crate::exit_status::from_parts(self.exit_code, self.signal)
+    }
+}
+
 /// The run directory's `exit.json`: the exit of one instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceExit {
@@ -230,35 +238,22 @@ pub struct InstanceExit {
     pub exit: ExitRecord,
 }
 
-/// State (field 3) and start time (field 22) of `/proc/PID/stat`.
-fn proc_stat(proc_root: &Path, pid: i32) -> Option<(char, u64)> {
-    let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: skip to
-    // the last ')'.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let mut fields = rest.split(' ');
-    let state = fields.next()?.chars().next()?;
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((state, start))
-}
-
 /// Start time (field 22) of `/proc/PID/stat` under `proc_root`.
 pub fn proc_start_time(proc_root: &Path, pid: i32) -> Option<u64> {
-    proc_stat(proc_root, pid).map(|(_, t)| t)
+    Proc::new(proc_root).stat(pid).map(|s| s.starttime)
 }
 
 /// Whether `p` is still the process it was recorded as, and not a zombie
 /// (an exited monitor whose new parent has not reaped it yet).
 pub fn is_alive(proc_root: &Path, p: &ProcRef) -> bool {
-    proc_stat(proc_root, p.pid)
-        .is_some_and(|(state, t)| t == p.start_time && !matches!(state, 'Z' | 'X'))
+    Proc::new(proc_root)
+        .stat(p.pid)
+        .is_some_and(|s| s.starttime == p.start_time && !matches!(s.state, 'Z' | 'X'))
 }
 
 /// The boot id of the running kernel, from `proc_root/sys/kernel/random/boot_id`.
 pub fn boot_id(proc_root: &Path) -> Option<String> {
-    std::fs::read_to_string(proc_root.join("sys/kernel/random/boot_id"))
-        .ok()
-        .map(|s| s.trim().to_string())
+    Proc::new(proc_root).boot_id()
 }
 
 /// The state a jail is really in: a record saying `running` or `frozen`

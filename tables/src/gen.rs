@@ -3,10 +3,10 @@
 
 use crate::capnames;
 use crate::cgroup::{Cgroup, Limit};
-use crate::procfs::{self, IdMap, Proc};
 use crate::{Constraints, Row, Sources, TableError, Value};
 use jailer::name::Name;
 use jailer::pool::Pool;
+use jailer::procinfo::{self, IdMap, Proc};
 use jailer::record::{self, JailRecord, RecordError, Runtime, State};
 use jailer::spec::{MacvlanAddress, NetSpec};
 use std::cell::OnceCell;
@@ -92,10 +92,8 @@ impl<'a> Ctx<'a> {
         Ctx {
             src,
             pool: Pool::new(&src.pool_root),
-            proc: Proc {
-                root: &src.proc_root,
-            },
-            clk_tck: procfs::clk_tck(),
+            proc: Proc::new(&src.proc_root),
+            clk_tck: procinfo::clk_tck(),
             btime: OnceCell::new(),
         }
     }
@@ -203,14 +201,13 @@ impl<'a> Ctx<'a> {
         let spec = &rec.spec;
         let live = j.live();
         let init = live.map(|rt| i64::from(rt.init.pid));
-        let ns = |kind: &str| text(init.map(|p| self.proc.ns(p, kind)).unwrap_or_default());
+        let ns = |kind: &str| text(init.and_then(|p| self.proc.ns(p, kind)).unwrap_or_default());
         let ip = match &spec.net {
             NetSpec::None => String::new(),
             NetSpec::Macvlan { address, .. } => match address {
                 MacvlanAddress::Static { ip, .. } => ip.to_string(),
                 MacvlanAddress::Dhcp => init
-                    .and_then(|p| self.proc.read(p, "net/fib_trie").ok())
-                    .and_then(|s| procfs::parse_fib_trie_local(&s).into_iter().next())
+                    .and_then(|p| self.proc.local_addresses(p).into_iter().next())
                     .unwrap_or_default(),
             },
         };
@@ -236,7 +233,7 @@ impl<'a> Ctx<'a> {
         };
         let finished_at = exit.map(|x| x.finished_at).or(rec.finished_at);
         let exit_code = match exit {
-            Some(x) => x.exit_code.or(x.signal.map(|s| 128 + s)),
+            Some(x) => x.status(),
             None => rec.exit_code,
         };
         vec![
@@ -322,9 +319,7 @@ impl<'a> Ctx<'a> {
         // A process that exited since its cgroup was listed is left out.
         let stat = self.proc.stat(pid)?;
         let st = self.proc.status(pid)?;
-        let cmdline = std::fs::read(self.proc.pid_path(pid, "cmdline"))
-            .map(|b| procfs::parse_cmdline(&b))
-            .unwrap_or_default();
+        let cmdline = self.proc.cmdline(pid).unwrap_or_default();
         let path = std::fs::read_link(self.proc.pid_path(pid, "exe"))
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -358,11 +353,11 @@ impl<'a> Ctx<'a> {
             text(j.name()),
             int(pid),
             int(jail_pid),
-            int(stat.ppid),
+            int(i64::from(stat.ppid)),
             text(st.name.unwrap_or(stat.comm)),
             text(path),
             text(cmdline),
-            text(stat.state),
+            text(stat.state.to_string()),
             int(uid),
             int(gid),
             int(euid),
@@ -397,9 +392,10 @@ impl<'a> Ctx<'a> {
                 ("uid", "uid_map", ids.uid_base),
                 ("gid", "gid_map", ids.gid_base),
             ] {
-                let actual = match self.proc.read(i64::from(rt.init.pid), file) {
-                    Ok(s) => procfs::parse_id_map(&s),
-                    Err(err) => {
+                let actual = match self.proc.id_map(rt.init.pid, file) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let err = jailer::error_chain(&e);
                         tracing::warn!(jail = j.name(), %err, "cannot read the jail's {file}");
                         continue;
                     }
@@ -490,9 +486,10 @@ impl<'a> Ctx<'a> {
         let mut rows = Vec::new();
         for j in self.live(c)? {
             let Some(rt) = j.live() else { continue };
-            let info = match self.proc.read(i64::from(rt.init.pid), "mountinfo") {
-                Ok(s) => procfs::parse_mountinfo(&s),
-                Err(err) => {
+            let info = match self.proc.mountinfo(rt.init.pid) {
+                Ok(m) => m,
+                Err(e) => {
+                    let err = jailer::error_chain(&e);
                     tracing::warn!(jail = j.name(), %err, "cannot read the jail's mountinfo");
                     continue;
                 }
@@ -501,7 +498,7 @@ impl<'a> Ctx<'a> {
                 let ro = m.read_only();
                 rows.push(vec![
                     text(j.name()),
-                    text(m.mount_point),
+                    text(m.mount_point.to_string_lossy()),
                     text(m.source),
                     text(m.fstype),
                     text(m.options),

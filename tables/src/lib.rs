@@ -3,14 +3,14 @@
 //! Tables are data: each is a constant list of [`Column`]s ([`tables`]) plus
 //! a generator ([`generate`]). This crate reads `jailer`'s record types and
 //! never calls code that changes the host; every host path comes in through
-//! [`Sources`], so the tables run on fixture trees in tests. The same tables
+//! [`Sources`], so the tables run on fixture trees in tests. `/proc` is read
+//! and parsed by [`jailer::procinfo`], as the runtime reads it. The same tables
 //! serve osquery (through `jailer-extension`) and embedded SQLite
 //! ([`sql::query`]); `docs/tables.md` is rendered from them ([`markdown`]).
 
 mod capnames;
 mod cgroup;
 mod gen;
-pub mod procfs;
 mod specs;
 pub mod sql;
 

@@ -100,7 +100,7 @@ fn processes_map_ids_and_times() {
             .unwrap()
     };
     let g = |pid: i64, col: &str| get("jail_processes", p(pid), col).clone();
-    let tck = jailer_tables::procfs::clk_tck() as i64;
+    let tck = jailer::procinfo::clk_tck() as i64;
     assert_eq!(txt(&g(1000, "jail")), "a");
     assert_eq!(num(&g(1000, "jail_pid")), 1);
     assert_eq!(num(&g(1001, "jail_pid")), 7);
@@ -319,11 +319,59 @@ fn mounts_come_from_the_jails_mountinfo() {
 }
 
 #[test]
+fn hostile_names_and_mounts_are_shown_exactly_and_never_fail_a_query() {
+    let fx = scene();
+    let proc = &fx.src.proc_root;
+    let edit = |path: std::path::PathBuf, from: &str, to: &str| {
+        let s = std::fs::read_to_string(&path).unwrap();
+        assert!(s.contains(from), "{s}");
+        std::fs::write(&path, s.replace(from, to)).unwrap();
+    };
+    // A jail sets its command name and arguments and names its mounts.
+    edit(proc.join("1001/stat"), "(worker)", "() S 1 (\n)");
+    edit(proc.join("1001/status"), "Name:\tworker", "Name:\tx: y\\n");
+    std::fs::write(proc.join("1001/cmdline"), b"a\nb\0\0--c\0").unwrap();
+    let mut mi = std::fs::read_to_string(proc.join("1000/mountinfo")).unwrap();
+    mi.push_str(
+        "604 600 0:44 / /evil\\012line\\040-\\040x rw - tmpfs a\\040b ro\n\
+         garbage\n\
+         605 600 0:45 / /cut rw - tmpfs",
+    );
+    std::fs::write(proc.join("1000/mountinfo"), mi).unwrap();
+
+    let rows = all(&fx, "jail_processes");
+    let p = rows
+        .iter()
+        .find(|r| num(get("jail_processes", r, "pid")) == 1001)
+        .unwrap();
+    let g = |col| get("jail_processes", p, col);
+    assert_eq!(txt(g("name")), "x: y\\n");
+    assert_eq!(txt(g("state")), "S");
+    assert_eq!(num(g("parent")), 1000);
+    assert_eq!(txt(g("cmdline")), "a\nb  --c");
+
+    let rows = all(&fx, "jail_mounts");
+    assert_eq!(rows.len(), 5, "the garbage and the cut line are skipped");
+    let evil = find(&rows, "jail_mounts", "mount_point", "/evil\nline - x");
+    assert_eq!(txt(get("jail_mounts", evil, "source")), "a b");
+    assert_eq!(num(get("jail_mounts", evil, "read_only")), 1);
+
+    // A stat that is not the kernel's leaves the process out, nothing else.
+    std::fs::write(proc.join("1001/stat"), "(x) R 1 2 3").unwrap();
+    let rows = all(&fx, "jail_processes");
+    let pids: Vec<i64> = rows
+        .iter()
+        .map(|r| num(get("jail_processes", r, "pid")))
+        .collect();
+    assert_eq!(pids, [1000, 2000, 2001]);
+}
+
+#[test]
 fn resources_from_v1_and_v2() {
     let fx = scene();
     let rows = all(&fx, "jail_resources");
     assert_eq!(rows.len(), 2);
-    let tck = jailer_tables::procfs::clk_tck() as i64;
+    let tck = jailer::procinfo::clk_tck() as i64;
     let a = find(&rows, "jail_resources", "jail", "a");
     let g = |c| get("jail_resources", a, c);
     assert_eq!(num(g("cgroup_version")), 1);

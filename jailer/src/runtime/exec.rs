@@ -2,8 +2,10 @@
 
 use super::{init::Plan, read, reconcile, RuntimeError};
 use crate::cgroup::JailCgroup;
+use crate::exit_status;
 use crate::name::Name;
 use crate::pool::Pool;
+use crate::procinfo::Proc;
 use crate::record::{self, JailRecord, State};
 use crate::sys::fork::{self, ForkError, Forked, ProcSelf};
 use crate::sys::{process, pty};
@@ -605,7 +607,7 @@ fn wait_ready(sock: &OwnedFd, sigfd: &SignalFd, helper: Pid) -> Result<Ready, Ex
             if FORWARDED.contains(&sig) {
                 let _ = nix::sys::signal::kill(helper, Signal::SIGKILL);
                 wait_code(helper);
-                return Ok(Ready::Gone(128 + sig as i32));
+                return Ok(Ready::Gone(exit_status::from_signal(sig as i32)));
             }
         }
     }
@@ -635,12 +637,11 @@ fn recv_ready(sock: &OwnedFd, helper: Pid) -> Result<Ready, ExecError> {
 }
 
 fn wait_code(pid: nix::unistd::Pid) -> i32 {
-    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::sys::wait::waitpid;
     loop {
-        match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, c)) => return c,
-            Ok(WaitStatus::Signaled(_, s, _)) => return 128 + s as i32,
-            Ok(_) | Err(nix::Error::EINTR) => continue,
+        match waitpid(pid, None).map(exit_status::from_wait) {
+            Ok(Some(c)) => return c,
+            Ok(None) | Err(nix::Error::EINTR) => continue,
             Err(_) => return 255,
         }
     }
@@ -648,11 +649,9 @@ fn wait_code(pid: nix::unistd::Pid) -> i32 {
 
 /// The helper's status if it has exited.
 fn try_wait(pid: Pid) -> Option<i32> {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-        Ok(WaitStatus::Exited(_, c)) => Some(c),
-        Ok(WaitStatus::Signaled(_, s, _)) => Some(128 + s as i32),
-        Ok(_) => None,
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    match waitpid(pid, Some(WaitPidFlag::WNOHANG)).map(exit_status::from_wait) {
+        Ok(c) => c,
         Err(nix::Error::EINTR) => None,
         Err(_) => Some(255),
     }
@@ -995,12 +994,6 @@ pub struct ProcessInfo {
     pub cmdline: String,
 }
 
-fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key).map(str::trim))
-}
-
 /// `jailer ps NAME`: the processes in the jail's cgroup.
 pub fn ps(pool: &Pool, name: &Name) -> Result<Vec<ProcessInfo>, RuntimeError> {
     let rec = read(pool, name)?;
@@ -1010,47 +1003,33 @@ pub fn ps(pool: &Pool, name: &Name) -> Result<Vec<ProcessInfo>, RuntimeError> {
     }
     let base = i64::from(rec.ids.uid_base);
     let count = i64::from(rec.ids.count);
+    let proc = Proc::host();
     // The jail's pid namespace is at the depth of its init's: a process's
     // pid there is the NSpid entry at that depth (`jailer exec`'s waiting
     // helper is in the cgroup but not the namespace: -1).
     let depth = rec
         .runtime
         .as_ref()
-        .and_then(|rt| {
-            let st =
-                std::fs::read_to_string(format!("{}/{}/status", super::PROC, rt.init.pid)).ok()?;
-            status_field(&st, "NSpid:").map(|v| v.split_whitespace().count())
-        })
-        .unwrap_or(0);
+        .and_then(|rt| proc.status(rt.init.pid))
+        .map_or(0, |st| st.nspid.len());
     let mut out = Vec::new();
     for pid in JailCgroup::load(&rec).procs() {
-        let dir = Path::new(super::PROC).join(pid.to_string());
-        let Ok(status) = std::fs::read_to_string(dir.join("status")) else {
+        let Some(status) = proc.status(pid) else {
             continue;
         };
-        let jail_pid = status_field(&status, "NSpid:")
-            .and_then(|v| v.split_whitespace().nth(depth.checked_sub(1)?))
-            .and_then(|v| v.parse().ok())
+        let jail_pid = depth
+            .checked_sub(1)
+            .and_then(|d| status.nspid.get(d))
+            .and_then(|p| i32::try_from(*p).ok())
             .unwrap_or(-1);
-        let uid: i64 = status_field(&status, "Uid:")
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(-1);
+        let uid = status.uid.map_or(-1, |u| u[0]);
         let jail_uid = if uid >= base && uid < base + count {
             uid - base
         } else {
             -1
         };
-        let state = status_field(&status, "State:").unwrap_or("?").to_string();
-        let cmdline = std::fs::read(dir.join("cmdline"))
-            .map(|b| {
-                b.split(|c| *c == 0)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| String::from_utf8_lossy(s).into_owned())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default();
+        let state = status.state.unwrap_or_else(|| "?".to_string());
+        let cmdline = proc.cmdline(pid).unwrap_or_default();
         out.push(ProcessInfo {
             pid,
             jail_pid,

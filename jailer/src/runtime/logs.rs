@@ -77,7 +77,7 @@ pub fn wait_echo(
             now.runtime = None;
             now.started_at = rec.started_at;
             now.finished_at = Some(x.exit.finished_at);
-            now.exit_code = x.exit.exit_code.or(x.exit.signal.map(|s| 128 + s));
+            now.exit_code = x.exit.status();
             now.oom_killed = x.exit.oom_killed;
         }
     }

@@ -117,7 +117,9 @@ impl ProcSelf {
         std::fs::File::from(fd)
             .read_to_string(&mut stat)
             .map_err(unreadable)?;
-        stat_threads(&stat).ok_or_else(|| unreadable(std::io::ErrorKind::InvalidData.into()))
+        crate::procinfo::parse_stat(stat.as_bytes())
+            .and_then(|s| u64::try_from(s.num_threads).ok())
+            .ok_or_else(|| unreadable(std::io::ErrorKind::InvalidData.into()))
     }
 
     fn one_thread(&self) -> Result<(), ForkError> {
@@ -126,14 +128,6 @@ impl ProcSelf {
             threads => Err(ForkError::Threaded { threads }),
         }
     }
-}
-
-/// The thread count (field 20) of a `/proc/PID/stat` line, counted after
-/// the parenthesised command name (which may hold spaces and parentheses).
-pub fn stat_threads(stat: &str) -> Option<u64> {
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(17))
-        .and_then(|n| n.parse().ok())
 }
 
 /// `fork(2)`, once [`ProcSelf`] says this process has one thread. The
@@ -198,15 +192,6 @@ pub fn clone(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_threads_reads_field_20_after_the_command_name() {
-        let line = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
-                    1 2 0 0 20 0 3 0 12345 1000 10 18446744073709551615";
-        assert_eq!(stat_threads(line), Some(3));
-        assert_eq!(stat_threads("1 (init) S 0"), None);
-        assert_eq!(stat_threads("no parenthesis here"), None);
-    }
 
     #[test]
     fn proc_self_reads_this_process() {

@@ -1,11 +1,9 @@
-//! Mounting, unmounting and reading mount tables.
-//!
-//! `mountinfo` parsing is pure (it takes the file's text) so it is tested on
-//! fixtures; the two syscalls are thin wrappers over nix.
+//! Mounting and unmounting: thin wrappers over nix. The mount table is
+//! read by [`crate::procinfo`].
 
 use std::path::{Path, PathBuf};
 
-/// What went wrong while mounting or reading the mount table.
+/// What went wrong while mounting.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
     #[error("cannot mount {} on {}", source_dev.display(), target.display())]
@@ -21,107 +19,12 @@ pub enum MountError {
         #[source]
         source: nix::Error,
     },
-    #[error("cannot read {}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("cannot stat filesystem at {}", path.display())]
     Statfs {
         path: PathBuf,
         #[source]
         source: nix::Error,
     },
-}
-
-/// One line of `/proc/<pid>/mountinfo`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountEntry {
-    pub mount_id: u32,
-    pub parent_id: u32,
-    /// `major:minor` of the filesystem's device.
-    pub device: String,
-    /// The root of the mount within its filesystem.
-    pub root: PathBuf,
-    pub mount_point: PathBuf,
-    pub options: String,
-    pub fstype: String,
-    pub source: String,
-    pub super_options: String,
-}
-
-impl MountEntry {
-    /// Whether the per-mount options include `ro`.
-    pub fn read_only(&self) -> bool {
-        self.options.split(',').any(|o| o == "ro")
-    }
-}
-
-/// Undoes the octal escapes (`\040` for space, ...) the kernel uses in
-/// mountinfo paths.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() {
-            let oct = std::str::from_utf8(&b[i + 1..i + 4]).ok();
-            if let Some(v) = oct.and_then(|o| u8::from_str_radix(o, 8).ok()) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Parses the text of a mountinfo file. Malformed lines are skipped.
-pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
-    text.lines().filter_map(parse_line).collect()
-}
-
-fn parse_line(line: &str) -> Option<MountEntry> {
-    let (pre, post) = line.split_once(" - ")?;
-    let mut f = pre.split(' ');
-    let mount_id = f.next()?.parse().ok()?;
-    let parent_id = f.next()?.parse().ok()?;
-    let device = f.next()?.to_string();
-    let root = PathBuf::from(unescape(f.next()?));
-    let mount_point = PathBuf::from(unescape(f.next()?));
-    let options = f.next()?.to_string();
-    let mut p = post.split(' ');
-    let fstype = p.next()?.to_string();
-    let source = unescape(p.next()?);
-    let super_options = p.next().unwrap_or("").to_string();
-    Some(MountEntry {
-        mount_id,
-        parent_id,
-        device,
-        root,
-        mount_point,
-        options,
-        fstype,
-        source,
-        super_options,
-    })
-}
-
-/// Reads and parses a mountinfo file (normally `/proc/self/mountinfo`).
-pub fn read_mountinfo(path: &Path) -> Result<Vec<MountEntry>, MountError> {
-    let text = std::fs::read_to_string(path).map_err(|source| MountError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(parse_mountinfo(&text))
-}
-
-/// The topmost mount whose mount point is exactly `path`, if any.
-pub fn mount_at<'a>(mounts: &'a [MountEntry], path: &Path) -> Option<&'a MountEntry> {
-    mounts.iter().rev().find(|m| m.mount_point == path)
 }
 
 /// Mounts the btrfs filesystem on `device` at `target`.
@@ -264,42 +167,4 @@ pub fn usage(path: &Path) -> Result<Usage, MountError> {
     let free = st.blocks_available() * frsize;
     let used = (st.blocks() - st.blocks_free()) * frsize;
     Ok(Usage { size, used, free })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const FIXTURE: &str = "\
-22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw,discard
-35 22 0:33 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-80 22 7:3 / /var/lib/jailer rw,noatime shared:40 - btrfs /dev/loop3 rw,space_cache=v2,subvolid=5,subvol=/
-81 22 7:4 /sub /srv/my\\040pool ro,noatime - btrfs /dev/loop4 ro,subvolid=256,subvol=/sub
-garbage line
-";
-
-    #[test]
-    fn parses_fields_and_escapes() {
-        let m = parse_mountinfo(FIXTURE);
-        assert_eq!(m.len(), 4);
-        assert_eq!(m[2].mount_point, PathBuf::from("/var/lib/jailer"));
-        assert_eq!(m[2].fstype, "btrfs");
-        assert_eq!(m[2].source, "/dev/loop3");
-        assert_eq!(m[2].device, "7:3");
-        assert!(!m[2].read_only());
-        assert_eq!(m[3].mount_point, PathBuf::from("/srv/my pool"));
-        assert_eq!(m[3].root, PathBuf::from("/sub"));
-        assert!(m[3].read_only());
-        assert_eq!(m[0].parent_id, 1);
-    }
-
-    #[test]
-    fn finds_mount_by_exact_point() {
-        let m = parse_mountinfo(FIXTURE);
-        assert_eq!(
-            mount_at(&m, Path::new("/var/lib/jailer")).map(|e| e.source.as_str()),
-            Some("/dev/loop3")
-        );
-        assert!(mount_at(&m, Path::new("/var/lib")).is_none());
-    }
 }
