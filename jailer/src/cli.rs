@@ -103,10 +103,14 @@ pub enum Cmd {
         #[arg(long, short)]
         wait: bool,
     },
-    /// Stop a jail: SIGTERM to its init, then SIGKILL to every process.
+    /// Stop jails: SIGTERM to each one's init, then SIGKILL to every process.
+    ///
+    /// Several jails are stopped in parallel. A jail that is not running is
+    /// no error: it is already stopped.
     Stop {
-        /// The jail.
-        name: String,
+        /// The jails.
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
         /// Seconds to wait after SIGTERM before SIGKILL.
         #[arg(long, short, default_value = "10")]
         timeout: f64,
@@ -208,11 +212,15 @@ pub enum Cmd {
     },
     /// Remove a jail: its snapshot and its record.
     Rm {
-        /// The jail.
-        name: String,
+        /// The jails (several are removed in parallel).
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
         /// Stop it first if it runs.
         #[arg(long, short)]
         force: bool,
+        /// With --force: seconds to wait after SIGTERM before SIGKILL.
+        #[arg(long, short, default_value = "10")]
+        timeout: f64,
     },
 }
 
@@ -517,7 +525,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Cmd::Template(t) => template_cmd(&ctx, t),
         Cmd::Create(c) => create(&ctx, c),
         Cmd::Start { name, wait } => start(&ctx, &name, wait),
-        Cmd::Stop { name, timeout } => stop(&ctx, &name, timeout),
+        Cmd::Stop { names, timeout } => stop(&ctx, &names, timeout),
         Cmd::Kill { name, signal } => kill(&ctx, &name, &signal),
         Cmd::Freeze { name } => freeze(&ctx, &name),
         Cmd::Thaw { name } => thaw(&ctx, &name),
@@ -534,7 +542,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Cmd::Query { sql } => query(&ctx.root, &sql, ctx.json, ctx.verbose),
         Cmd::Ls => ls(&ctx),
         Cmd::Inspect { name } => inspect(&ctx, &name),
-        Cmd::Rm { name, force } => rm(&ctx, &name, force),
+        Cmd::Rm {
+            names,
+            force,
+            timeout,
+        } => rm(&ctx, &names, force, timeout),
     }
 }
 
@@ -744,22 +756,101 @@ fn start(ctx: &Ctx, n: &str, wait: bool) -> Result<ExitCode> {
     Ok(status(done.exit_code.unwrap_or(255)))
 }
 
-fn stop(ctx: &Ctx, n: &str, timeout: f64) -> Result<ExitCode> {
-    let timeout = lifecycle::timeout(timeout)?;
-    let done = lifecycle::stop(&ctx.pool, &lifecycle::name(n)?, timeout)?;
-    if done.was_running {
-        report(ctx, &done.record, "stopped")?;
-    } else {
-        ctx.print(&done.record, || {
-            outln!(
-                "jail {} is not running ({})",
-                done.record.name(),
-                done.record.state
-            );
-            Ok(())
-        })?;
+/// Runs `verb` on every jail of `names` (checked first, all of them), in
+/// parallel, one thread each (these verbs fork nothing), and prints each
+/// outcome in the order given: `human` for a success, a one-line error on
+/// stderr for a failure. Under --json: the one document for one name (its
+/// error printed by `main`), else an array with a document per name, a
+/// failure as `{"name": ..., "error": {"kind": ..., "message": ...}}`.
+/// Exits with the first failure's kind, as for one name.
+fn each<T: serde::Serialize + Send>(
+    ctx: &Ctx,
+    names: &[String],
+    verb: impl Fn(&jailer::name::Name) -> lifecycle::Result<T> + Sync,
+    human: impl Fn(&T) -> Result<()>,
+) -> Result<ExitCode> {
+    let names = names
+        .iter()
+        .map(|n| lifecycle::name(n))
+        .collect::<lifecycle::Result<Vec<_>>>()?;
+    if let [one] = names.as_slice() {
+        let done = verb(one)?;
+        ctx.print(&done, || human(&done))?;
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(ExitCode::SUCCESS)
+    let results: Vec<lifecycle::Result<T>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = names.iter().map(|n| scope.spawn(|| verb(n))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(lifecycle::Error::Invalid(
+                        "the verb's thread panicked".into(),
+                    ))
+                })
+            })
+            .collect()
+    });
+    let first_failure = results
+        .iter()
+        .find_map(|r| r.as_ref().err().map(lifecycle::Error::kind));
+    if ctx.json {
+        let docs: Vec<serde_json::Value> = names
+            .iter()
+            .zip(&results)
+            .map(|(n, r)| match r {
+                Ok(t) => serde_json::to_value(t).unwrap_or_default(),
+                Err(e) => serde_json::json!({
+                    "name": n,
+                    "error": { "kind": e.kind(), "message": jailer::error_chain(e) },
+                }),
+            })
+            .collect();
+        print_json(&docs)?;
+    } else {
+        for r in &results {
+            match r {
+                Ok(t) => human(t)?,
+                Err(e) => eprintln!(
+                    "jailer: error: {}",
+                    jailer::display::escape_text(&jailer::error_chain(e))
+                ),
+            }
+        }
+    }
+    Ok(first_failure.map_or(ExitCode::SUCCESS, |k| ExitCode::from(k.exit_code())))
+}
+
+/// On a terminal, says what a verb is about to wait for.
+fn waiting(what: std::fmt::Arguments) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprintln!("jailer: {what}");
+    }
+}
+
+fn stop(ctx: &Ctx, names: &[String], timeout: f64) -> Result<ExitCode> {
+    let timeout = lifecycle::timeout(timeout)?;
+    each(
+        ctx,
+        names,
+        |n| {
+            waiting(format_args!(
+                "stopping jail {n}: SIGTERM, then SIGKILL after {} s",
+                timeout.as_secs_f64()
+            ));
+            lifecycle::stop(&ctx.pool, n, timeout)
+        },
+        |done| {
+            let rec = &done.record;
+            if done.was_running {
+                outln!("stopped jail {}", rec.name());
+            } else {
+                outln!("jail {} is not running ({})", rec.name(), rec.state);
+            }
+            Ok(())
+        },
+    )
 }
 
 fn kill(ctx: &Ctx, n: &str, signal: &str) -> Result<ExitCode> {
@@ -848,7 +939,7 @@ fn run_jail(ctx: &Ctx, c: CreateArgs, rm: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let done = wait_echo(ctx, &rec, None)?;
-    lifecycle::rm(&ctx.pool, &n, true)?;
+    lifecycle::rm(&ctx.pool, &n, true, std::time::Duration::from_secs(10))?;
     if ctx.json {
         print_json(&done)?;
     }
@@ -904,15 +995,23 @@ fn inspect(ctx: &Ctx, n: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn rm(ctx: &Ctx, n: &str, force: bool) -> Result<ExitCode> {
-    let n = lifecycle::name(n)?;
-    lifecycle::rm(&ctx.pool, &n, force)?;
-    let doc = serde_json::json!({ "removed": n });
-    ctx.print(&doc, || {
-        outln!("removed jail {n}");
-        Ok(())
-    })?;
-    Ok(ExitCode::SUCCESS)
+fn rm(ctx: &Ctx, names: &[String], force: bool, timeout: f64) -> Result<ExitCode> {
+    let timeout = lifecycle::timeout(timeout)?;
+    each(
+        ctx,
+        names,
+        |n| {
+            lifecycle::rm(&ctx.pool, n, force, timeout)?;
+            Ok(serde_json::json!({ "removed": n }))
+        },
+        |doc| {
+            outln!(
+                "removed jail {}",
+                doc["removed"].as_str().unwrap_or_default()
+            );
+            Ok(())
+        },
+    )
 }
 
 /// The binary `jailer query` runs: `jailer-extension` next to the running

@@ -27,24 +27,43 @@ use std::path::Path;
 use std::time::Duration;
 
 /// What went wrong in a verb: the module error that says it, and its kind.
+/// (Boxed: the module errors carry paths and names, and a verb's result
+/// should stay small.)
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Jail(#[from] JailError),
+    Jail(Box<JailError>),
     #[error(transparent)]
-    Runtime(#[from] RuntimeError),
+    Runtime(Box<RuntimeError>),
     #[error(transparent)]
-    Template(#[from] TemplateError),
+    Template(Box<TemplateError>),
     #[error(transparent)]
-    Pool(#[from] PoolError),
+    Pool(Box<PoolError>),
     #[error(transparent)]
-    Spec(#[from] SpecError),
+    Spec(Box<SpecError>),
     #[error(transparent)]
     Name(#[from] NameError),
     /// A request that is wrong in itself (a timeout, a signal name).
     #[error("{0}")]
     Invalid(String),
 }
+
+macro_rules! boxed_from {
+    ($($variant:ident($ty:ty)),*) => {$(
+        impl From<$ty> for Error {
+            fn from(e: $ty) -> Self {
+                Error::$variant(Box::new(e))
+            }
+        }
+    )*};
+}
+boxed_from!(
+    Jail(JailError),
+    Runtime(RuntimeError),
+    Template(TemplateError),
+    Pool(PoolError),
+    Spec(SpecError)
+);
 
 impl Error {
     /// The stable kind scripts and the API match on.
@@ -140,7 +159,9 @@ pub fn log_position(pool: &Pool, name: &Name) -> Option<console::Position> {
 /// What `stop` did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Stopped {
-    /// The jail after the stop.
+    /// The jail after the stop (its fields, inline, as other verbs print
+    /// a jail).
+    #[serde(flatten)]
     pub record: JailRecord,
     /// False when it was not running (a stop of a stopped jail succeeds).
     pub was_running: bool,
@@ -210,12 +231,12 @@ pub fn inspect(pool: &Pool, name: &Name) -> Result<JailRecord> {
     Ok(runtime::observe(pool, jail::read(pool, name)?))
 }
 
-/// `jailer rm NAME [--force]`: refused while the jail runs unless `force`,
-/// which stops it first (`timeout` as `stop`'s). Succeeds only once no
+/// `jailer rm NAME [--force [--timeout S]]`: refused while the jail runs
+/// unless `force`, which stops it first (`timeout` as `stop`'s). Succeeds only once no
 /// process, cgroup or run directory of any of its instances is left, the
 /// monitor alive or killed, the jail frozen or not; removes broken and
 /// half-created jails too.
-pub fn rm(pool: &Pool, name: &Name, force: bool) -> Result<()> {
+pub fn rm(pool: &Pool, name: &Name, force: bool, timeout: Duration) -> Result<()> {
     jail::remove_with(pool, name, |r| {
         let r = runtime::observe(pool, r.clone());
         if matches!(r.state, State::Running | State::Frozen) {
@@ -225,7 +246,7 @@ pub fn rm(pool: &Pool, name: &Name, force: bool) -> Result<()> {
                     state: r.state,
                 }));
             }
-            runtime::stop_if_running(pool, name)?;
+            runtime::stop_if_running(pool, name, timeout)?;
         }
         // Nothing of it may outlive its files: a killed monitor's init, a
         // frozen straggler, a cgroup directory.
@@ -261,7 +282,7 @@ pub fn run(pool: &Pool, spec: JailSpec, remove_on_failure: bool) -> Result<JailR
         Err(e) => {
             drop(lock);
             if remove_on_failure {
-                if let Err(cleanup) = rm(pool, &name, true) {
+                if let Err(cleanup) = rm(pool, &name, true, Duration::from_secs(10)) {
                     tracing::warn!(jail = %name, error = %crate::error_chain(&cleanup),
                         "cannot remove the jail this run created after its start failed");
                 }

@@ -130,6 +130,27 @@ pub fn exec(
     };
     // From here every descriptor opened is above 2.
     process::ensure_stdio_open().map_err(|e| exec_err(e.into()))?;
+    // A failure to enter the jail while it is being stopped shows as
+    // whatever the kernel says of a dying pid namespace or a removed
+    // cgroup (ENOMEM, ENODEV); said as what it is, once init is seen gone
+    // (within half a second: its exit can lag the failure a little).
+    let stopped_meanwhile = |init: &record::ProcRef| {
+        let t = std::time::Instant::now();
+        loop {
+            if !record::is_alive(Path::new(super::PROC), init) {
+                return Some(RuntimeError::Illegal {
+                    name: name.clone(),
+                    state: State::Stopped,
+                    verb: "exec in",
+                    hint: "; it stopped while the command was being started",
+                });
+            }
+            if t.elapsed() > std::time::Duration::from_millis(500) {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
     let rec = running_record(pool, name, "exec in")?;
     let Some(rt) = rec.runtime.clone() else {
         return Err(RuntimeError::Illegal {
@@ -213,17 +234,21 @@ pub fn exec(
     };
     // Each fork checks there that this process has one thread (the CLI
     // starts none), as spawn_monitor's does.
-    let me = || ProcSelf::open(Path::new(super::PROC)).map_err(fork_err);
+    let me = || ProcSelf::open(Path::new(super::PROC));
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    let into = match &cg_dir {
+    let forked = match &cg_dir {
         Some(dir) => {
-            fork::fork_into_cgroup(me()?, CloneFlags::empty(), dir.as_fd()).map_err(fork_err)?
+            me().and_then(|me| fork::fork_into_cgroup(me, CloneFlags::empty(), dir.as_fd()))
         }
-        None => None,
-    };
-    let (fork, in_cgroup) = match into {
-        Some(f) => (f, true),
-        None => (fork::fork(me()?).map_err(fork_err)?, false),
+        None => Ok(None),
+    }
+    .and_then(|into| match into {
+        Some(f) => Ok((f, true)),
+        None => me().and_then(fork::fork).map(|f| (f, false)),
+    });
+    let (fork, in_cgroup) = match forked {
+        Ok(f) => f,
+        Err(e) => return Err(stopped_meanwhile(&rt.init).unwrap_or_else(|| fork_err(e))),
     };
     match fork {
         Forked::Child => {
@@ -255,6 +280,9 @@ pub fn exec(
             let ready = match wait_ready(&sock, &sigfd, child) {
                 Ok(Ready::Failed(msg)) => {
                     let code = wait_code(child);
+                    if let Some(e) = stopped_meanwhile(&rt.init) {
+                        return Err(e);
+                    }
                     eprintln!(
                         "jailer: error: exec in jail {name}: {}",
                         crate::display::escape(&msg)

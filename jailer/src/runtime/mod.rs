@@ -429,11 +429,11 @@ fn stop_locked(
 
 /// Stops the jail if it runs (for `rm --force`), with the jail's lock held by
 /// the caller.
-pub fn stop_if_running(pool: &Pool, name: &Name) -> Result<(), RuntimeError> {
+pub fn stop_if_running(pool: &Pool, name: &Name, timeout: Duration) -> Result<(), RuntimeError> {
     let mut rec = read(pool, name)?;
     reconcile(pool, &mut rec)?;
     if matches!(rec.state, State::Running | State::Frozen) {
-        stop_locked(pool, rec, Duration::from_secs(10))?;
+        stop_locked(pool, rec, timeout)?;
     }
     Ok(())
 }

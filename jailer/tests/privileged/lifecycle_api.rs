@@ -29,6 +29,11 @@ pub fn trials() -> Vec<Trial> {
             "jail_commands_start_with_no_signal_ignored_or_blocked",
             clean_signals,
         ),
+        t("exec_racing_stop_says_the_jail_stopped", exec_racing_stop),
+        t(
+            "stop_and_rm_take_several_names_and_report_each",
+            several_names,
+        ),
         t(
             "an_interrupted_rm_is_reported_as_one_and_rm_finishes_it",
             interrupted_rm,
@@ -380,6 +385,124 @@ fn clean_signals() -> Result<(), String> {
     let lines: Vec<&str> = out.lines().collect();
     if lines.len() != 4 || lines.iter().any(|l| !l.ends_with("0000000000000000")) {
         return Err(format!("signals ignored or blocked in the jail: {out}"));
+    }
+    Ok(())
+}
+
+fn exec_racing_stop() -> Result<(), String> {
+    let root = crate::debian_pool()?;
+    let _j = jail(&root, "api-race");
+    ok(
+        &root,
+        &[
+            "create",
+            "api-race",
+            "--template",
+            "deb",
+            "--",
+            "/bin/sleep",
+            "600",
+        ],
+    )?;
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for round in 0..30u64 {
+        ok(&root, &["start", "api-race"])?;
+        let r = root.clone();
+        let exec = std::thread::spawn(move || jailer(&r, &["exec", "api-race", "--", "/bin/true"]));
+        // Spread the stop over the exec's whole setup.
+        std::thread::sleep(std::time::Duration::from_micros(round * 700));
+        ok(&root, &["stop", "api-race", "--timeout", "0"])?;
+        let out = exec.join().map_err(|_| "exec thread panicked")?;
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        // Either it ran, or it was killed with the jail, or it says the jail
+        // stopped: never what the kernel says of a dying namespace.
+        let said = match out.status.code() {
+            Some(0) => "ran".to_string(),
+            Some(137) => "killed with the jail".to_string(),
+            _ if err.contains("is stopped") => "refused: stopped".to_string(),
+            code => {
+                return Err(format!(
+                    "exec racing stop (round {round}): exit {code:?}: {err}"
+                ));
+            }
+        };
+        *outcomes.entry(said).or_default() += 1;
+    }
+    eprintln!("exec racing stop: {outcomes:?}");
+    Ok(())
+}
+
+fn several_names() -> Result<(), String> {
+    let root = crate::debian_pool()?;
+    let names = ["api-m1", "api-m2", "api-m3"];
+    let _guards: Vec<_> = names.iter().map(|n| jail(&root, n)).collect();
+    for n in names {
+        // pid 1 without a handler does not act on SIGTERM: each stop needs
+        // its SIGKILL.
+        start_sh(&root, n, &[], "exec sleep 600")?;
+    }
+    // One name that is no jail: the others are stopped all the same, the
+    // array says which failed, and the exit status is its kind's.
+    let out = jailer(
+        &root,
+        &[
+            "--json",
+            "stop",
+            "--timeout",
+            "1",
+            "api-m1",
+            "api-nosuch",
+            "api-m2",
+            "api-m3",
+        ],
+    );
+    let docs: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("stop of several: not one JSON document ({e}): {out:?}"))?;
+    let arr = docs
+        .as_array()
+        .ok_or(format!("stop of several printed {docs}"))?;
+    let states: Vec<String> = arr
+        .iter()
+        .map(|d| match d["error"]["kind"].as_str() {
+            Some(k) => format!("{}:{k}", d["name"].as_str().unwrap_or("?")),
+            None => format!(
+                "{}:{}",
+                d["spec"]["name"].as_str().unwrap_or("?"),
+                d["state"].as_str().unwrap_or("?")
+            ),
+        })
+        .collect();
+    let want = [
+        "api-m1:stopped",
+        "api-nosuch:not_found",
+        "api-m2:stopped",
+        "api-m3:stopped",
+    ];
+    if out.status.code() != Some(3) || states != want {
+        return Err(format!(
+            "stop of several: exit {:?}, {states:?}, want 3 and {want:?}",
+            out.status.code()
+        ));
+    }
+    for n in names {
+        ok(&root, &["start", n])?;
+    }
+    let out = ok(
+        &root,
+        &[
+            "rm",
+            "--force",
+            "--timeout",
+            "0",
+            "api-m1",
+            "api-m2",
+            "api-m3",
+        ],
+    )?;
+    for n in names {
+        if !out.contains(&format!("removed jail {n}")) || root.join("jails").join(n).exists() {
+            return Err(format!("rm --force of several: {out:?}; {n} left"));
+        }
     }
     Ok(())
 }
