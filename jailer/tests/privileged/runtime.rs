@@ -558,8 +558,9 @@ fn oom() -> Result<(), String> {
     if rec["oom_killed"] != true || rec["exit_code"] != 137 {
         return Err(format!("OOM not reported: {rec}"));
     }
-    // The memory cgroup is gone after the OOM kill too.
-    if cgroup_dirs("rt-oom") != 0 {
+    // The memory cgroup is gone after the OOM kill too, once the monitor
+    // (which records the exit first, then releases the group) is done.
+    if !wait_until(Duration::from_secs(10), || cgroup_dirs("rt-oom") == 0) {
         return Err("cgroup left after OOM".into());
     }
     Ok(())
