@@ -127,6 +127,7 @@ def main():
     image = root + ".img"
     crun_root = os.path.join(tmp, "crun-state")
     started = []
+    bound = []
     try:
         J = lambda *x: run(jailer, "--root", root, *x)
         J("init", "--size", "8G")
@@ -135,13 +136,20 @@ def main():
         else:
             J("template", "debootstrap", "base")
         tpl = os.path.join(root, "templates", "base", "rootfs")
-        bundle = os.path.join(root, "bundle")
-        os.mkdir(bundle)
-        crootfs = os.path.join(bundle, "rootfs")
-        run("btrfs", "subvolume", "snapshot", tpl, crootfs)
+        # crun's rootfs: a snapshot in the pool, seen through a bind mount
+        # in the (0755) temp dir. The pool's root is 0700 (jailer keeps its
+        # files from other host users), and crun resolves the rootfs as the
+        # container's unprivileged root, which must not need to cross it.
+        # (Bind mounts are private to this process's mount namespace.)
+        snap = os.path.join(root, "crun-rootfs")
+        run("btrfs", "subvolume", "snapshot", tpl, snap)
+        crootfs = os.path.join(tmp, "crun-rootfs")
+        os.mkdir(crootfs)
+        run("mount", "--bind", snap, crootfs)
+        bound.append(crootfs)
+        bundle = os.path.join(tmp, "bundle")
         crun_bundle(bundle, crootfs)
-        cg_bundle = os.path.join(root, "bundle-cg")
-        os.mkdir(cg_bundle)
+        cg_bundle = os.path.join(tmp, "bundle-cg")
         crun_bundle(cg_bundle, crootfs, cgroups=True)
         crun = ["crun", "--root", crun_root, "--cgroup-manager=disabled"]
         crun_cg = ["crun", "--root", crun_root, "--cgroup-manager=cgroupfs"]
@@ -160,9 +168,13 @@ def main():
             json.dump(cfg, f)
         # The detached container inherits crun's stdio: give it none, or
         # waiting for crun's output would wait for the container.
-        subprocess.run([*crun, "run", "--detach", "--bundle", sleeper_bundle, "crun-sleeper"],
-                       check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        # Its errors go to a file, which is shown if it fails.
+        with tempfile.TemporaryFile() as err:
+            r = subprocess.run([*crun, "run", "--detach", "--bundle", sleeper_bundle, "crun-sleeper"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+            if r.returncode != 0:
+                err.seek(0)
+                sys.exit(f"crun run --detach failed: {err.read().decode(errors='replace')}")
 
         ops = {
             "run_rm": lambda i: (jailer, "--root", root, "run", "--rm", f"r{i}", *LIMITS,
@@ -212,6 +224,8 @@ def main():
         for n in started:
             subprocess.run([jailer, "--root", root, "rm", "--force", n],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for m in bound:
+            subprocess.run(["umount", m], stderr=subprocess.DEVNULL)
         release_pool(root, image, tmp)
 
 
