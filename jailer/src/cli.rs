@@ -256,6 +256,10 @@ pub enum TemplateCmd {
         /// Debian mirror.
         #[arg(long, default_value = "http://deb.debian.org/debian")]
         mirror: String,
+        /// Succeed without doing anything when the template exists already
+        /// (whatever it was made from), so that a setup script can run twice.
+        #[arg(long)]
+        if_missing: bool,
     },
     /// List templates.
     #[command(visible_alias = "list")]
@@ -1104,6 +1108,7 @@ fn template_cmd(ctx: &Ctx, cmd: TemplateCmd) -> Result<ExitCode> {
             variant,
             include,
             mirror,
+            if_missing,
         } => {
             let opts = template::DebootstrapOptions {
                 suite,
@@ -1114,14 +1119,45 @@ fn template_cmd(ctx: &Ctx, cmd: TemplateCmd) -> Result<ExitCode> {
             // Everything that can be refused is, before the long part.
             let n = lifecycle::name(&n)?;
             opts.check().map_err(lifecycle::Error::from)?;
+            if if_missing {
+                if let Some(t) = lifecycle::template_ls(pool)?
+                    .into_iter()
+                    .find(|t| t.name == n.as_str())
+                {
+                    if let Some(rec) = &t.record {
+                        if !ctx.json {
+                            eprintln!("template {n} exists already; nothing to do");
+                        }
+                        show(rec)?;
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+            }
             template::check_new(pool, &n).map_err(lifecycle::Error::from)?;
+            use std::io::IsTerminal as _;
+            let terminal = !ctx.json && std::io::stderr().is_terminal();
             if !ctx.json {
                 eprintln!(
                     "running debootstrap {} ({}); this takes a few minutes",
                     opts.suite, opts.variant
                 );
             }
-            let rec = lifecycle::template_debootstrap(pool, &n, &opts, ctx.verbose > 0)?;
+            // -v: all of debootstrap's output; on a terminal: its stages
+            // (its `I: ` lines) as they come; else nothing until the end.
+            let verbose = ctx.verbose > 0;
+            let progress = |line: &str| {
+                let shown = if verbose {
+                    Some(line)
+                } else if terminal {
+                    line.strip_prefix("I: ")
+                } else {
+                    None
+                };
+                if let Some(l) = shown {
+                    eprintln!("  {}", jailer::display::escape_text(l));
+                }
+            };
+            let rec = lifecycle::template_debootstrap(pool, &n, &opts, &progress)?;
             show(&rec)?;
         }
         TemplateCmd::Ls => {

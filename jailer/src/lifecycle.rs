@@ -303,14 +303,15 @@ pub fn template_import(
     Ok(template::import(pool, name, path, command)?)
 }
 
-/// `jailer template debootstrap NAME`; `verbose` shows debootstrap's output.
+/// `jailer template debootstrap NAME`: `progress` is given each line
+/// debootstrap prints, as it comes (its `I: ` lines are its stages).
 pub fn template_debootstrap(
     pool: &Pool,
     name: &Name,
     opts: &DebootstrapOptions,
-    verbose: bool,
+    progress: &(dyn Fn(&str) + Sync),
 ) -> Result<TemplateRecord> {
-    Ok(template::debootstrap(pool, name, opts, verbose)?)
+    Ok(template::debootstrap(pool, name, opts, progress)?)
 }
 
 /// `jailer template ls`.

@@ -292,10 +292,13 @@ pub fn debootstrap(
     pool: &Pool,
     name: &Name,
     opts: &DebootstrapOptions,
-    verbose: bool,
+    progress: &(dyn Fn(&str) + Sync),
 ) -> Result<TemplateRecord, TemplateError> {
     opts.check()?;
-    let source = format!("debootstrap:{}/{}", opts.suite, opts.variant);
+    let mut source = format!("debootstrap:{}/{}", opts.suite, opts.variant);
+    if !opts.include.is_empty() {
+        source.push_str(&format!("+{}", opts.include.join(",")));
+    }
     create_with(pool, name, source, Vec::new(), |dst| {
         let mut cmd = Command::new("debootstrap");
         cmd.arg(format!("--variant={}", opts.variant));
@@ -303,25 +306,44 @@ pub fn debootstrap(
             cmd.arg(format!("--include={}", opts.include.join(",")));
         }
         cmd.arg(&opts.suite).arg(dst).arg(&opts.mirror);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         crate::sys::mount::exec_with_dev_mount(&mut cmd, dst).map_err(PoolError::from)?;
-        let out = if verbose {
-            cmd.status().map(|status| (status, String::new()))
-        } else {
-            cmd.output().map(|o| {
-                let mut all = String::from_utf8_lossy(&o.stdout).into_owned();
-                all.push_str(&String::from_utf8_lossy(&o.stderr));
-                (o.status, all)
-            })
+        let mut child = cmd.spawn().map_err(TemplateError::DebootstrapMissing)?;
+        // Both streams, line by line as they come: to `progress`, and the
+        // last lines kept for the error. (Threads are fine from here: the
+        // child is spawned.)
+        let tail = std::sync::Mutex::new(std::collections::VecDeque::<String>::new());
+        let pump = |r: &mut dyn std::io::Read| {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(r).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line).into_owned();
+                progress(&line);
+                let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                if t.len() == 15 {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
         };
-        let (status, output) = out.map_err(TemplateError::DebootstrapMissing)?;
+        let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+        std::thread::scope(|scope| {
+            if let Some(e) = err.as_mut() {
+                scope.spawn(|| pump(e));
+            }
+            if let Some(o) = out.as_mut() {
+                pump(o);
+            }
+        });
+        let status = child.wait().map_err(TemplateError::DebootstrapMissing)?;
         if !status.success() {
-            let lines: Vec<&str> = output.lines().collect();
-            let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+            let tail = tail.into_inner().unwrap_or_else(|p| p.into_inner());
             return Err(TemplateError::Debootstrap {
                 name: name.clone(),
                 suite: opts.suite.clone(),
                 status: status.to_string(),
-                tail,
+                tail: Vec::from(tail).join("\n"),
             });
         }
         copy::tree_stats(dst).map_err(|source| TemplateError::Copy {

@@ -1309,6 +1309,13 @@ fn debootstrap_checks_first() -> Result<(), String> {
         &["template", "debootstrap", "x"],
         &["not ready", "init"],
     )?;
+    // --if-missing: a setup script that runs twice succeeds, and does
+    // nothing the second time.
+    let out = jailer(&root, &["template", "debootstrap", "base", "--if-missing"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || !err.contains("template base exists already") {
+        return Err(format!("debootstrap --if-missing of an existing template: {out:?}"));
+    }
     // The existing template is untouched.
     let list = json(&ok(&root, &["template", "ls", "--json"])?)?;
     if list[0]["name"] != "base" || list[0]["files"] != 5 {
