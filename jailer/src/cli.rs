@@ -180,9 +180,19 @@ pub enum Cmd {
     Logs {
         /// The jail.
         name: String,
-        /// Keep printing new output until the jail stops.
+        /// Keep printing new output until the jail stops; on a jail that has
+        /// never run, wait for it to start.
         #[arg(long, short)]
         follow: bool,
+        /// Print only the last N lines of the log kept (both files).
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+        /// Print only output written since TIME: an RFC 3339 timestamp
+        /// (2026-12-02T09:00:00Z) or a duration ago (10m, 2h). The granularity
+        /// is one log file (up to --log-size): a file the monitor last wrote at
+        /// or after TIME is printed whole, one last written before is skipped.
+        #[arg(long, value_name = "TIME", value_parser = parse_since)]
+        since: Option<std::time::SystemTime>,
     },
     /// Create and start a jail in one step.
     Run {
@@ -541,7 +551,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
             interactive,
         } => exec(&ctx, &name, &command, tty, no_tty, interactive),
         Cmd::Ps { name } => ps(&ctx, &name),
-        Cmd::Logs { name, follow } => logs(&ctx, &name, follow),
+        Cmd::Logs {
+            name,
+            follow,
+            tail,
+            since,
+        } => logs(
+            &ctx,
+            &name,
+            lifecycle::LogOptions {
+                follow,
+                tail,
+                since,
+            },
+        ),
         Cmd::Run { create, rm } => run_jail(&ctx, create, rm),
         Cmd::Query { sql } => query(&ctx.root, &sql, ctx.json, ctx.verbose),
         Cmd::Ls => ls(&ctx),
@@ -922,11 +945,36 @@ fn ps(ctx: &Ctx, n: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn logs(ctx: &Ctx, n: &str, follow: bool) -> Result<ExitCode> {
+/// `--since`: an RFC 3339 timestamp, or a duration ago.
+fn parse_since(s: &str) -> std::result::Result<std::time::SystemTime, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t);
+    }
+    let d = humantime::parse_duration(s).map_err(|e| {
+        format!("{s:?} is neither an RFC 3339 time nor a duration like 10m or 2h: {e}")
+    })?;
+    std::time::SystemTime::now()
+        .checked_sub(d)
+        .ok_or_else(|| format!("{s:?} ago is before the epoch"))
+}
+
+fn logs(ctx: &Ctx, n: &str, opts: lifecycle::LogOptions) -> Result<ExitCode> {
+    let name = lifecycle::name(n)?;
+    // The log holds the jail's raw bytes, so this note goes to stderr, even
+    // under --json.
+    if lifecycle::inspect(&ctx.pool, &name)?.started_at.is_none()
+        && lifecycle::log_position(&ctx.pool, &name).is_none()
+    {
+        if opts.follow {
+            eprintln!("jailer: {n} has not run yet; waiting for it to start");
+        } else {
+            eprintln!("jailer: {n} has not run yet: no output");
+        }
+    }
     // Written through a recorder, so that a closed pipe (`logs | head`) is
     // told from a failure to read the log.
     let mut out = Recorder::default();
-    let r = lifecycle::logs(&ctx.pool, &lifecycle::name(n)?, follow, &mut out);
+    let r = lifecycle::logs(&ctx.pool, &name, &opts, &mut out);
     if let Some(e) = out.failed {
         return Err(OutputError(e).into());
     }

@@ -215,9 +215,17 @@ pub fn ps(pool: &Pool, name: &Name) -> Result<Vec<ProcessInfo>> {
     Ok(runtime::exec::ps(pool, name)?)
 }
 
-/// `jailer logs NAME [--follow]`: copies the console log to `out`.
-pub fn logs(pool: &Pool, name: &Name, follow: bool, out: &mut dyn std::io::Write) -> Result<()> {
-    Ok(runtime::logs(pool, name, follow, out)?)
+pub use runtime::LogOptions;
+
+/// `jailer logs NAME [--follow] [--tail N] [--since TIME]`: copies the
+/// console log to `out`.
+pub fn logs(
+    pool: &Pool,
+    name: &Name,
+    opts: &LogOptions,
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
+    Ok(runtime::logs(pool, name, opts, out)?)
 }
 
 /// `jailer ls`: every jail, its state derived from its instance; broken

@@ -175,6 +175,30 @@ pub fn position(dir: &Path) -> Option<Position> {
     })
 }
 
+/// Where output written at or after `since` begins, as near as the files'
+/// modification times tell: a whole file at a time. `console.log.1` is kept
+/// whole if the monitor last wrote it at or after `since`, then
+/// `console.log` likewise; a file last written before `since` is skipped. So
+/// a file's older lines come along with its newer ones (the granularity is
+/// one file, at most the cap). Only the monitor writes these files; the jail
+/// cannot set their times. `None`: from the oldest output kept.
+pub fn since(dir: &Path, since: std::time::SystemTime) -> Option<Position> {
+    let fresh = |name: &str| {
+        std::fs::symlink_metadata(dir.join(name))
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| (m.modified().map_or(true, |t| t >= since), m))
+    };
+    if let Some((true, _)) = fresh(ROTATED) {
+        return None;
+    }
+    let (recent, m) = fresh(CURRENT)?;
+    Some(Position {
+        ino: m.ino(),
+        offset: if recent { 0 } else { m.len() },
+    })
+}
+
 fn open_read(path: &Path) -> io::Result<Option<(File, u64)>> {
     let f = std::fs::OpenOptions::new()
         .read(true)

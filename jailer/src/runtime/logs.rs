@@ -7,7 +7,7 @@ use crate::name::Name;
 use crate::pool::Pool;
 use crate::record::{JailRecord, State};
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Where the console log ends now: where the output of a start begins
 /// (`None`: no log yet, so all of it).
@@ -84,31 +84,92 @@ pub fn wait_echo(
     Ok(now)
 }
 
-/// `jailer logs NAME [--follow]`: copies the console log to `out`, the
-/// rotated part first, as the jail wrote it (the jail's own bytes, not
-/// escaped); with `follow`, keeps copying, across rotations, until the jail
-/// stops and its monitor has written the last of it.
+/// What `jailer logs` prints.
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    /// Keep copying until the jail stops (and, on a jail that has never
+    /// run, wait for it to start first).
+    pub follow: bool,
+    /// Only the last this many lines of what is kept now.
+    pub tail: Option<usize>,
+    /// Only the files of the log last written at or after this time (see
+    /// [`console::since`]: a whole file at a time).
+    pub since: Option<SystemTime>,
+}
+
+/// The last `n` lines of `b` (a last line without a line break counts).
+fn last_lines(b: &[u8], n: usize) -> &[u8] {
+    if n == 0 {
+        return &b[b.len()..];
+    }
+    let body = b.strip_suffix(b"\n").unwrap_or(b);
+    let mut seen = 0;
+    for (i, c) in body.iter().enumerate().rev() {
+        if *c == b'\n' {
+            seen += 1;
+            if seen == n {
+                return &b[i + 1..];
+            }
+        }
+    }
+    b
+}
+
+/// `jailer logs NAME [--follow] [--tail N] [--since TIME]`: copies the
+/// console log to `out`, the rotated part first, as the jail wrote it (the
+/// jail's own bytes, not escaped); with `follow`, keeps copying, across
+/// rotations, until the jail stops and its monitor has written the last of
+/// it. With `follow`, a jail that has never run is waited for.
 pub fn logs(
     pool: &Pool,
     name: &Name,
-    follow: bool,
+    opts: &LogOptions,
     out: &mut dyn Write,
 ) -> Result<(), RuntimeError> {
-    let rec = read(pool, name)?;
+    let mut rec = read(pool, name)?;
     let dir = pool.jail_dir(name);
+    let follow = opts.follow;
     if !follow && !dir.join(console::CURRENT).exists() && !dir.join(console::ROTATED).exists() {
         return Ok(());
     }
-    let mut f = console::Follower::new(dir, rec.spec.log_size, None);
+    if follow {
+        // Never run: wait for a start (or for the jail to go away).
+        loop {
+            rec = observe(pool, rec);
+            if rec.started_at.is_some()
+                || matches!(rec.state, State::Running | State::Frozen)
+                || console::position(&dir).is_some()
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            rec = read(pool, name)?;
+        }
+    }
+    let from = opts.since.and_then(|t| console::since(&dir, t));
+    let mut f = console::Follower::new(dir, rec.spec.log_size, from);
     let mut buf = vec![0u8; 64 << 10];
+    // What is there now: a chatty jail does not keep this going.
+    let stop_at = f.current_ino();
+    if let Some(n) = opts.tail {
+        // At most two files' worth (see `Follower::copy_new`).
+        let mut kept = Vec::new();
+        f.copy_new(&mut buf, &mut kept, stop_at)
+            .map_err(sys(name, "cannot read the console log"))?;
+        out.write_all(last_lines(&kept, n))
+            .and_then(|()| out.flush())
+            .map_err(sys(name, "cannot copy the console log out"))?;
+    }
     let mut drain = |f: &mut console::Follower, stop_at: Option<u64>| {
         f.copy_new(&mut buf, out, stop_at)
             .map_err(sys(name, "cannot copy the console log out"))
     };
     if !follow {
-        // What is there now: a chatty jail does not keep this going.
-        let stop_at = f.current_ino();
-        return drain(&mut f, stop_at);
+        return if opts.tail.is_some() {
+            Ok(())
+        } else {
+            drain(&mut f, stop_at)
+        };
     }
     loop {
         drain(&mut f, None)?;
@@ -123,5 +184,19 @@ pub fn logs(
             return drain(&mut f, None);
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_lines;
+
+    #[test]
+    fn last_lines_counts_a_last_line_without_a_break() {
+        assert_eq!(last_lines(b"a\nb\nc\n", 2), b"b\nc\n");
+        assert_eq!(last_lines(b"a\nb\nc", 2), b"b\nc");
+        assert_eq!(last_lines(b"a\nb\n", 5), b"a\nb\n");
+        assert_eq!(last_lines(b"a\n", 0), b"");
+        assert_eq!(last_lines(b"", 3), b"");
     }
 }

@@ -36,7 +36,7 @@ mod logs;
 mod monitor;
 
 pub use instance::run_dir;
-pub use logs::{log_position, logs, wait_echo};
+pub use logs::{log_position, logs, wait_echo, LogOptions};
 
 pub(crate) use instance::claim_monitor_lock;
 pub(crate) use monitor::{finish_start, spawn_monitor};
