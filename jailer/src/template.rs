@@ -317,7 +317,10 @@ pub fn debootstrap(
         let tail = std::sync::Mutex::new(std::collections::VecDeque::<String>::new());
         let pump = |r: &mut dyn std::io::Read| {
             use std::io::BufRead;
-            for line in std::io::BufReader::new(r).split(b'\n').map_while(Result::ok) {
+            for line in std::io::BufReader::new(r)
+                .split(b'\n')
+                .map_while(Result::ok)
+            {
                 let line = String::from_utf8_lossy(&line).into_owned();
                 progress(&line);
                 let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());

@@ -1314,7 +1314,9 @@ fn debootstrap_checks_first() -> Result<(), String> {
     let out = jailer(&root, &["template", "debootstrap", "base", "--if-missing"]);
     let err = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() || !err.contains("template base exists already") {
-        return Err(format!("debootstrap --if-missing of an existing template: {out:?}"));
+        return Err(format!(
+            "debootstrap --if-missing of an existing template: {out:?}"
+        ));
     }
     // The existing template is untouched.
     let list = json(&ok(&root, &["template", "ls", "--json"])?)?;

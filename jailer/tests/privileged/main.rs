@@ -19,6 +19,7 @@ mod lifecycle;
 mod lifecycle_api;
 mod lifecycle_instance;
 mod lifecycle_scale;
+mod logs_opts;
 mod probe;
 mod runtime;
 mod scratch;
@@ -102,6 +103,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(import::trials());
     trials.extend(lifecycle::trials());
     trials.extend(lifecycle_api::trials());
+    trials.extend(logs_opts::trials());
     trials.extend(lifecycle_scale::trials());
     trials.extend(lifecycle_instance::trials());
     trials.extend(runtime::trials());
