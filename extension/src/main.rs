@@ -74,6 +74,9 @@ struct Args {
     /// With --query: print the rows as a JSON array of objects
     #[arg(long, requires = "query")]
     json: bool,
+    /// With --query: run as `jailer query` (errors say `jailer: query: ...`)
+    #[arg(long, requires = "query", hide = true)]
+    jailer_query: bool,
     /// Where /proc is read (tests and benchmarks)
     #[arg(long, value_name = "DIR", default_value = "/proc", hide = true)]
     proc_root: PathBuf,
@@ -104,13 +107,17 @@ fn positive_seconds(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.verbose);
+    // Errors are the user's command's: `jailer query` runs this binary, and
+    // its user typed no `jailer-extension`.
+    let prefix = if args.jailer_query {
+        "jailer: query"
+    } else {
+        "jailer-extension: error"
+    };
     match real_main(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!(
-                "jailer-extension: error: {}",
-                jailer::error_chain(e.as_ref())
-            );
+            eprintln!("{prefix}: {}", jailer::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -220,6 +220,25 @@ pub enum Cmd {
         #[arg(allow_hyphen_values = true)]
         sql: String,
     },
+    /// Print a shell completion script for jailer on stdout.
+    ///
+    /// Examples: jailer completions bash > /etc/bash_completion.d/jailer;
+    /// jailer completions zsh > ~/.zfunc/_jailer; jailer completions fish >
+    /// ~/.config/fish/completions/jailer.fish
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages: jailer.1 and one per verb (jailer-start.1, ...).
+    ///
+    /// The pages are generated from the same definitions as --help.
+    /// Example: jailer man --out /usr/local/share/man/man1
+    Man {
+        /// The directory the pages are written to (created if missing).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
     /// Remove a jail: its snapshot and its record.
     Rm {
         /// The jails (several are removed in parallel).
@@ -567,6 +586,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         ),
         Cmd::Run { create, rm } => run_jail(&ctx, create, rm),
         Cmd::Query { sql } => query(&ctx.root, &sql, ctx.json, ctx.verbose),
+        Cmd::Completions { shell } => completions(&ctx, shell),
+        Cmd::Man { out } => man_pages(&ctx, &out),
         Cmd::Ls => ls(&ctx),
         Cmd::Inspect { name } => inspect(&ctx, &name),
         Cmd::Rm {
@@ -1109,7 +1130,10 @@ fn query(root: &std::path::Path, sql: &str, json: bool, verbose: u8) -> Result<E
         )
     })?;
     let mut cmd = std::process::Command::new(&ext);
-    cmd.arg("--root").arg(root).arg(format!("--query={sql}"));
+    cmd.arg("--root")
+        .arg(root)
+        .arg(format!("--query={sql}"))
+        .arg("--jailer-query");
     if json {
         cmd.arg("--json");
     }
@@ -1118,6 +1142,65 @@ fn query(root: &std::path::Path, sql: &str, json: bool, verbose: u8) -> Result<E
     }
     let e = cmd.exec();
     Err(e).with_context(|| format!("cannot run {}", ext.display()))
+}
+
+/// `jailer completions SHELL`: the completion script, generated from the
+/// clap definitions above (under --json, as `{"shell", "script"}`).
+fn completions(ctx: &Ctx, shell: clap_complete::Shell) -> Result<ExitCode> {
+    use clap::CommandFactory as _;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Args::command(), "jailer", &mut script);
+    if ctx.json {
+        let script = String::from_utf8_lossy(&script);
+        print_json(&serde_json::json!({ "shell": shell.to_string(), "script": script }))?;
+    } else {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        out.write_all(&script)
+            .and_then(|()| out.flush())
+            .map_err(OutputError)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `jailer man --out DIR`: jailer.1 and a page per verb (and per template
+/// verb), generated from the clap definitions above; prints the paths
+/// written (under --json, as an array).
+fn man_pages(ctx: &Ctx, out: &std::path::Path) -> Result<ExitCode> {
+    use clap::CommandFactory as _;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create the man page directory {}", out.display()))?;
+    clap_mangen::generate_to(Args::command(), out).with_context(|| {
+        format!(
+            "cannot write the man pages into {}: check that it is a writable directory",
+            out.display()
+        )
+    })?;
+    let mut written: Vec<PathBuf> = man_files(out).into_iter().collect();
+    // Only this command's pages, not others' in a shared man1 directory.
+    written.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n == "jailer.1" || n.starts_with("jailer-"))
+    });
+    ctx.print(&written, || {
+        for p in &written {
+            outln!("{}", jailer::display::escape_text(&p.display().to_string()));
+        }
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `*.1` files in `dir`, sorted.
+fn man_files(dir: &std::path::Path) -> std::collections::BTreeSet<PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "1"))
+        .collect()
 }
 
 fn template_cmd(ctx: &Ctx, cmd: TemplateCmd) -> Result<ExitCode> {

@@ -153,7 +153,12 @@ impl<'a> Ctx<'a> {
             }
             Err(e) => jailer::error_chain(&e),
         };
-        tracing::warn!(jail = %name, "broken jail skipped: {why}");
+        // Still a row of `jails` (state broken); no rows elsewhere, since
+        // nothing but its name is known.
+        tracing::warn!(
+            jail = %name,
+            "broken jail: {why}; it shows as state broken in jails and has no rows in the other tables"
+        );
         Entry::Broken { name }
     }
 

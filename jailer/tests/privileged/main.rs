@@ -9,6 +9,7 @@
 
 mod btrfs;
 mod cli;
+mod cli_polish;
 mod escape_dev;
 mod escape_disk;
 mod escape_exec;
@@ -95,6 +96,7 @@ fn main() -> std::process::ExitCode {
     let mut trials: Vec<Trial> = Vec::new();
     trials.extend(btrfs::trials());
     trials.extend(cli::trials());
+    trials.extend(cli_polish::trials());
     trials.extend(escape_host::trials());
     trials.extend(escape_log::trials());
     trials.extend(escape_exec::trials());
