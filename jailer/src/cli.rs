@@ -798,10 +798,19 @@ fn start(ctx: &Ctx, n: &str, wait: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let done = wait_echo(ctx, &rec, from)?;
+    note_end(&done);
     if ctx.json {
         print_json(&done)?;
     }
     Ok(status(done.exit_code.unwrap_or(255)))
+}
+
+/// After a waited-for run: one line on stderr when the jail's command did
+/// not just exit (the OOM killer, with its limit, or a signal).
+fn note_end(done: &JailRecord) {
+    if let Some(note) = done.end_note() {
+        eprintln!("jailer: {note}");
+    }
 }
 
 /// Runs `verb` on every jail of `names` (checked first, all of them), in
@@ -1012,6 +1021,7 @@ fn run_jail(ctx: &Ctx, c: CreateArgs, rm: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let done = wait_echo(ctx, &rec, None)?;
+    note_end(&done);
     lifecycle::rm(&ctx.pool, &n, true, std::time::Duration::from_secs(10))?;
     if ctx.json {
         print_json(&done)?;
@@ -1021,18 +1031,8 @@ fn run_jail(ctx: &Ctx, c: CreateArgs, rm: bool) -> Result<ExitCode> {
 
 fn ls(ctx: &Ctx) -> Result<ExitCode> {
     let jails = lifecycle::ls(&ctx.pool)?;
-    let doc: Vec<_> = jails
-        .iter()
-        .map(|j| {
-            serde_json::json!({
-                "name": j.name,
-                "state": j.state(),
-                "broken": j.broken,
-                "record": j.record,
-            })
-        })
-        .collect();
-    ctx.print(&doc, || {
+    let now = jailer::record::now();
+    ctx.print(&jails, || {
         let rows: Vec<Vec<String>> = jails
             .iter()
             .map(|j| {
@@ -1045,6 +1045,7 @@ fn ls(ctx: &Ctx) -> Result<ExitCode> {
                 vec![
                     j.name.clone(),
                     j.state().to_string(),
+                    j.status_at(now).status,
                     r.map(|r| r.spec.template.to_string()).unwrap_or("-".into()),
                     r.map(|r| r.ids.uid_base.to_string()).unwrap_or("-".into()),
                     r.map(|r| time(r.created_at)).unwrap_or("-".into()),
@@ -1054,7 +1055,7 @@ fn ls(ctx: &Ctx) -> Result<ExitCode> {
             .collect();
         table(
             &[
-                "NAME", "STATE", "TEMPLATE", "UID-BASE", "CREATED", "COMMAND",
+                "NAME", "STATE", "STATUS", "TEMPLATE", "UID-BASE", "CREATED", "COMMAND",
             ],
             &rows,
         )

@@ -343,12 +343,41 @@ fn prepare(
     Ok((rec, lock, pool_lock, quota))
 }
 
-/// One jail as `ls` shows it: its record, or why it is broken.
-#[derive(Debug, Clone, Serialize)]
+/// One jail as `ls` shows it: its record, or why it is broken. Serialized
+/// (`ls --json`) with its [`state`](JailEntry::state) and, flattened, its
+/// [`JailStatus`] besides these fields.
+#[derive(Debug, Clone)]
 pub struct JailEntry {
     pub name: String,
     pub record: Option<JailRecord>,
     pub broken: Option<String>,
+}
+
+/// How a jail's last run ended, or how long it has run (`ls`'s STATUS).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JailStatus {
+    /// STATUS as `ls` shows it: `up 3h`, `exited 0 2m ago`,
+    /// `oom-killed 5s ago`, `killed by SIGTERM 1d ago`; `-` when the jail
+    /// never ran or is broken.
+    pub status: String,
+    /// The last run's status (128 + signal when a signal ended it).
+    pub exit_code: Option<i32>,
+    /// The OOM killer acted in the last run.
+    pub oom_killed: bool,
+    /// The signal that ended the last run, e.g. `SIGKILL`.
+    pub signal: Option<String>,
+    /// Seconds the jail has been running (running or frozen jails only).
+    pub uptime_secs: Option<u64>,
+}
+
+/// `secs` in its largest whole unit: `42s`, `2m`, `3h`, `5d`.
+pub fn coarse_duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
 }
 
 impl JailEntry {
@@ -358,6 +387,73 @@ impl JailEntry {
             (Some(_), _) | (None, None) => "broken",
             (None, Some(r)) => r.state.as_str(),
         }
+    }
+
+    /// Its status at `now` (UNIX seconds).
+    pub fn status_at(&self, now: u64) -> JailStatus {
+        let none = JailStatus {
+            status: "-".into(),
+            exit_code: None,
+            oom_killed: false,
+            signal: None,
+            uptime_secs: None,
+        };
+        let Some(r) = self.record.as_ref().filter(|_| self.broken.is_none()) else {
+            return none;
+        };
+        let signal = r.signal().map(|s| s.as_str().to_string());
+        match r.state {
+            State::Running | State::Frozen => {
+                let up = r.started_at.map(|t| now.saturating_sub(t));
+                JailStatus {
+                    status: up.map_or("up".into(), |u| format!("up {}", coarse_duration(u))),
+                    uptime_secs: up,
+                    ..none
+                }
+            }
+            State::Stopped => {
+                let how = match (r.oom_killed, &signal, r.exit_code) {
+                    (true, _, _) => "oom-killed".to_string(),
+                    (false, Some(sig), _) => format!("killed by {sig}"),
+                    (false, None, Some(c)) => format!("exited {c}"),
+                    (false, None, None) => "exited".to_string(),
+                };
+                let status = match r.finished_at {
+                    Some(t) => format!("{how} {} ago", coarse_duration(now.saturating_sub(t))),
+                    None => how,
+                };
+                JailStatus {
+                    status,
+                    exit_code: r.exit_code,
+                    oom_killed: r.oom_killed,
+                    signal,
+                    uptime_secs: None,
+                }
+            }
+            State::Creating | State::Created => none,
+        }
+    }
+}
+
+impl Serialize for JailEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            name: &'a str,
+            state: &'a str,
+            broken: &'a Option<String>,
+            record: &'a Option<JailRecord>,
+            #[serde(flatten)]
+            status: JailStatus,
+        }
+        View {
+            name: &self.name,
+            state: self.state(),
+            broken: &self.broken,
+            record: &self.record,
+            status: self.status_at(record::now()),
+        }
+        .serialize(s)
     }
 }
 

@@ -278,6 +278,53 @@ impl JailRecord {
     pub fn name(&self) -> &Name {
         &self.spec.name
     }
+
+    /// The signal that ended the jail's last run, when its status says one
+    /// did (128 + a signal's number, the shells' convention of
+    /// [`crate::exit_status`]; a command that itself exits 137 reads the
+    /// same).
+    pub fn signal(&self) -> Option<nix::sys::signal::Signal> {
+        let code = self.exit_code?;
+        if code <= 128 {
+            return None;
+        }
+        nix::sys::signal::Signal::try_from(code - 128).ok()
+    }
+
+    /// One line on how the last run ended, when it did not just exit: the
+    /// OOM killer (with the limit it enforced) or a signal. `None` for an
+    /// exit with a code, or no end recorded.
+    pub fn end_note(&self) -> Option<String> {
+        let n = self.name();
+        if self.oom_killed {
+            return Some(match self.spec.memory {
+                Some(m) => format!(
+                    "jail {n} was killed by the OOM killer at its {} memory limit",
+                    binary_size(m)
+                ),
+                None => format!("jail {n} was killed by the OOM killer"),
+            });
+        }
+        self.signal()
+            .map(|sig| format!("jail {n} was killed by {}", sig.as_str()))
+    }
+}
+
+/// `bytes` in the largest binary unit that divides it (`1 MiB`,
+/// `1536 KiB`), else to one decimal (`1.5 MiB`).
+pub fn binary_size(bytes: u64) -> String {
+    const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
+    for (unit, shift) in UNITS {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{} {unit}", bytes >> shift);
+        }
+    }
+    for (unit, shift) in UNITS {
+        if bytes >= 1 << shift {
+            return format!("{:.1} {unit}", bytes as f64 / (1u64 << shift) as f64);
+        }
+    }
+    format!("{bytes} B")
 }
 
 /// What `template.json` holds.
@@ -393,6 +440,16 @@ mod tests {
         let back: TemplateRecord =
             serde_json::from_value(serde_json::to_value(&with).expect("json")).expect("read");
         assert_eq!(back, with);
+    }
+
+    #[test]
+    fn limits_read_in_binary_units() {
+        assert_eq!(binary_size(1 << 20), "1 MiB");
+        assert_eq!(binary_size(8 << 20), "8 MiB");
+        assert_eq!(binary_size(1536 << 10), "1536 KiB");
+        assert_eq!(binary_size(3 << 30), "3 GiB");
+        assert_eq!(binary_size(1000), "1000 B");
+        assert_eq!(binary_size((1 << 20) + 1), "1.0 MiB");
     }
 
     #[test]

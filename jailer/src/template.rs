@@ -357,14 +357,34 @@ pub fn debootstrap(
     })
 }
 
-/// One template as `template ls` shows it.
-#[derive(Debug, Clone, Serialize)]
+/// One template as `template ls` shows it. Serialized as its record's
+/// fields and `broken`, with `name` once: the record's, or the entry's when
+/// there is no record.
+#[derive(Debug, Clone)]
 pub struct TemplateEntry {
     pub name: String,
-    #[serde(flatten)]
     pub record: Option<TemplateRecord>,
     /// Why the template is unusable, when it is.
     pub broken: Option<String>,
+}
+
+impl Serialize for TemplateEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            name: Option<&'a str>,
+            #[serde(flatten)]
+            record: &'a Option<TemplateRecord>,
+            broken: &'a Option<String>,
+        }
+        View {
+            name: self.record.is_none().then_some(self.name.as_str()),
+            record: &self.record,
+            broken: &self.broken,
+        }
+        .serialize(s)
+    }
 }
 
 /// `jailer template ls`.

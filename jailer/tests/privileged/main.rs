@@ -21,6 +21,7 @@ mod lifecycle_api;
 mod lifecycle_instance;
 mod lifecycle_scale;
 mod logs_opts;
+mod ls_status;
 mod probe;
 mod runtime;
 mod scratch;
@@ -106,6 +107,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(lifecycle::trials());
     trials.extend(lifecycle_api::trials());
     trials.extend(logs_opts::trials());
+    trials.extend(ls_status::trials());
     trials.extend(lifecycle_scale::trials());
     trials.extend(lifecycle_instance::trials());
     trials.extend(runtime::trials());
