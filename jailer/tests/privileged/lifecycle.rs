@@ -54,6 +54,11 @@ fn closed_pipe() -> Result<(), String> {
             &["create", n, "--template", "base", "--", "/bin/true"],
         )?;
     }
+    // `logs` needs output to write into the pipe: a console log as a run
+    // leaves it (the base template has nothing to run; a jail that never
+    // ran says so on stderr instead).
+    std::fs::write(root.join("jails/pipe-a/console.log"), b"some output\n")
+        .map_err(|e| e.to_string())?;
     for args in [
         &["ls"][..],
         &["template", "ls"],

@@ -45,6 +45,13 @@ pub fn trials() -> Vec<Trial> {
     ]
 }
 
+/// `jailer create NAME --template deb -- COMMAND..`.
+fn create(root: &Path, name: &str, command: &[&str]) -> Result<(), String> {
+    let mut args = vec!["create", name, "--template", "deb", "--"];
+    args.extend_from_slice(command);
+    ok(root, &args).map(drop)
+}
+
 /// `jailer --json ARGS` that must fail: (exit code, the error document).
 fn json_failure(root: &Path, args: &[&str]) -> Result<(i32, serde_json::Value), String> {
     let mut all = vec!["--json"];
@@ -75,10 +82,7 @@ fn expect_kind(root: &Path, args: &[&str], kind: &str, code: i32) -> Result<(), 
 fn json_errors() -> Result<(), String> {
     let root = crate::debian_pool()?;
     let _j = jail(&root, "api-a");
-    ok(
-        &root,
-        &["create", "api-a", "--template", "deb", "--", "/bin/true"],
-    )?;
+    create(&root, "api-a", &["/bin/true"])?;
     expect_kind(&root, &["inspect", "api-nosuch"], "not_found", 3)?;
     expect_kind(&root, &["start", "api-nosuch"], "not_found", 3)?;
     expect_kind(
@@ -186,18 +190,7 @@ fn run_rm_keeps_others() -> Result<(), String> {
 fn stop_stopped() -> Result<(), String> {
     let root = crate::debian_pool()?;
     let _j = jail(&root, "api-s");
-    ok(
-        &root,
-        &[
-            "create",
-            "api-s",
-            "--template",
-            "deb",
-            "--",
-            "/bin/sleep",
-            "600",
-        ],
-    )?;
+    create(&root, "api-s", &["/bin/sleep", "600"])?;
     let out = ok(&root, &["stop", "api-s"])?;
     if !out.contains("not running") {
         return Err(format!("stop of a created jail: {out:?}"));
@@ -227,10 +220,7 @@ fn interrupted_rm() -> Result<(), String> {
     let root = crate::debian_pool()?;
     for (name, rootfs_gone) in [("api-rm-early", false), ("api-rm-late", true)] {
         let _j = jail(&root, name);
-        ok(
-            &root,
-            &["create", name, "--template", "deb", "--", "/bin/true"],
-        )?;
+        create(&root, name, &["/bin/true"])?;
         // What an rm killed after it began leaves: its marker, and (later
         // on) the rootfs already deleted while the record is still there.
         let dir = root.join("jails").join(name);
@@ -392,18 +382,7 @@ fn clean_signals() -> Result<(), String> {
 fn exec_racing_stop() -> Result<(), String> {
     let root = crate::debian_pool()?;
     let _j = jail(&root, "api-race");
-    ok(
-        &root,
-        &[
-            "create",
-            "api-race",
-            "--template",
-            "deb",
-            "--",
-            "/bin/sleep",
-            "600",
-        ],
-    )?;
+    create(&root, "api-race", &["/bin/sleep", "600"])?;
     let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
     for round in 0..30u64 {
         ok(&root, &["start", "api-race"])?;
