@@ -1075,15 +1075,13 @@ fn args(v: &[String]) -> Vec<&str> {
 }
 
 /// The CPUs this host has online, as the C library counts them.
+/// The C library's count of online cpus (what `getconf _NPROCESSORS_ONLN`
+/// prints; the VM lane's guest has no getconf).
 fn online_cpus() -> Result<usize, String> {
-    let out = Command::new("getconf")
-        .arg("_NPROCESSORS_ONLN")
-        .output()
-        .map_err(|e| e.to_string())?;
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .map_err(|e| format!("getconf: {e}"))
+    nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
+        .map_err(|e| format!("sysconf(_SC_NPROCESSORS_ONLN): {e}"))?
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| "sysconf(_SC_NPROCESSORS_ONLN) has no answer".to_string())
 }
 
 fn cpus_refused() -> Result<(), String> {
