@@ -343,38 +343,41 @@ pub fn kill(pool: &Pool, name: &Name, signal: Signal) -> Result<(), RuntimeError
 
 /// `jailer freeze NAME`.
 pub fn freeze(pool: &Pool, name: &Name) -> Result<(), RuntimeError> {
-    let _lock = lock(pool, name)?;
-    let mut rec = running(pool, name, "freeze")?;
-    if rec.state == State::Frozen {
-        return Err(RuntimeError::Illegal {
-            name: name.clone(),
-            state: rec.state,
-            verb: "freeze",
-            hint: " (already)",
-        });
-    }
-    // The freezer is the truth (read back by every verb): the cache write
-    // after it cannot fail the verb.
-    JailCgroup::load(&rec).freeze()?;
-    rec.state = State::Frozen;
-    write_cache(pool, &rec);
-    Ok(())
+    set_frozen(pool, name, true)
 }
 
 /// `jailer thaw NAME`.
 pub fn thaw(pool: &Pool, name: &Name) -> Result<(), RuntimeError> {
+    set_frozen(pool, name, false)
+}
+
+/// Freezes (`frozen`) or thaws a running jail; refused when it is already
+/// so. The freezer is the truth (read back by every verb): the cache write
+/// after it cannot fail the verb.
+fn set_frozen(pool: &Pool, name: &Name, frozen: bool) -> Result<(), RuntimeError> {
+    let verb = if frozen { "freeze" } else { "thaw" };
     let _lock = lock(pool, name)?;
-    let mut rec = running(pool, name, "thaw")?;
-    if rec.state != State::Frozen {
+    let mut rec = running(pool, name, verb)?;
+    if (rec.state == State::Frozen) == frozen {
         return Err(RuntimeError::Illegal {
             name: name.clone(),
             state: rec.state,
-            verb: "thaw",
-            hint: " (it is not frozen)",
+            verb,
+            hint: if frozen {
+                " (already)"
+            } else {
+                " (it is not frozen)"
+            },
         });
     }
-    JailCgroup::load(&rec).thaw()?;
-    rec.state = State::Running;
+    let cg = JailCgroup::load(&rec);
+    if frozen {
+        cg.freeze()?;
+        rec.state = State::Frozen;
+    } else {
+        cg.thaw()?;
+        rec.state = State::Running;
+    }
     write_cache(pool, &rec);
     Ok(())
 }
