@@ -164,10 +164,26 @@ pub enum Cmd {
         /// then. Stdin that is not a terminal is always relayed.
         #[arg(long, short = 'i')]
         interactive: bool,
-        /// The jail.
+        /// Run as USER[:GROUP] (names or numbers, from the jail's
+        /// /etc/passwd and /etc/group); a user other than root has no
+        /// capabilities.
+        #[arg(long, short = 'u', value_name = "USER[:GROUP]")]
+        user: Option<String>,
+        /// Start in DIR (absolute, inside the jail).
+        #[arg(long, short = 'w', value_name = "DIR")]
+        workdir: Option<String>,
+        /// Set K=V for this command, over the jail's env (repeatable).
+        #[arg(long, short = 'e', value_name = "K=V")]
+        env: Vec<String>,
+        /// The jail (exec's own options come before it).
         name: String,
-        /// The command and its arguments.
-        #[arg(last = true, required = true, value_name = "COMMAND")]
+        /// The command and its arguments (`--` before it is optional).
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
         command: Vec<String>,
     },
     /// List a jail's processes: host pid, pid inside, uid inside and on the host, state, command line.
@@ -568,7 +584,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
             tty,
             no_tty,
             interactive,
-        } => exec(&ctx, &name, &command, tty, no_tty, interactive),
+            user,
+            workdir,
+            env,
+        } => exec(
+            &ctx,
+            &name,
+            &command,
+            (tty, no_tty, interactive),
+            (user, workdir, env),
+        ),
         Cmd::Ps { name } => ps(&ctx, &name),
         Cmd::Logs {
             name,
@@ -935,11 +960,13 @@ fn exec(
     ctx: &Ctx,
     n: &str,
     command: &[String],
-    tty: bool,
-    no_tty: bool,
-    interactive: bool,
+    (tty, no_tty, interactive): (bool, bool, bool),
+    (user, workdir, env): (Option<String>, Option<String>, Vec<String>),
 ) -> Result<ExitCode> {
     let opts = runtime::exec::ExecOptions {
+        user,
+        workdir,
+        env,
         tty: match (tty, no_tty) {
             (true, _) => runtime::exec::Tty::Always,
             (_, true) => runtime::exec::Tty::Never,

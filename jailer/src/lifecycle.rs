@@ -207,6 +207,9 @@ pub fn thaw(pool: &Pool, name: &Name) -> Result<JailRecord> {
 /// `jailer exec NAME -- CMD`: runs a command in the running jail, relaying
 /// stdio; returns its exit status (128 + signal when killed).
 pub fn exec(pool: &Pool, name: &Name, command: &[String], opts: ExecOptions) -> Result<i32> {
+    for e in &opts.env {
+        crate::spec::parse_env(e)?;
+    }
     Ok(runtime::exec::exec(pool, name, command, opts)?)
 }
 

@@ -70,9 +70,17 @@ pub enum Tty {
 }
 
 /// How `jailer exec` attaches the command.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ExecOptions {
     pub tty: Tty,
+    /// `-u USER[:GROUP]`: names or numbers, resolved in the jail's
+    /// /etc/passwd and /etc/group; a user other than root gets no
+    /// capabilities.
+    pub user: Option<String>,
+    /// `-w DIR`: the directory (absolute, in the jail) to start in.
+    pub workdir: Option<String>,
+    /// `-e K=V`: over the jail's env, for this command.
+    pub env: Vec<String>,
     /// Relay the CLI's stdin when it is a terminal and no pty is used
     /// (`-i`). Stdin that is not a terminal is always relayed.
     pub interactive: bool,
@@ -160,11 +168,17 @@ pub fn exec(
             hint: "; start it first",
         });
     };
-    let plan = Plan::new(&rec, &pool.jail_rootfs(name), Some(command)).map_err(|message| {
-        RuntimeError::StartFailed {
-            name: name.clone(),
-            message,
-        }
+    let plan = Plan::for_exec(
+        &rec,
+        &pool.jail_rootfs(name),
+        command,
+        &opts.env,
+        opts.user.as_deref(),
+        opts.workdir.as_deref(),
+    )
+    .map_err(|message| RuntimeError::StartFailed {
+        name: name.clone(),
+        message,
     })?;
     let mut fds = Vec::new();
     for (ns, flag) in NAMESPACES {
@@ -187,7 +201,7 @@ pub fn exec(
             hint: "; it stopped meanwhile",
         });
     }
-    let wiring = Wiring::new(opts).map_err(exec_err)?;
+    let wiring = Wiring::new(&opts).map_err(exec_err)?;
     let (sock, helper_sock) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -359,7 +373,7 @@ struct Wiring {
 }
 
 impl Wiring {
-    fn new(opts: ExecOptions) -> Result<Wiring, ExecError> {
+    fn new(opts: &ExecOptions) -> Result<Wiring, ExecError> {
         let stdin_tty = nix::unistd::isatty(0).unwrap_or(false);
         let stdout_tty = nix::unistd::isatty(1).unwrap_or(false);
         let pty = match opts.tty {
@@ -509,6 +523,26 @@ fn helper_steps(h: &Helper<'_>, ns: Vec<(std::fs::File, CloneFlags)>) -> Result<
     }
     drop(ns);
     super::init::become_root()?;
+    // 5b. `-u`: the user, from the jail's own /etc/passwd and /etc/group
+    // (our root is the jail's now); `-w`: the directory must be there.
+    let creds = match h.plan.user() {
+        Some(u) => Some(super::init::resolve_user(u, h.plan.id_count())?),
+        None => None,
+    };
+    if let Some(w) = h.plan.workdir() {
+        let shown = w.to_string_lossy();
+        match std::fs::metadata(
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(w.as_bytes()),
+        ) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(format!(
+                    "working directory {shown} in the jail is not a directory"
+                ))
+            }
+            Err(e) => return Err(format!("working directory {shown} in the jail: {e}")),
+        }
+    }
     // 6. With a tty: a pty from the jail's own devpts (we are in its mount
     // namespace now), sized like the operator's terminal before the
     // command can ask.
@@ -525,14 +559,14 @@ fn helper_steps(h: &Helper<'_>, ns: Vec<(std::fs::File, CloneFlags)>) -> Result<
     };
     // 7. Fork the command (a pid namespace applies to children).
     let child = match step("fork into the pid namespace", fork::fork(me))? {
-        Forked::Child => command(h.plan, pair.as_ref().map(|(_, s)| s)),
+        Forked::Child => command(h.plan, pair.as_ref().map(|(_, s)| s), creds.as_ref()),
         Forked::Parent(child) => child,
     };
     let master = pair.map(|(m, _slave)| m);
     let pidfd = process::pidfd_open(child).ok();
     // 8. This waiting process sits in the jail's cgroup and user
     // namespace: it holds no more than the jail's own processes.
-    if let Err(msg) = super::init::restrict(h.plan.caps(), h.plan.filters()) {
+    if let Err(msg) = super::init::restrict(h.plan.caps(), h.plan.filters(), None) {
         let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
         wait_code(child);
         return Err(msg);
@@ -564,7 +598,7 @@ fn helper_steps(h: &Helper<'_>, ns: Vec<(std::fs::File, CloneFlags)>) -> Result<
 /// The command, in the helper's child (inside the jail's pid namespace):
 /// its own session; with a pty, the slave is its stdio and controlling
 /// terminal. Never returns.
-fn command(plan: &Plan, slave: Option<&OwnedFd>) -> ! {
+fn command(plan: &Plan, slave: Option<&OwnedFd>, user: Option<&super::init::Creds>) -> ! {
     let r = (|| -> Result<(), String> {
         if let Some(s) = slave {
             for i in 0..3 {
@@ -581,8 +615,14 @@ fn command(plan: &Plan, slave: Option<&OwnedFd>) -> ! {
         }
         // Only stdio crosses the exec: not the socket, master or slave.
         step("close descriptors", process::close_from_except(3, &[]))?;
-        step("chdir /", nix::unistd::chdir("/"))?;
-        super::init::restrict(plan.caps(), plan.filters())
+        match plan.workdir() {
+            Some(w) => step(
+                &format!("chdir {}", w.to_string_lossy()),
+                nix::unistd::chdir(w.as_c_str()),
+            )?,
+            None => step("chdir /", nix::unistd::chdir("/"))?,
+        }
+        super::init::restrict(plan.caps(), plan.filters(), user)
     })();
     let msg = match r {
         Ok(()) => plan.exec(),

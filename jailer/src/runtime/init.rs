@@ -62,6 +62,14 @@ pub struct Plan {
     path: String,
     caps: caps::CapsHashSet,
     filters: Vec<seccompiler::BpfProgram>,
+    /// `jailer exec -u`: the user (name or number, `:GROUP` optional) to
+    /// run as, resolved inside the jail by [`resolve_user`].
+    user: Option<String>,
+    /// `jailer exec -w`: the directory the command starts in (else `/`).
+    workdir: Option<CString>,
+    /// How many ids the jail's user namespace maps (ids at or above are
+    /// not the jail's).
+    id_count: u32,
 }
 
 impl std::fmt::Debug for Plan {
@@ -83,6 +91,42 @@ impl Plan {
         rootfs: &Path,
         command: Option<&[String]>,
     ) -> Result<Plan, String> {
+        Plan::build(rec, rootfs, command, &[])
+    }
+
+    /// The plan for `jailer exec`'s `command` with its `-e K=V` (over the
+    /// jail's env), `-u USER[:GROUP]` and `-w DIR`.
+    pub fn for_exec(
+        rec: &JailRecord,
+        rootfs: &Path,
+        command: &[String],
+        env: &[String],
+        user: Option<&str>,
+        workdir: Option<&str>,
+    ) -> Result<Plan, String> {
+        let extra = env
+            .iter()
+            .map(|e| crate::spec::parse_env(e).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut plan = Plan::build(rec, rootfs, Some(command), &extra)?;
+        plan.user = user.map(str::to_string);
+        if let Some(w) = workdir {
+            if !w.starts_with('/') {
+                return Err(format!(
+                    "working directory {w:?} is not absolute: give a path from the jail's /"
+                ));
+            }
+            plan.workdir = Some(CString::new(w).map_err(|_| format!("{w:?} contains a NUL byte"))?);
+        }
+        Ok(plan)
+    }
+
+    fn build(
+        rec: &JailRecord,
+        rootfs: &Path,
+        command: Option<&[String]>,
+        extra_env: &[(String, String)],
+    ) -> Result<Plan, String> {
         let spec = &rec.spec;
         let cstr = |s: &str| CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"));
         let argv = command
@@ -97,7 +141,7 @@ impl Plan {
             ("TERM".to_string(), "xterm".to_string()),
             ("container".to_string(), "jailer".to_string()),
         ];
-        for (k, v) in &spec.env {
+        for (k, v) in spec.env.iter().chain(extra_env) {
             env.retain(|(ek, _)| ek != k);
             env.push((k.clone(), v.clone()));
         }
@@ -144,6 +188,9 @@ impl Plan {
             path,
             caps,
             filters,
+            user: None,
+            workdir: None,
+            id_count: rec.ids.count,
         })
     }
 }
@@ -431,7 +478,7 @@ fn setup(
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP),
     )?;
     // 10. Privileges drop here: capabilities, no_new_privs, seccomp.
-    restrict(&plan.caps, &plan.filters)?;
+    restrict(&plan.caps, &plan.filters, None)?;
     // 11. Die with the monitor. Set last: every credential change above
     // clears the parent-death signal.
     step(
@@ -539,14 +586,163 @@ impl Plan {
     pub fn filters(&self) -> &[seccompiler::BpfProgram] {
         &self.filters
     }
+
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    pub fn workdir(&self) -> Option<&CString> {
+        self.workdir.as_ref()
+    }
+
+    pub fn id_count(&self) -> u32 {
+        self.id_count
+    }
+}
+
+/// The ids `jailer exec -u` switches to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Creds {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+/// Reads one of the jail's account files (`/etc/passwd`, `/etc/group`)
+/// through the caller's root, which must be the jail's (after setns into
+/// its mount namespace): a symlink there resolves inside the jail. Only a
+/// regular file is read (a FIFO would block), at most 4 MiB of it.
+fn read_account_file(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(format!("cannot read the jail's {path}: {e}")),
+    };
+    let m = step(&format!("stat the jail's {path}"), f.metadata())?;
+    if !m.is_file() {
+        return Err(format!("the jail's {path} is not a regular file"));
+    }
+    let mut buf = Vec::new();
+    step(
+        &format!("read the jail's {path}"),
+        f.take(4 << 20).read_to_end(&mut buf),
+    )?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Resolves `jailer exec -u USER[:GROUP]` (names or numbers) from the
+/// jail's `/etc/passwd` and `/etc/group`, read through the caller's root
+/// (see [`read_account_file`]). A known user gets its primary group and
+/// every group of `/etc/group` that lists it; a number not in the jail's
+/// passwd gets group 0 and no others (as podman does). Ids must be below
+/// `count`, the jail's mapped range.
+pub fn resolve_user(spec: &str, count: u32) -> Result<Creds, String> {
+    let passwd = read_account_file("/etc/passwd")?;
+    let group = read_account_file("/etc/group")?;
+    parse_user(spec, &passwd, &group, count)
+}
+
+fn parse_user(spec: &str, passwd: &str, group: &str, count: u32) -> Result<Creds, String> {
+    let (user, grp) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    if user.is_empty() || grp.is_some_and(str::is_empty) {
+        return Err(format!(
+            "invalid user {spec:?}: use USER or USER:GROUP (names or numbers)"
+        ));
+    }
+    let rows = |text: &str| -> Vec<Vec<String>> {
+        text.lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| l.split(':').map(str::to_string).collect())
+            .collect()
+    };
+    let pw = rows(passwd);
+    let gr = rows(group);
+    let num = |s: &str| s.parse::<u32>().ok();
+    let by_name = pw.iter().find(|r| r.len() >= 4 && r[0] == user);
+    let entry = by_name.or_else(|| {
+        num(user).and_then(|u| pw.iter().find(|r| r.len() >= 4 && num(&r[2]) == Some(u)))
+    });
+    let (uid, mut gid, name) = match (entry, num(user)) {
+        (Some(r), _) => {
+            let uid = num(&r[2]).ok_or_else(|| {
+                format!(
+                    "the jail's /etc/passwd gives user {user:?} an invalid uid {:?}",
+                    r[2]
+                )
+            })?;
+            let gid = num(&r[3]).ok_or_else(|| {
+                format!(
+                    "the jail's /etc/passwd gives user {user:?} an invalid gid {:?}",
+                    r[3]
+                )
+            })?;
+            (uid, gid, Some(r[0].clone()))
+        }
+        (None, Some(u)) => (u, 0, None),
+        (None, None) => {
+            return Err(format!(
+                "no user {user:?} in the jail's /etc/passwd: give a user it has, or a number"
+            ))
+        }
+    };
+    if let Some(g) = grp {
+        gid = match gr.iter().find(|r| r.len() >= 3 && r[0] == g) {
+            Some(r) => num(&r[2]).ok_or_else(|| {
+                format!(
+                    "the jail's /etc/group gives group {g:?} an invalid gid {:?}",
+                    r[2]
+                )
+            })?,
+            None => num(g).ok_or_else(|| {
+                format!("no group {g:?} in the jail's /etc/group: give a group it has, or a number")
+            })?,
+        };
+    }
+    let mut groups = vec![gid];
+    if let Some(n) = &name {
+        for r in &gr {
+            if r.len() >= 4 && r[3].split(',').any(|m| m == n) {
+                if let Some(g) = num(&r[2]) {
+                    if !groups.contains(&g) {
+                        groups.push(g);
+                    }
+                }
+            }
+        }
+    }
+    for id in std::iter::once(uid).chain(groups.iter().copied()) {
+        if id >= count {
+            return Err(format!(
+                "user {spec:?} needs id {id}, outside the jail's {count} mapped ids"
+            ));
+        }
+    }
+    Ok(Creds { uid, gid, groups })
 }
 
 /// Cuts the capability sets to `keep` (bounding, permitted, effective;
 /// inheritable and ambient emptied), sets no_new_privs and installs the
 /// seccomp filters. Shared by init and `jailer exec`.
+///
+/// With `user` (`jailer exec -u`), the ids switch to it after the bounding
+/// set is cut (which needs CAP_SETPCAP) and before the effective and
+/// permitted sets are set: a user other than root then gets no capability
+/// at all (the kernel clears them at the switch; they are set empty here),
+/// and with no_new_privs no setuid binary gives root back.
 pub fn restrict(
     keep: &caps::CapsHashSet,
     filters: &[seccompiler::BpfProgram],
+    user: Option<&Creds>,
 ) -> Result<(), String> {
     use caps::CapSet;
     for c in caps::all() {
@@ -565,6 +761,29 @@ pub fn restrict(
         "clear inheritable capabilities",
         caps::clear(None, CapSet::Inheritable),
     )?;
+    let none = caps::CapsHashSet::new();
+    let keep = match user {
+        Some(c) => {
+            let groups: Vec<Gid> = c.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+            step("setgroups", nix::unistd::setgroups(&groups))?;
+            let g = Gid::from_raw(c.gid);
+            step(
+                &format!("setgid {}", c.gid),
+                nix::unistd::setresgid(g, g, g),
+            )?;
+            let u = Uid::from_raw(c.uid);
+            step(
+                &format!("setuid {}", c.uid),
+                nix::unistd::setresuid(u, u, u),
+            )?;
+            if c.uid == 0 {
+                keep
+            } else {
+                &none
+            }
+        }
+        None => keep,
+    };
     step(
         "set effective capabilities",
         caps::set(None, CapSet::Effective, keep),

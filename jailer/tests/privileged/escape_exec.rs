@@ -730,6 +730,7 @@ fn threaded_exec_refused() -> Result<(), String> {
     let opts = ExecOptions {
         tty: Tty::Never,
         interactive: false,
+        ..Default::default()
     };
     let r = exec::exec(&pool, &n, &["/bin/true".to_string()], opts);
     let _ = stop.send(());
