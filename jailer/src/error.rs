@@ -231,7 +231,10 @@ impl CgroupError {
 
 impl ExecError {
     pub fn kind(&self) -> ErrorKind {
-        classify(self)
+        match self {
+            ExecError::Refused { .. } => ErrorKind::Invalid,
+            other => classify(other),
+        }
     }
 }
 

@@ -210,6 +210,23 @@ pub fn exec(pool: &Pool, name: &Name, command: &[String], opts: ExecOptions) -> 
     for e in &opts.env {
         crate::spec::parse_env(e)?;
     }
+    if let Some(w) = &opts.workdir {
+        if !w.starts_with('/') || w.contains('\0') {
+            return Err(Error::Invalid(format!(
+                "working directory {:?} is not an absolute path: give it from the jail's /",
+                crate::display::escape(w)
+            )));
+        }
+    }
+    if let Some(u) = &opts.user {
+        let bad = |s: &str| s.is_empty() || s.contains(['\0', '\n']);
+        if u.split(':').count() > 2 || u.split(':').any(bad) {
+            return Err(Error::Invalid(format!(
+                "user {:?} is not USER or USER:GROUP (names or numbers)",
+                crate::display::escape(u)
+            )));
+        }
+    }
     Ok(runtime::exec::exec(pool, name, command, opts)?)
 }
 

@@ -89,6 +89,10 @@ pub struct ExecOptions {
 /// What went wrong attaching `jailer exec`'s command.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
+    /// `-u` or `-w` names what the jail does not have; the message comes
+    /// from the jail's side and is escaped when printed.
+    #[error("{}", crate::display::escape(message))]
+    Refused { message: String },
     #[error("cannot make the {what} for the command")]
     Plumbing {
         what: &'static str,
@@ -292,6 +296,10 @@ pub fn exec(
             } = wiring;
             drop(jail_ends);
             let ready = match wait_ready(&sock, &sigfd, child) {
+                Ok(Ready::Refused(message)) => {
+                    wait_code(child);
+                    return Err(exec_err(ExecError::Refused { message }));
+                }
                 Ok(Ready::Failed(msg)) => {
                     let code = wait_code(child);
                     if let Some(e) = stopped_meanwhile(&rt.init) {
@@ -460,8 +468,12 @@ fn helper(h: Helper<'_>, ns: Vec<(std::fs::File, CloneFlags)>) -> i32 {
     let sock = h.sock;
     match helper_steps(&h, ns) {
         Ok(code) => code,
-        Err(msg) => {
-            let mut m = b"E".to_vec();
+        Err(fail) => {
+            let (tag, msg) = match fail {
+                Fail::Internal(m) => (b'E', m),
+                Fail::Invalid(m) => (b'I', m),
+            };
+            let mut m = vec![tag];
             m.extend_from_slice(msg.as_bytes());
             let _ = process::send_with_fds(sock, &m, &[]);
             126
@@ -479,7 +491,20 @@ fn step<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> Result<T, Strin
 /// and being made non-dumpable by its change to the jail's uid, only
 /// CAP_SYS_PTRACE in the host's user namespace could inspect it anyway).
 /// It holds no descriptor at all while it waits.
-fn helper_steps(h: &Helper<'_>, ns: Vec<(std::fs::File, CloneFlags)>) -> Result<i32, String> {
+/// Why the helper could not start the command: its own machinery failed,
+/// or the operator asked for what the jail does not have (`-u`, `-w`).
+enum Fail {
+    Internal(String),
+    Invalid(String),
+}
+
+impl From<String> for Fail {
+    fn from(m: String) -> Fail {
+        Fail::Internal(m)
+    }
+}
+
+fn helper_steps(h: &Helper<'_>, ns: Vec<(std::fs::File, CloneFlags)>) -> Result<i32, Fail> {
     // 1. A session of its own: no controlling terminal, out of the CLI's
     // process group (the operator's ^C and job control never reach it).
     step("setsid", nix::unistd::setsid())?;
@@ -526,7 +551,7 @@ fn helper_steps(h: &Helper<'_>, ns: Vec<(std::fs::File, CloneFlags)>) -> Result<
     // 5b. `-u`: the user, from the jail's own /etc/passwd and /etc/group
     // (our root is the jail's now); `-w`: the directory must be there.
     let creds = match h.plan.user() {
-        Some(u) => Some(super::init::resolve_user(u, h.plan.id_count())?),
+        Some(u) => Some(super::init::resolve_user(u, h.plan.id_count()).map_err(Fail::Invalid)?),
         None => None,
     };
     if let Some(w) = h.plan.workdir() {
@@ -536,11 +561,15 @@ fn helper_steps(h: &Helper<'_>, ns: Vec<(std::fs::File, CloneFlags)>) -> Result<
         ) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
-                return Err(format!(
+                return Err(Fail::Invalid(format!(
                     "working directory {shown} in the jail is not a directory"
-                ))
+                )))
             }
-            Err(e) => return Err(format!("working directory {shown} in the jail: {e}")),
+            Err(e) => {
+                return Err(Fail::Invalid(format!(
+                    "working directory {shown} in the jail: {e}"
+                )))
+            }
         }
     }
     // 6. With a tty: a pty from the jail's own devpts (we are in its mount
@@ -569,7 +598,7 @@ fn helper_steps(h: &Helper<'_>, ns: Vec<(std::fs::File, CloneFlags)>) -> Result<
     if let Err(msg) = super::init::restrict(h.plan.caps(), h.plan.filters(), None) {
         let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
         wait_code(child);
-        return Err(msg);
+        return Err(msg.into());
     }
     // 9. Hand the CLI the pidfd (signals) and the pty's master, then drop
     // every descriptor: stdio, socket, pty.
@@ -643,6 +672,8 @@ enum Ready {
         master: Option<OwnedFd>,
     },
     Failed(String),
+    /// The jail has no such user or directory (`-u`, `-w`).
+    Refused(String),
     /// It exited without a word (killed): its status.
     Gone(i32),
 }
@@ -692,6 +723,9 @@ fn recv_ready(sock: &OwnedFd, helper: Pid) -> Result<Ready, ExecError> {
     match data.first() {
         None => Ok(Ready::Gone(wait_code(helper))),
         Some(b'E') => Ok(Ready::Failed(
+            String::from_utf8_lossy(&data[1..]).into_owned(),
+        )),
+        Some(b'I') => Ok(Ready::Refused(
             String::from_utf8_lossy(&data[1..]).into_owned(),
         )),
         Some(_) => {

@@ -15,6 +15,7 @@ mod escape_disk;
 mod escape_exec;
 mod escape_host;
 mod escape_log;
+mod exec_opts;
 mod import;
 mod lifecycle;
 mod lifecycle_api;
@@ -105,6 +106,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(escape_disk::trials());
     trials.extend(import::trials());
     trials.extend(lifecycle::trials());
+    trials.extend(exec_opts::trials());
     trials.extend(lifecycle_api::trials());
     trials.extend(logs_opts::trials());
     trials.extend(ls_status::trials());
