@@ -388,6 +388,14 @@ pub struct CreateArgs {
     /// kept, the newest output.
     #[arg(long = "log-size", value_name = "SIZE")]
     pub log_size: Option<String>,
+    /// Start the command again when it ends: `no` (the default),
+    /// `on-failure` (a non-zero exit or a signal, the OOM killer's too),
+    /// `on-failure:N` (at most N restarts in a row), `always`. The
+    /// monitor waits 100 ms before the first restart, doubling to 30 s
+    /// (back to 100 ms after a run of 10 s); `stop` ends the policy, and
+    /// `start --wait` waits until it gives up.
+    #[arg(long, value_name = "POLICY")]
+    pub restart: Option<String>,
     /// The command run as the jail's init; without one, the template's
     /// default command (a jail with neither is refused).
     #[arg(last = true, value_name = "COMMAND")]
@@ -736,6 +744,7 @@ fn raw_spec(c: CreateArgs) -> RawSpec {
         seccomp_unconfined: c.seccomp == "unconfined",
         seccomp_allow: c.seccomp_allow,
         log_size: c.log_size,
+        restart: c.restart,
     }
 }
 

@@ -339,6 +339,7 @@ fn prepare(
         exit_code: None,
         oom_killed: false,
         runtime: None,
+        restarts: 0,
     };
     Ok((rec, lock, pool_lock, quota))
 }
@@ -368,6 +369,8 @@ pub struct JailStatus {
     pub signal: Option<String>,
     /// Seconds the jail has been running (running or frozen jails only).
     pub uptime_secs: Option<u64>,
+    /// Restarts by its restart policy since the last `start`.
+    pub restarts: u32,
 }
 
 /// `secs` in its largest whole unit: `42s`, `2m`, `3h`, `5d`.
@@ -397,10 +400,21 @@ impl JailEntry {
             oom_killed: false,
             signal: None,
             uptime_secs: None,
+            restarts: 0,
         };
         let Some(r) = self.record.as_ref().filter(|_| self.broken.is_none()) else {
             return none;
         };
+        let mut st = Self::status_of(r, now, none);
+        st.restarts = r.restarts;
+        if r.restarts > 0 {
+            let s = if r.restarts == 1 { "" } else { "s" };
+            st.status = format!("{}, {} restart{s}", st.status, r.restarts);
+        }
+        st
+    }
+
+    fn status_of(r: &JailRecord, now: u64, none: JailStatus) -> JailStatus {
         let signal = r.signal().map(|s| s.as_str().to_string());
         match r.state {
             State::Running | State::Frozen => {
@@ -411,23 +425,26 @@ impl JailEntry {
                     ..none
                 }
             }
-            State::Stopped => {
+            State::Stopped | State::Restarting => {
                 let how = match (r.oom_killed, &signal, r.exit_code) {
                     (true, _, _) => "oom-killed".to_string(),
                     (false, Some(sig), _) => format!("killed by {sig}"),
                     (false, None, Some(c)) => format!("exited {c}"),
                     (false, None, None) => "exited".to_string(),
                 };
-                let status = match r.finished_at {
+                let mut status = match r.finished_at {
                     Some(t) => format!("{how} {} ago", coarse_duration(now.saturating_sub(t))),
                     None => how,
                 };
+                if r.state == State::Restarting {
+                    status = format!("restarting, {status}");
+                }
                 JailStatus {
                     status,
                     exit_code: r.exit_code,
                     oom_killed: r.oom_killed,
                     signal,
-                    uptime_secs: None,
+                    ..none
                 }
             }
             State::Creating | State::Created => none,

@@ -267,7 +267,7 @@ pub fn inspect(pool: &Pool, name: &Name) -> Result<JailRecord> {
 pub fn rm(pool: &Pool, name: &Name, force: bool, timeout: Duration) -> Result<()> {
     jail::remove_with(pool, name, |r| {
         let r = runtime::observe(pool, r.clone());
-        if matches!(r.state, State::Running | State::Frozen) {
+        if matches!(r.state, State::Running | State::Frozen | State::Restarting) {
             if !force {
                 return Err(Error::from(JailError::Running {
                     name: name.clone(),

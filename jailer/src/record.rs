@@ -22,6 +22,9 @@ pub enum State {
     Running,
     Frozen,
     Stopped,
+    /// Its command ended and its restart policy starts it again: the
+    /// monitor waits out the backoff (`restart.json`); `stop` ends it.
+    Restarting,
 }
 
 impl State {
@@ -32,6 +35,7 @@ impl State {
             State::Running => "running",
             State::Frozen => "frozen",
             State::Stopped => "stopped",
+            State::Restarting => "restarting",
         }
     }
 }
@@ -70,6 +74,10 @@ pub struct JailRecord {
     /// Set while the jail runs (state `running` or `frozen`).
     #[serde(default)]
     pub runtime: Option<Runtime>,
+    /// How many times its restart policy has started the command again
+    /// since the last `start` (0 without a policy).
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 /// A process, identified so that a reused pid is never mistaken for it.
@@ -120,6 +128,23 @@ pub const EXIT_FILE: &str = "exit.json";
 /// `monitor.lock` in the run directory: flock'ed for exactly the monitor's
 /// lifetime (taken by `start` before the fork, inherited by the monitor).
 pub const LOCK_FILE: &str = "monitor.lock";
+/// `restart.json` in the run directory: written by a monitor whose jail's
+/// command ended and that starts it again (see [`RestartRecord`]).
+pub const RESTART_FILE: &str = "restart.json";
+/// `stopping` in the run directory: made by `stop` before it signals, so
+/// that the monitor starts nothing again; removed by the next `start`.
+pub const STOP_FILE: &str = "stopping";
+
+/// What `restart.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartRecord {
+    /// The instance that ended.
+    pub after: String,
+    /// The restart about to be made (1 for the first).
+    pub restart: u32,
+    /// When, in UNIX seconds.
+    pub at: u64,
+}
 
 /// `RUN_ROOT/<jail id>`.
 pub fn run_dir(run_root: &Path, rec: &JailRecord) -> PathBuf {
@@ -132,6 +157,9 @@ pub struct InstanceRecord {
     pub runtime: Runtime,
     /// UNIX seconds.
     pub started_at: u64,
+    /// Restarts by the restart policy before this instance, since `start`.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 /// Whether the jail's group is frozen, from the kernel's freezer state
@@ -182,6 +210,7 @@ pub fn derive(
     let rt = inst.runtime;
     let same_boot = boot_id(proc_root).is_some_and(|b| b == rt.boot_id);
     rec.started_at = Some(inst.started_at);
+    rec.restarts = inst.restarts;
     if same_boot && is_alive(proc_root, &rt.init) {
         rec.state = if cgroup_frozen(&rt.cgroup) {
             State::Frozen
@@ -206,8 +235,27 @@ pub fn derive(
             rec.exit_code = None;
         }
         apply_exit(&mut rec, e);
+        // Ended, and its monitor (alive: it holds its lock) starts it again.
+        let again = read_json::<RestartRecord>(&dir.join(RESTART_FILE))
+            .is_ok_and(|r| r.after == rt.instance);
+        if same_boot && again && monitor_holds_lock(&dir) {
+            rec.state = State::Restarting;
+        }
     }
     rec
+}
+
+/// Whether a monitor holds the run directory's lock (it does for exactly
+/// its life).
+pub fn monitor_holds_lock(dir: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    // Taken, it is released again when `f` closes (the only fd of it).
+    matches!(
+        crate::sys::process::try_flock(std::os::fd::AsFd::as_fd(&f)),
+        Ok(false)
+    )
 }
 
 /// `jails/NAME/exit.json`, written by the monitor when init exits.
@@ -507,6 +555,7 @@ mod tests {
             exit_code: None,
             oom_killed: false,
             runtime: Some(rt.clone()),
+            restarts: 0,
         };
         assert_eq!(observed_state(p, &rec), State::Running);
         // pid 11 reused by another process: different start time.
@@ -574,12 +623,14 @@ mod tests {
             exit_code: None,
             oom_killed: false,
             runtime: None,
+            restarts: 0,
         };
         let rdir = run_dir(&run, &rec);
         std::fs::create_dir_all(&rdir).expect("mkdir");
         let inst = InstanceRecord {
             runtime: rt.clone(),
             started_at: 50,
+            restarts: 0,
         };
         std::fs::write(
             rdir.join(INSTANCE_FILE),

@@ -210,6 +210,8 @@ pub enum SpecError {
     Net { value: String, why: String },
     #[error("{value:?} is not refused by the default seccomp filter, so it cannot be allowed; see `jailer create --help`")]
     Seccomp { value: String },
+    #[error("invalid restart policy {value:?}: use no, on-failure, on-failure:N (N at least 1: at most N restarts in a row) or always")]
+    Restart { value: String },
     #[error("jail {name} has no command and template {template} records no default one: give it after `--` (jailer create {name} --template {template} -- /bin/sleep infinity), or import the template with one (jailer template import {template} PATH -- COMMAND)")]
     NoCommand { name: Name, template: Name },
 }
@@ -461,6 +463,84 @@ pub fn default_hostname(name: &Name) -> String {
     parse_hostname(h).unwrap_or_else(|_| "jail".to_string())
 }
 
+/// When the monitor starts the jail's command again after it ended
+/// (`--restart`). `stop` ends any policy; so does the monitor's own end
+/// (a host reboot, a killed monitor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum RestartPolicy {
+    /// Never (the default).
+    #[default]
+    No,
+    /// When it exits non-zero or is killed by a signal (the OOM killer's
+    /// included), at most `max` times in a row when given.
+    OnFailure { max: Option<u32> },
+    /// Whenever it ends, until `stop`.
+    Always,
+}
+
+impl RestartPolicy {
+    /// Whether an instance that ended with `status` (exit code, or 128 +
+    /// signal) is started again after `restarts` restarts already.
+    pub fn wants(self, status: Option<i32>, restarts: u32) -> bool {
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure { max } => {
+                status != Some(0) && max.is_none_or(|m| restarts < m)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestartPolicy::No => f.write_str("no"),
+            RestartPolicy::Always => f.write_str("always"),
+            RestartPolicy::OnFailure { max: None } => f.write_str("on-failure"),
+            RestartPolicy::OnFailure { max: Some(n) } => write!(f, "on-failure:{n}"),
+        }
+    }
+}
+
+impl FromStr for RestartPolicy {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        let bad = || SpecError::Restart {
+            value: s.to_string(),
+        };
+        match s.split_once(':') {
+            None => match s {
+                "no" => Ok(RestartPolicy::No),
+                "always" => Ok(RestartPolicy::Always),
+                "on-failure" => Ok(RestartPolicy::OnFailure { max: None }),
+                _ => Err(bad()),
+            },
+            Some(("on-failure", n)) => match n.parse::<u32>() {
+                Ok(m) if m > 0 && n.bytes().all(|b| b.is_ascii_digit()) => {
+                    Ok(RestartPolicy::OnFailure { max: Some(m) })
+                }
+                _ => Err(bad()),
+            },
+            Some(_) => Err(bad()),
+        }
+    }
+}
+
+impl TryFrom<String> for RestartPolicy {
+    type Error = SpecError;
+    fn try_from(s: String) -> Result<Self, SpecError> {
+        s.parse()
+    }
+}
+
+impl From<RestartPolicy> for String {
+    fn from(p: RestartPolicy) -> String {
+        p.to_string()
+    }
+}
+
 /// How a jail reaches the network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "lowercase")]
@@ -612,6 +692,9 @@ pub struct JailSpec {
     /// before it (`--log-size`; 8 MiB for records older than the option).
     #[serde(default = "default_log_size")]
     pub log_size: u64,
+    /// `--restart`: what the monitor does when the command ends.
+    #[serde(default)]
+    pub restart: RestartPolicy,
 }
 
 /// `jailer create`'s inputs as strings, before validation.
@@ -634,6 +717,7 @@ pub struct RawSpec {
     pub seccomp_unconfined: bool,
     pub seccomp_allow: Vec<String>,
     pub log_size: Option<String>,
+    pub restart: Option<String>,
 }
 
 /// Computes the capability set from the defaults, drops and adds (drops
@@ -755,6 +839,12 @@ impl RawSpec {
                 .map(parse_log_size)
                 .transpose()?
                 .unwrap_or_else(default_log_size),
+            restart: self
+                .restart
+                .as_deref()
+                .map(str::parse)
+                .transpose()?
+                .unwrap_or_default(),
         })
     }
 }
@@ -786,6 +876,43 @@ mod tests {
 
     fn size(s: &str) -> Result<u64, SpecError> {
         parse_size("--memory", s)
+    }
+
+    #[test]
+    fn restart_policies_parse_print_and_decide() {
+        for (text, p) in [
+            ("no", RestartPolicy::No),
+            ("always", RestartPolicy::Always),
+            ("on-failure", RestartPolicy::OnFailure { max: None }),
+            ("on-failure:3", RestartPolicy::OnFailure { max: Some(3) }),
+        ] {
+            assert_eq!(text.parse::<RestartPolicy>(), Ok(p));
+            assert_eq!(p.to_string(), text);
+        }
+        for bad in [
+            "",
+            "yes",
+            "on-failure:",
+            "on-failure:0",
+            "on-failure:-1",
+            "on-failure:+2",
+            "on-failure:x",
+            "always:3",
+            "no:1",
+            "On-Failure",
+        ] {
+            assert!(
+                matches!(bad.parse::<RestartPolicy>(), Err(SpecError::Restart { .. })),
+                "{bad:?} accepted"
+            );
+        }
+        let p = RestartPolicy::OnFailure { max: Some(2) };
+        assert!(p.wants(Some(1), 0) && p.wants(Some(137), 1));
+        assert!(!p.wants(Some(1), 2), "a third restart of on-failure:2");
+        assert!(!p.wants(Some(0), 0), "a clean exit is no failure");
+        assert!(p.wants(None, 0), "an unknown end is a failure");
+        assert!(RestartPolicy::Always.wants(Some(0), 1000));
+        assert!(!RestartPolicy::No.wants(Some(1), 0));
     }
 
     #[test]

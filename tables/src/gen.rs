@@ -272,6 +272,8 @@ impl<'a> Ctx<'a> {
             ns("uts"),
             ns("ipc"),
             ns("cgroup"),
+            text(spec.restart.to_string()),
+            int(i64::from(rec.restarts)),
         ]
     }
 
@@ -289,7 +291,8 @@ impl<'a> Ctx<'a> {
         row.extend((0..3).map(|_| text(""))); // network, ip, mac
         row.extend([int(-1), Value::Double(-1.0), int(-1), text("")]);
         row.extend((0..4).map(|_| int(-1))); // times, exit_code
-        row.extend((0..7).map(|_| text(""))); // namespaces
+        row.extend((0..8).map(|_| text(""))); // namespaces, restart_policy
+        row.push(int(-1)); // restarts
         row
     }
 

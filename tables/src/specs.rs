@@ -21,7 +21,7 @@ const fn dbl(name: &'static str, description: &'static str) -> Column {
 pub const JAILS: &[Column] = &[
     text("name", "Jail name").index(),
     text("id", "Random 128-bit id (hex), unique across re-creations of a name"),
-    text("state", "Observed state: creating, created, running, frozen, stopped, or broken (unreadable jail.json); a running record whose init or monitor is gone, or that predates a reboot, is stopped"),
+    text("state", "Observed state: creating, created, running, frozen, stopped, restarting (its command ended and the restart policy starts it again), or broken (unreadable jail.json); a running record whose init or monitor is gone, or that predates a reboot, is stopped"),
     text("template", "Template the jail's root was snapshotted from"),
     text("command", "Command run as the jail's init, arguments joined by spaces"),
     text("hostname", "Hostname inside the jail"),
@@ -49,6 +49,8 @@ pub const JAILS: &[Column] = &[
     text("uts_namespace", "Inode of init's UTS namespace; empty when not running"),
     text("ipc_namespace", "Inode of init's IPC namespace; empty when not running"),
     text("cgroup_namespace", "Inode of init's cgroup namespace; empty when not running"),
+    text("restart_policy", "Restart policy from the spec: no, on-failure, on-failure:N or always"),
+    int("restarts", "Restarts by the restart policy since the last start"),
 ];
 
 pub const JAIL_PROCESSES: &[Column] = &[

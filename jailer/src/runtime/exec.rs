@@ -47,10 +47,10 @@ fn running_record(
             name: name.clone(),
             state: s,
             verb,
-            hint: if s == State::Frozen {
-                "; thaw it first"
-            } else {
-                "; start it first"
+            hint: match s {
+                State::Frozen => "; thaw it first",
+                State::Restarting => " until its restart policy has started it again",
+                _ => "; start it first",
             },
         }),
     }

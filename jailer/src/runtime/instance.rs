@@ -78,11 +78,7 @@ pub(super) fn prune_own_exits(dir: &Path) {
 
 /// Whether a monitor of the jail is alive: its lock is held.
 pub(super) fn monitor_alive(rec: &JailRecord) -> bool {
-    let Ok(f) = std::fs::File::open(run_dir(rec).join(record::LOCK_FILE)) else {
-        return false;
-    };
-    // Taken, it is released again when `f` closes (the only fd of it).
-    matches!(crate::sys::process::try_flock(f.as_fd()), Ok(false))
+    record::monitor_holds_lock(&run_dir(rec))
 }
 
 /// Takes the jail's monitor lock for a new instance, waiting (bounded)
@@ -128,11 +124,22 @@ pub(crate) fn claim_monitor_lock(rec: &JailRecord) -> Result<std::fs::File, Runt
     // `start --wait` of that instance may still be about to read it (or
     // its own exit-INSTANCE.json, kept a while).
     prune_own_exits(&dir);
-    let file = dir.join(record::INSTANCE_FILE);
-    match std::fs::remove_file(&file) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(run_err(rec, &file)(e)),
-        _ => Ok(f),
+    // A stop of the last instance asked its monitor to start nothing
+    // again; this start is a new one.
+    for stale in [
+        record::INSTANCE_FILE,
+        record::STOP_FILE,
+        record::RESTART_FILE,
+    ] {
+        let file = dir.join(stale);
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(run_err(rec, &file)(e))
+            }
+            _ => {}
+        }
     }
+    Ok(f)
 }
 
 /// Waits (bounded) while a monitor is alive that has not recorded its
@@ -181,6 +188,8 @@ pub(super) fn reconcile(pool: &Pool, rec: &mut JailRecord) -> Result<(), Runtime
     let derived = observe(pool, rec.clone());
     let inst = instance(rec);
     let live = matches!(derived.state, State::Running | State::Frozen);
+    // Restarting: its monitor is alive and owns the instance's group (it
+    // has released it, or is about to).
     // The live instance's group is its own (a monitor releasing a stopped
     // instance's group too); every other group of the jail is left over.
     let monitor = monitor_alive(rec);
@@ -191,7 +200,10 @@ pub(super) fn reconcile(pool: &Pool, rec: &mut JailRecord) -> Result<(), Runtime
     };
     // A monitor that has not recorded its instance within the wait: its
     // group is unknown, so nothing is touched.
-    if !(inst.is_none() && monitor) {
+    // Restarting: its monitor makes and removes the groups of the
+    // instances it starts; nothing is touched while it lives.
+    let restarting = derived.state == State::Restarting;
+    if !(inst.is_none() && monitor) && !restarting {
         let keep = keep.map(|i| crate::cgroup::dir_name(rec.name(), &rec.id, &i));
         sweep(rec, keep.as_deref())?;
     }

@@ -1,7 +1,9 @@
 //! The console log read back: `jailer logs [--follow]`, and the copy of a
 //! start's output while `start --wait` or `run --rm` waits for it.
 
-use super::instance::{exit_of, exited_within, monitor_of, own_exit_path, pidfd, wait_exit};
+use super::instance::{
+    exit_of, exited_within, instance, monitor_of, own_exit_path, pidfd, wait_exit,
+};
 use super::{console, lock, observe, read, reconcile, sys, RuntimeError};
 use crate::name::Name;
 use crate::pool::Pool;
@@ -46,15 +48,18 @@ pub fn wait_echo(
             }
         }
     };
-    if let Some(rt) = &rec.runtime {
-        if let Some(init) = pidfd(&rt.init) {
-            // Poll the log while init runs; its exit ends the poll at once.
-            let tick = echo.is_some().then_some(Duration::from_millis(100));
-            loop {
-                copy(&mut echo);
-                if exited_within(&init, tick) {
-                    break;
-                }
+    // Poll the log while the monitor runs (under a restart policy, one
+    // instance after another), else while init does; the exit ends the
+    // poll at once.
+    let tick = echo.is_some().then_some(Duration::from_millis(100));
+    let watched = monitor_of(&rec)
+        .and_then(|m| pidfd(&m))
+        .or_else(|| rec.runtime.as_ref().and_then(|rt| pidfd(&rt.init)));
+    if let Some(fd) = watched {
+        loop {
+            copy(&mut echo);
+            if exited_within(&fd, tick) {
+                break;
             }
         }
     }
@@ -68,7 +73,11 @@ pub fn wait_echo(
     reconcile(pool, &mut now)?;
     // The exit of the instance waited for, though another may run now.
     if let Some(rt) = &rec.runtime {
-        let other = now.runtime.as_ref().map(|r| &r.instance) != Some(&rt.instance);
+        // Its monitor's last instance (a restart policy's) is the one whose
+        // exit counts; another monitor's (a later start) is not.
+        let same_monitor = instance(&now).is_some_and(|i| i.runtime.monitor == rt.monitor);
+        let other =
+            !same_monitor && now.runtime.as_ref().map(|r| &r.instance) != Some(&rt.instance);
         let mine = exit_of(&rec, &rt.instance);
         // Read: the waiter owned it.
         let _ = std::fs::remove_file(own_exit_path(&rec, &rt.instance));
@@ -175,7 +184,10 @@ pub fn logs(
         drain(&mut f, None)?;
         let rec = observe(pool, read(pool, name)?);
         let monitor = monitor_of(&rec);
-        if !matches!(rec.state, State::Running | State::Frozen) {
+        if !matches!(
+            rec.state,
+            State::Running | State::Frozen | State::Restarting
+        ) {
             // What the jail wrote before it stopped, once the monitor has
             // drained it.
             if let Some(m) = monitor {

@@ -271,10 +271,12 @@ pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
                 name: name.clone(),
                 state: s,
                 verb: "start",
-                hint: if s == State::Creating {
-                    ""
-                } else {
-                    " (it is already running); stop it first"
+                hint: match s {
+                    State::Creating => "",
+                    State::Restarting => {
+                        " (its restart policy starts it again); `jailer stop` ends the policy"
+                    }
+                    _ => " (it is already running); stop it first",
                 },
             })
         }
@@ -324,11 +326,16 @@ fn running(pool: &Pool, name: &Name, verb: &'static str) -> Result<JailRecord, R
     reconcile(pool, &mut rec)?;
     match rec.state {
         State::Running | State::Frozen => Ok(rec),
+        State::Restarting if verb == "stop" => Ok(rec),
         s => Err(RuntimeError::Illegal {
             name: name.clone(),
             state: s,
             verb,
-            hint: "; start it first",
+            hint: if s == State::Restarting {
+                " until its restart policy has started it again; `jailer stop` ends the policy"
+            } else {
+                "; start it first"
+            },
         }),
     }
 }
@@ -402,6 +409,13 @@ fn stop_locked(
 ) -> Result<JailRecord, RuntimeError> {
     let name = rec.name().clone();
     let proc_root = Path::new(PROC);
+    // First: its monitor starts nothing again (a restart policy ends).
+    let marker = run_dir(&rec).join(record::STOP_FILE);
+    crate::fsutil::atomic_write(&marker, b"").map_err(|e| RuntimeError::RunDir {
+        name: name.clone(),
+        path: marker.clone(),
+        source: std::io::Error::other(crate::error_chain(&e)),
+    })?;
     if let Some(rt) = rec.runtime.clone() {
         let init = nix::unistd::Pid::from_raw(rt.init.pid);
         if record::is_alive(proc_root, &rt.init) {
@@ -416,15 +430,24 @@ fn stop_locked(
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    // Everything the jail holds, in every instance's group.
-    sweep(&rec, None).map_err(|e| match e {
-        RuntimeError::Cgroup(CgroupError::Busy { .. }) => RuntimeError::StopTimeout {
-            name: name.clone(),
-            secs: 10,
-        },
-        e => e,
-    })?;
-    // The monitor reaps init, writes exit.json and exits.
+    // Everything the jail holds, in every instance's group; again while
+    // its monitor lives (a restart it was making as the marker appeared
+    // is killed by the monitor itself, or here). The monitor reaps init,
+    // writes exit.json and exits.
+    let t = Instant::now();
+    loop {
+        sweep(&rec, None).map_err(|e| match e {
+            RuntimeError::Cgroup(CgroupError::Busy { .. }) => RuntimeError::StopTimeout {
+                name: name.clone(),
+                secs: 10,
+            },
+            e => e,
+        })?;
+        if !monitor_alive(&rec) || t.elapsed() > MONITOR_WAIT {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     wait_monitor_gone(&rec)?;
     reconcile(pool, &mut rec)?;
     Ok(rec)
@@ -435,7 +458,10 @@ fn stop_locked(
 pub fn stop_if_running(pool: &Pool, name: &Name, timeout: Duration) -> Result<(), RuntimeError> {
     let mut rec = read(pool, name)?;
     reconcile(pool, &mut rec)?;
-    if matches!(rec.state, State::Running | State::Frozen) {
+    if matches!(
+        rec.state,
+        State::Running | State::Frozen | State::Restarting
+    ) {
         stop_locked(pool, rec, timeout)?;
     }
     Ok(())

@@ -205,46 +205,165 @@ pub(super) fn report(line: &str) {
     }
 }
 
-/// The monitor, in the forked child. Runs for the jail's whole life.
+/// The monitor, in the forked child. Runs for the jail's whole life: one
+/// instance, or, under a restart policy, one after another until the
+/// policy gives up or `stop` asks it to end.
 pub(super) fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
     let name = rec.name();
     // Terminal and session signals must not take the jail down.
     for s in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
         let _ = process::ignore(s);
     }
+    // The console log: fd 2 is the log file, which only this process writes.
+    let mut log = match monitor_log(pool, rec) {
+        Ok(l) => l,
+        Err(e) => {
+            report(&format!("error {}", escape(&crate::error_chain(&e))));
+            return 1;
+        }
+    };
+    let policy = rec.spec.restart;
+    let mut restarts = 0u32;
+    let mut backoff = Backoff::default();
+    let mut instance = new_instance_id();
+    loop {
+        let first = restarts == 0;
+        let end = match run_instance(pool, rec, &mut log, &instance, restarts) {
+            Ok(end) => end,
+            // The first start's failure went to the CLI; a restart's is in
+            // the log, and counts as a failed run.
+            Err(()) if first => return 1,
+            Err(()) => InstanceEnd {
+                instance: last_instance(rec).unwrap_or_default(),
+                status: None,
+                how: "its command could not be started".into(),
+                ran_for: Duration::ZERO,
+            },
+        };
+        let InstanceEnd {
+            instance: ended,
+            status,
+            how,
+            ran_for,
+        } = end;
+        if stop_asked(rec) || !policy.wants(status, restarts) {
+            return 0;
+        }
+        restarts += 1;
+        let delay = backoff.next(ran_for);
+        instance = new_instance_id();
+        let plan = record::RestartRecord {
+            after: ended,
+            restart: restarts,
+            at: record::now() + delay.as_secs(),
+        };
+        let json = serde_json::to_vec_pretty(&plan).unwrap_or_default();
+        let _ = crate::fsutil::atomic_write(&run_dir(rec).join(record::RESTART_FILE), &json);
+        log.note(&format!(
+            "jailer-monitor: {name}: {how}; restart {restarts} ({policy}) in {} ms",
+            delay.as_millis()
+        ));
+        super::instance::prune_own_exits(&run_dir(rec));
+        // `stop` during the wait ends it.
+        let until = Instant::now() + delay;
+        while Instant::now() < until {
+            if stop_asked(rec) {
+                return 0;
+            }
+            std::thread::sleep(Duration::from_millis(20).min(until - Instant::now()));
+        }
+        if stop_asked(rec) {
+            return 0;
+        }
+    }
+}
+
+/// Whether `stop` asked this jail's monitor to start nothing again.
+fn stop_asked(rec: &JailRecord) -> bool {
+    run_dir(rec).join(record::STOP_FILE).exists()
+}
+
+/// The instance `instance.json` names (the last one recorded).
+fn last_instance(rec: &JailRecord) -> Option<String> {
+    super::instance::instance(rec).map(|i| i.runtime.instance)
+}
+
+/// The restart policy's delay: 100 ms doubling to at most 30 s, back to
+/// 100 ms after a run of 10 s or more (a command that ran that long was
+/// not failing at once).
+#[derive(Debug, Default)]
+struct Backoff {
+    next: Option<Duration>,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(30);
+    const RESET_AFTER: Duration = Duration::from_secs(10);
+
+    fn next(&mut self, ran_for: Duration) -> Duration {
+        let d = match self.next {
+            Some(d) if ran_for < Self::RESET_AFTER => d,
+            _ => Self::FIRST,
+        };
+        self.next = Some((d * 2).min(Self::MAX));
+        d
+    }
+}
+
+/// How one instance ended.
+struct InstanceEnd {
+    instance: String,
+    /// Exit code, or 128 + signal; `None` when unknown.
+    status: Option<i32>,
+    /// As the log says it: `its command exited 3`.
+    how: String,
+    ran_for: Duration,
+}
+
+/// One instance: its cgroup, init, the console until init exits, the exit
+/// records, and the cgroup released. The first (`restarts == 0`) reports
+/// to the CLI that started it; a failure to start is reported (first) or
+/// logged, and everything made for it released.
+fn run_instance(
+    pool: &Pool,
+    rec: &JailRecord,
+    log: &mut console::LogWriter,
+    instance: &str,
+    restarts: u32,
+) -> Result<InstanceEnd, ()> {
+    let name = rec.name();
+    let first = restarts == 0;
+    let fail = |log: &mut console::LogWriter, msg: &str| {
+        let msg = escape(msg);
+        if first {
+            report(&format!("error {msg}"));
+        }
+        log.note(&format!("jailer-monitor: {name}: start failed: {msg}"));
+    };
     let limits = Limits {
         memory: rec.spec.memory,
         cpus: rec.spec.cpus,
         pids: Some(rec.spec.pids.unwrap_or(crate::spec::DEFAULT_PIDS)),
         io_weight: rec.spec.io_weight,
     };
-    let instance = new_instance_id();
-    let cg = match JailCgroup::create(rec, &instance, &limits) {
+    let cg = match JailCgroup::create(rec, instance, &limits) {
         Ok(c) => c,
         Err(e) => {
-            report(&format!("error {}", escape(&crate::error_chain(&e))));
-            return 1;
+            fail(log, &crate::error_chain(&e));
+            return Err(());
         }
     };
-    // The console: fd 2 is the log file, which only this process writes; the
-    // jail gets the write end of a pipe as its stdout and stderr.
-    let mut log = match monitor_log(pool, rec) {
-        Ok(l) => l,
-        Err(e) => {
-            report(&format!("error {}", escape(&crate::error_chain(&e))));
-            let _ = cg.delete();
-            return 1;
-        }
-    };
+    // The jail gets the write end of a pipe as its stdout and stderr.
     let (console_r, console_w) = match console_pipe(name) {
         Ok(p) => p,
         Err(e) => {
-            report(&format!("error {}", escape(&crate::error_chain(&e))));
+            fail(log, &crate::error_chain(&e));
             let _ = cg.delete();
-            return 1;
+            return Err(());
         }
     };
-    let started = match launch(pool, rec, &cg, console_w.as_fd()) {
+    let started = match launch(pool, rec, &cg, console_w.as_fd(), first) {
         Ok(s) => s,
         Err(e) => {
             cg.signal_all(Signal::SIGKILL);
@@ -254,13 +373,11 @@ pub(super) fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
                 RuntimeError::StartFailed { message, .. } => message.clone(),
                 other => crate::error_chain(other),
             };
-            // The report is one line; the message may quote the spec.
-            let msg = escape(&msg);
-            report(&format!("error {msg}"));
-            log.note(&format!("jailer-monitor: {name}: start failed: {msg}"));
-            return 1;
+            fail(log, &msg);
+            return Err(());
         }
     };
+    let began = Instant::now();
     drop(console_w);
     let me = nix::unistd::getpid().as_raw();
     let proc_root = Path::new(PROC);
@@ -275,7 +392,7 @@ pub(super) fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
             start_time: record::proc_start_time(proc_root, started.as_raw()).unwrap_or(0),
         },
         cgroup: cg.reference(),
-        instance,
+        instance: instance.to_string(),
     };
     // The instance is on record (where a full pool cannot block it) before
     // anyone is told it runs: a CLI killed from here on leaves a jail that
@@ -283,6 +400,7 @@ pub(super) fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
     let inst = InstanceRecord {
         runtime: runtime.clone(),
         started_at: record::now(),
+        restarts,
     };
     let json = serde_json::to_vec_pretty(&inst).unwrap_or_default();
     if let Err(e) = crate::fsutil::atomic_write(&run_dir(rec).join(record::INSTANCE_FILE), &json) {
@@ -291,16 +409,26 @@ pub(super) fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
             escape(&crate::error_chain(&e))
         ));
     }
-    report(&format!(
-        "ok {}",
-        serde_json::to_string(&runtime).unwrap_or_default()
-    ));
+    if first {
+        report(&format!(
+            "ok {}",
+            serde_json::to_string(&runtime).unwrap_or_default()
+        ));
+    } else {
+        let _ = std::fs::remove_file(run_dir(rec).join(record::RESTART_FILE));
+        // A stop that came while this restart was being made: it may have
+        // swept before this group existed, so the group goes here.
+        if stop_asked(rec) {
+            cg.signal_all(Signal::SIGKILL);
+        }
+    }
 
     // Copy the jail's output into the log until init (the only child) exits;
     // reap it, then take what it wrote last (already in the pipe).
     let mut buf = vec![0u8; 64 << 10];
-    let (code, signal) = pump_until_exit(&mut log, &console_r, &mut buf, started);
-    let mut open = pump(&mut log, &console_r, &mut buf, 16 << 20);
+    let (code, signal) = pump_until_exit(log, &console_r, &mut buf, started);
+    let ran_for = began.elapsed();
+    let mut open = pump(log, &console_r, &mut buf, 16 << 20);
     let exit = ExitRecord {
         exit_code: code,
         signal,
@@ -344,7 +472,7 @@ pub(super) fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
         if left.is_zero() || !readable(&console_r, left) {
             break;
         }
-        open = pump(&mut log, &console_r, &mut buf, 16 << 20);
+        open = pump(log, &console_r, &mut buf, 16 << 20);
     }
     drop(console_r);
     wait_empty(&cg, Duration::from_secs(10));
@@ -354,7 +482,21 @@ pub(super) fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
             escape(&crate::error_chain(&e))
         ));
     }
-    0
+    let how = match (exit.oom_killed, code, signal) {
+        (true, _, _) => "its command was killed by the OOM killer".to_string(),
+        (false, Some(c), _) => format!("its command exited {c}"),
+        (false, None, Some(sig)) => format!(
+            "its command was killed by {}",
+            Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.as_str().to_string())
+        ),
+        (false, None, None) => "its command ended".to_string(),
+    };
+    Ok(InstanceEnd {
+        instance: runtime.instance,
+        status: exit.status(),
+        how,
+        ran_for,
+    })
 }
 
 /// A fresh instance id: [`crate::cgroup::INSTANCE_ID_LEN`] hex digits.
@@ -492,6 +634,7 @@ pub(super) fn launch(
     rec: &JailRecord,
     cg: &JailCgroup,
     console: std::os::fd::BorrowedFd<'_>,
+    first: bool,
 ) -> Result<nix::unistd::Pid, RuntimeError> {
     let name = rec.name();
     let rootfs = pool.jail_rootfs(name);
@@ -531,8 +674,11 @@ pub(super) fn launch(
     }
     let setup = (|| -> Result<(), RuntimeError> {
         write_id_maps(name, child, rec)?;
-        // Under `jailer run` the snapshot is being committed meanwhile.
-        rootfs_ready(name)?;
+        // Under `jailer run` the snapshot is being committed meanwhile (a
+        // restart's rootfs is there).
+        if first {
+            rootfs_ready(name)?;
+        }
         let userns = std::fs::File::open(format!("/proc/{child}/ns/user"))
             .map_err(sys(name, "cannot open the jail's user namespace"))?;
         // The jail's view: idmapped, nodev, suid (see mountapi::idmap).

@@ -24,6 +24,7 @@ mod lifecycle_scale;
 mod logs_opts;
 mod ls_status;
 mod probe;
+mod restart;
 mod runtime;
 mod scratch;
 mod tables;
@@ -112,6 +113,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(ls_status::trials());
     trials.extend(lifecycle_scale::trials());
     trials.extend(lifecycle_instance::trials());
+    trials.extend(restart::trials());
     trials.extend(runtime::trials());
     trials.extend(tables::trials());
 
