@@ -487,7 +487,7 @@ impl RestartPolicy {
             RestartPolicy::No => false,
             RestartPolicy::Always => true,
             RestartPolicy::OnFailure { max } => {
-                status != Some(0) && max.is_none_or(|m| restarts < m)
+                status != Some(0) && max.map_or(true, |m| restarts < m)
             }
         }
     }

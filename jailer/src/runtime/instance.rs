@@ -203,7 +203,8 @@ pub(super) fn reconcile(pool: &Pool, rec: &mut JailRecord) -> Result<(), Runtime
     // Restarting: its monitor makes and removes the groups of the
     // instances it starts; nothing is touched while it lives.
     let restarting = derived.state == State::Restarting;
-    if !(inst.is_none() && monitor) && !restarting {
+    let unknown = inst.is_none() && monitor;
+    if !(unknown || restarting) {
         let keep = keep.map(|i| crate::cgroup::dir_name(rec.name(), &rec.id, &i));
         sweep(rec, keep.as_deref())?;
     }
