@@ -130,6 +130,7 @@ impl Fx {
             exit_code: None,
             oom_killed: false,
             runtime: None,
+            restarts: 0,
         }
     }
 
