@@ -32,6 +32,7 @@ mod registry;
 mod run;
 mod server;
 mod source;
+mod wire;
 
 use anyhow::Context;
 use clap::Parser;

@@ -9,15 +9,16 @@ use crate::osquery_thrift::{
     ExtensionManagerSyncClient, ExtensionRegistry, InternalExtensionInfo,
     TExtensionManagerSyncClient, TExtensionSyncClient,
 };
+use crate::wire::{self, BoundedInput};
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
+use thrift::protocol::TBinaryOutputProtocol;
 use thrift::transport::{TBufferedReadTransport, TBufferedWriteTransport};
 
 type Client = ExtensionManagerSyncClient<
-    TBinaryInputProtocol<TBufferedReadTransport<UnixStream>>,
+    BoundedInput<TBufferedReadTransport<UnixStream>>,
     TBinaryOutputProtocol<TBufferedWriteTransport<UnixStream>>,
 >;
 
@@ -136,7 +137,7 @@ impl Manager {
             .map_err(connect_err)?;
         let rx = stream.try_clone().map_err(connect_err)?;
         Ok(ExtensionManagerSyncClient::new(
-            TBinaryInputProtocol::new(TBufferedReadTransport::new(rx), true),
+            BoundedInput::new(TBufferedReadTransport::new(rx), wire::LIMITS),
             TBinaryOutputProtocol::new(TBufferedWriteTransport::new(stream), true),
         ))
     }

@@ -14,6 +14,7 @@ use crate::osquery_thrift::{
     TExtensionProcessFunctions,
 };
 use crate::registry::Tables;
+use crate::wire::{self, BoundedInput};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -24,8 +25,8 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 use thrift::protocol::{
-    TBinaryInputProtocol, TBinaryOutputProtocol, TFieldIdentifier, TInputProtocol,
-    TMessageIdentifier, TMessageType, TOutputProtocol, TStructIdentifier, TType,
+    TBinaryOutputProtocol, TFieldIdentifier, TInputProtocol, TMessageIdentifier, TMessageType,
+    TOutputProtocol, TStructIdentifier, TType,
 };
 use thrift::server::TProcessor;
 use thrift::transport::{TBufferedReadTransport, TBufferedWriteTransport};
@@ -335,7 +336,7 @@ fn serve_connection(
     let Ok(rx) = stream.try_clone() else {
         return;
     };
-    let mut i_prot = TBinaryInputProtocol::new(TBufferedReadTransport::new(rx), true);
+    let mut i_prot = BoundedInput::new(TBufferedReadTransport::new(rx), wire::LIMITS);
     let mut o_prot = TBinaryOutputProtocol::new(
         TBufferedWriteTransport::with_capacity(WRITE_BUFFER, stream),
         true,
@@ -360,8 +361,12 @@ fn serve_connection(
             Err(thrift::Error::Transport(e)) if e.kind == thrift::TransportErrorKind::EndOfFile => {
                 return
             }
+            Err(e) if wire::is_limit(&e) => {
+                tracing::warn!("closed an extension connection: {}", wire::describe(&e));
+                return;
+            }
             Err(e) => {
-                tracing::debug!("extension connection closed: {e}");
+                tracing::debug!("extension connection closed: {}", wire::describe(&e));
                 return;
             }
         }

@@ -1,0 +1,82 @@
+"""jailer-extension under hostile or heavy input on its socket (issue 14):
+it keeps serving the core."""
+
+import os
+import socket
+import struct
+
+from conftest import wait_for
+from standin import ExtensionConnection
+
+
+def registered_socket(core, ext):
+    assert core.handler.registered.wait(10), ext.log()
+    uuid, _, _ = core.only_extension()
+    path = "%s.%d" % (core.path, uuid)
+    assert wait_for(lambda: os.path.exists(path), 5), ext.log()
+    return uuid, path
+
+
+def raw(path, timeout=10):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(path)
+    return s
+
+
+def header(name, seq=1):
+    """A strict binary-protocol CALL header for method `name`."""
+    return struct.pack(">Ii", 0x80010001, len(name)) + name + struct.pack(">i", seq)
+
+
+def recv_all(s):
+    out = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            return out
+        out += b
+
+
+def pings(core, uuid):
+    with ExtensionConnection(core.path, uuid) as c:
+        st = c.ping()
+    return st.code == 0 and st.uuid == uuid
+
+
+# 1. Bounded frames -----------------------------------------------------------
+
+TWO_GIB_STRING = header(b"call") + bytes([0x0B, 0x00, 0x01]) + b"\x7f\xff\xff\xff"
+
+
+def test_a_string_claiming_2_gib_does_not_abort_the_extension_under_a_memory_cap(core, start_ext):
+    ext = start_ext(wrap=["prlimit", "--as=1073741824", "--"])
+    uuid, path = registered_socket(core, ext)
+    for _ in range(3):
+        with raw(path) as s:
+            s.sendall(TWO_GIB_STRING)
+            # The connection is closed without a reply.
+            assert recv_all(s) == b""
+        assert ext.alive(), ext.log()
+        assert pings(core, uuid), ext.log()
+    lines = [l for l in ext.log().splitlines() if "2147483647" in l]
+    assert len(lines) == 3, ext.log()
+    assert "limit" in lines[0], lines[0]
+
+
+def test_many_connections_each_claiming_a_large_string_cost_no_memory(core, start_ext):
+    ext = start_ext()
+    uuid, path = registered_socket(core, ext)
+    claim = header(b"call") + bytes([0x0B, 0x00, 0x01]) + struct.pack(">i", 31 << 20)
+    conns = []
+    for _ in range(32):
+        s = raw(path)
+        s.sendall(claim)
+        conns.append(s)
+    for s in conns:
+        assert recv_all(s) == b""
+        s.close()
+    assert pings(core, uuid), ext.log()
+    with open("/proc/%d/status" % ext.proc.pid) as f:
+        rss_kb = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+    assert rss_kb < 64 * 1024, rss_kb
