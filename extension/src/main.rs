@@ -15,6 +15,7 @@
 //! dependencies on their own.
 
 mod context;
+mod excerpt;
 mod jails;
 mod manager;
 #[allow(

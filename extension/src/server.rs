@@ -177,7 +177,7 @@ impl TProcessor for Processor {
                 i.read_message_end()?;
                 let err = ApplicationError::new(
                     ApplicationErrorKind::UnknownMethod,
-                    format!("unknown method {other:?}"),
+                    format!("unknown method {}", crate::excerpt::Excerpt(other)),
                 );
                 o.write_message_begin(&TMessageIdentifier::new(
                     other,

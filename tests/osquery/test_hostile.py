@@ -80,3 +80,45 @@ def test_many_connections_each_claiming_a_large_string_cost_no_memory(core, star
     with open("/proc/%d/status" % ext.proc.pid) as f:
         rss_kb = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
     assert rss_kb < 64 * 1024, rss_kb
+
+
+# 4. Untrusted input in the log and in replies ---------------------------------
+
+
+def test_a_5mb_malformed_context_adds_little_to_the_log_and_the_reply(core, start_ext):
+    ext = start_ext(verbose=False)
+    uuid, path = registered_socket(core, ext)
+    ctx = '{"constraints": [' + "x" * (5 << 20)
+    before = os.path.getsize(ext.stderr_path)
+    with ExtensionConnection(core.path, uuid) as c:
+        resp = c.generate("jails", ctx)
+        assert resp.status.code == 1
+        assert "not JSON" in resp.status.message, resp.status.message[:300]
+        assert len(resp.status.message) < 1024, len(resp.status.message)
+        # A 5 MB item or registry name is not echoed back whole either.
+        for reply in (c.client.call("table", "j" * (5 << 20), {"action": "generate"}),
+                      c.client.call("r" * (5 << 20), "jails", {"action": "generate"})):
+            assert reply.status.code == 1
+            assert len(reply.status.message) < 1024, len(reply.status.message)
+            assert "%d bytes" % (5 << 20) in reply.status.message, reply.status.message
+        assert c.ping().code == 0
+    grown = os.path.getsize(ext.stderr_path) - before
+    assert 0 < grown < 4096, (grown, ext.log()[:2000])
+    assert "%d bytes" % len(ctx) in ext.log()
+
+
+def test_a_newline_in_a_context_cannot_forge_a_log_line(core, start_ext):
+    ext = start_ext(verbose=False)
+    uuid, path = registered_socket(core, ext)
+    forged = "2026-12-02T13:00:00.000000Z  WARN forged: jail web was deleted"
+    before = ext.log().splitlines()
+    with ExtensionConnection(core.path, uuid) as c:
+        resp = c.generate("jails", "not json\n" + forged + "\n")
+        assert resp.status.code == 1
+        resp = c.generate("jails", '{"constraints":[{"name":"a\\n%s","list":7}]}' % forged)
+        assert resp.status.code == 1
+        assert "\n" not in resp.status.message, resp.status.message
+    lines = ext.log().splitlines()[len(before):]
+    assert len(lines) == 2, lines
+    assert not any(l.startswith("2026-12-02T13:00:00") for l in lines), lines
+    assert all(forged in l for l in lines), lines
