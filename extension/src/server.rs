@@ -16,7 +16,7 @@ use crate::osquery_thrift::{
 use crate::registry::Tables;
 use crate::wire::{self, BoundedInput};
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -28,7 +28,6 @@ use thrift::protocol::{
     TBinaryOutputProtocol, TFieldIdentifier, TInputProtocol, TMessageIdentifier, TMessageType,
     TOutputProtocol, TStructIdentifier, TType,
 };
-use thrift::server::TProcessor;
 use thrift::transport::{TBufferedReadTransport, TBufferedWriteTransport};
 use thrift::{ApplicationError, ApplicationErrorKind};
 
@@ -53,8 +52,14 @@ pub enum Event {
 /// Why the extension socket could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot remove the stale extension socket {}", path.display())]
-    Stale {
+    #[error("cannot make the private directory {} to bind the extension socket in (is the socket's directory writable?)", path.display())]
+    Private {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot put the extension socket in place at {} (is a directory there?)", path.display())]
+    Place {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -145,19 +150,73 @@ impl Drop for Slot {
 /// osquery's `Extension` service over [`Handler`].
 struct Processor {
     handler: Handler,
+    /// The extension's effective uid (allowed to call `shutdown`).
+    own_uid: u32,
 }
 
-impl TProcessor for Processor {
+/// Who is at the other end of a connection (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Peer {
+    /// The peer's uid, when the kernel told it.
+    uid: Option<u32>,
+}
+
+impl Peer {
+    fn of(stream: &UnixStream) -> Peer {
+        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+        Peer {
+            uid: getsockopt(stream, PeerCredentials).ok().map(|c| c.uid()),
+        }
+    }
+
+    /// Only the core may stop the extension: it runs as root or as the
+    /// extension's own user.
+    fn may_shutdown(&self, own_uid: u32) -> bool {
+        self.uid.is_some_and(|u| u == 0 || u == own_uid)
+    }
+}
+
+/// Answers one call with an exception (its arguments are read and dropped).
+fn refuse(
+    i: &mut dyn TInputProtocol,
+    o: &mut dyn TOutputProtocol,
+    name: &str,
+    seq: i32,
+    err: ApplicationError,
+) -> thrift::Result<()> {
+    i.skip(TType::Struct)?;
+    i.read_message_end()?;
+    o.write_message_begin(&TMessageIdentifier::new(name, TMessageType::Exception, seq))?;
+    thrift::Error::write_application_error_to_out_protocol(&err, o)?;
+    o.write_message_end()?;
+    o.flush()
+}
+
+impl Processor {
+    /// Reads one call from `i` and answers it on `o`.
     fn process(
         &self,
         i: &mut dyn TInputProtocol,
         o: &mut dyn TOutputProtocol,
+        peer: Peer,
     ) -> thrift::Result<()> {
         let msg = i.read_message_begin()?;
         let seq = msg.sequence_number;
         match msg.name.as_str() {
             "ping" => TExtensionProcessFunctions::process_ping(&self.handler, seq, i, o),
-            "shutdown" => TExtensionProcessFunctions::process_shutdown(&self.handler, seq, i, o),
+            "shutdown" if peer.may_shutdown(self.own_uid) => {
+                TExtensionProcessFunctions::process_shutdown(&self.handler, seq, i, o)
+            }
+            "shutdown" => {
+                let why = format!(
+                    "shutdown refused: the caller (uid {}) is neither root nor the extension's user (uid {})",
+                    peer.uid.map_or_else(|| "unknown".to_string(), |u| u.to_string()),
+                    self.own_uid
+                );
+                tracing::warn!("{why}");
+                let err = ApplicationError::new(ApplicationErrorKind::Unknown, why);
+                refuse(i, o, "shutdown", seq, err)
+            }
             "call" => {
                 let (registry, item, request) = read_call_args(i)?;
                 i.read_message_end()?;
@@ -173,20 +232,11 @@ impl TProcessor for Processor {
                 o.flush()
             }
             other => {
-                i.skip(TType::Struct)?;
-                i.read_message_end()?;
                 let err = ApplicationError::new(
                     ApplicationErrorKind::UnknownMethod,
                     format!("unknown method {}", crate::excerpt::Excerpt(other)),
                 );
-                o.write_message_begin(&TMessageIdentifier::new(
-                    other,
-                    TMessageType::Exception,
-                    seq,
-                ))?;
-                thrift::Error::write_application_error_to_out_protocol(&err, o)?;
-                o.write_message_end()?;
-                o.flush()
+                refuse(i, o, other, seq, err)
             }
         }
     }
@@ -237,28 +287,50 @@ pub struct ExtensionSocket {
 
 impl ExtensionSocket {
     /// Binds `path` (mode 0600), replacing a stale socket left there by a
-    /// killed predecessor that had the same uuid.
+    /// killed predecessor that had the same uuid. The socket is bound inside
+    /// a private (0700) directory beside `path`, made 0600 there and renamed
+    /// into place: whatever the umask, nobody else can reach it at any moment.
     pub fn bind(path: &Path) -> Result<ExtensionSocket, ServerError> {
-        match std::fs::remove_file(path) {
-            Ok(()) => tracing::debug!(path = %path.display(), "removed a stale socket"),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(ServerError::Stale {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let private = parent.join(format!(".jailer-ext.{}", std::process::id()));
+        let tmp = private.join("s");
+        // Left behind by a killed predecessor that had our pid.
+        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_dir(&private);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&private)
+            .map_err(|source| ServerError::Private {
+                path: private.clone(),
+                source,
+            })?;
+        let placed = Self::bind_at(&tmp, path);
+        if placed.is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
-        let listener = UnixListener::bind(path).map_err(|source| ServerError::Bind {
-            path: path.to_path_buf(),
+        let _ = std::fs::remove_dir(&private);
+        placed
+    }
+
+    fn bind_at(tmp: &Path, path: &Path) -> Result<ExtensionSocket, ServerError> {
+        let listener = UnixListener::bind(tmp).map_err(|source| ServerError::Bind {
+            path: tmp.to_path_buf(),
             source,
         })?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+        std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o600)).map_err(
             |source| ServerError::Permissions {
-                path: path.to_path_buf(),
+                path: tmp.to_path_buf(),
                 source,
             },
         )?;
+        // Replaces a stale socket at `path` in one step.
+        std::fs::rename(tmp, path).map_err(|source| ServerError::Place {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(ExtensionSocket { listener })
     }
 
@@ -271,6 +343,7 @@ impl ExtensionSocket {
                 uuid,
                 shutdown: shutdown.clone(),
             },
+            own_uid: nix::unistd::geteuid().as_raw(),
         });
         let active = Arc::new(AtomicUsize::new(0));
         let listener = self.listener;
@@ -330,6 +403,7 @@ fn serve_connection(
     shutdown: &AtomicBool,
     events: &Sender<Event>,
 ) {
+    let peer = Peer::of(&stream);
     if let Err(e) = stream.set_read_timeout(Some(IDLE_TIMEOUT)) {
         tracing::debug!("cannot set a read timeout: {e}");
     }
@@ -343,7 +417,7 @@ fn serve_connection(
     );
     loop {
         let started = std::time::Instant::now();
-        let result = processor.process(&mut i_prot, &mut o_prot);
+        let result = processor.process(&mut i_prot, &mut o_prot, peer);
         if result.is_ok() {
             tracing::debug!(
                 elapsed_us = started.elapsed().as_micros() as u64,

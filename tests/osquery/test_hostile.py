@@ -4,8 +4,11 @@ it keeps serving the core."""
 import os
 import socket
 import struct
+import subprocess
+import sys
+import time
 
-from conftest import wait_for
+from conftest import INTERVAL, wait_for
 from standin import ExtensionConnection
 
 
@@ -122,3 +125,79 @@ def test_a_newline_in_a_context_cannot_forge_a_log_line(core, start_ext):
     assert len(lines) == 2, lines
     assert not any(l.startswith("2026-12-02T13:00:00") for l in lines), lines
     assert all(forged in l for l in lines), lines
+
+
+# 5. The socket belongs to its owner and the core ------------------------------
+
+
+def test_the_socket_is_0600_from_the_moment_it_exists_even_under_umask_0(ext_bin, workdir, pool):
+    import stat
+    from conftest import Ext
+    from standin import StandIn
+
+    seen = []
+    for i in range(10):
+        core = StandIn(os.path.join(workdir, "c%d.em" % i)).start()
+        ext = Ext(ext_bin, core.path, pool, workdir, preexec_fn=lambda: os.umask(0))
+        try:
+            assert core.handler.registered.wait(10), ext.log()
+            uuid, _, _ = core.only_extension()
+            path = "%s.%d" % (core.path, uuid)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    continue
+                seen.append(stat.S_IMODE(st.st_mode))
+                break
+            assert pings(core, uuid), ext.log()
+        finally:
+            ext.stop()
+            core.stop()
+    assert seen == [0o600] * 10, [oct(m) for m in seen]
+    # No private directory is left behind.
+    assert not [n for n in os.listdir(workdir) if n.startswith(".jailer-ext")]
+
+
+NOBODY_SHUTDOWN = r"""
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(10)
+s.connect(sys.argv[1])
+s.sendall(struct.pack(">Ii", 0x80010001, 8) + b"shutdown" + struct.pack(">i", 1) + b"\0")
+reply = b""
+while True:
+    b = s.recv(4096)
+    if not b:
+        break
+    reply += b
+    if b"refused" in reply:
+        break
+sys.stdout.write(repr(reply))
+"""
+
+
+def test_shutdown_from_another_user_is_refused(registered):
+    core, ext, uuid, info, registry = registered
+    path = "%s.%d" % (core.path, uuid)
+    # As if the socket were reachable (a lax directory, a race): the peer's
+    # credentials still decide.
+    os.chmod(os.path.dirname(path), 0o755)
+    os.chmod(path, 0o666)
+    out = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         sys.executable, "-c", NOBODY_SHUTDOWN, path],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "refused" in out.stdout and "65534" in out.stdout, out.stdout
+    time.sleep(3 * INTERVAL)
+    assert ext.alive(), ext.log()
+    assert not core.handler.deregistered.is_set()
+    assert pings(core, uuid), ext.log()
+    assert "shutdown refused" in ext.log()
+    # root (the core) may still stop it.
+    with ExtensionConnection(core.path, uuid) as c:
+        c.shutdown()
+    assert ext.wait(10) == 0, ext.log()
