@@ -384,7 +384,8 @@ impl ExtensionSocket {
                                     serve_connection(&processor, stream, &shutdown, &events)
                                 }));
                                 if served.is_err() {
-                                    tracing::warn!("dropped a connection that sent malformed data");
+                                    // The panic hook has logged it.
+                                    tracing::debug!("dropped the connection that panicked");
                                 }
                             });
                     if let Err(e) = spawned {

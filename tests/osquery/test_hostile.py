@@ -201,3 +201,44 @@ def test_shutdown_from_another_user_is_refused(registered):
     with ExtensionConnection(core.path, uuid) as c:
         c.shutdown()
     assert ext.wait(10) == 0, ext.log()
+
+
+# 7. A missing pool, malformed frames --------------------------------------------
+
+
+def test_a_missing_root_is_said_at_start_and_in_every_generate(core, start_ext, workdir):
+    root = os.path.join(workdir, "no-such-pool")
+    ext = start_ext(root=root, verbose=False)
+    uuid, path = registered_socket(core, ext)
+    assert wait_for(lambda: "does not exist" in ext.log(), 5), ext.log()
+    assert root in ext.log()
+    with ExtensionConnection(core.path, uuid) as c:
+        for table in core.only_extension()[2]["table"]:
+            resp = c.generate(table, {"constraints": []})
+            assert resp.status.code == 1, (table, resp)
+            assert root in resp.status.message and "does not exist" in resp.status.message
+    os.makedirs(os.path.join(root, "jails"))
+    with ExtensionConnection(core.path, uuid) as c:
+        resp = c.generate("jails", {"constraints": []})
+        assert resp.status.code == 0 and resp.response == [], resp
+
+
+def test_malformed_frames_are_at_most_one_log_line_each(core, start_ext):
+    ext = start_ext(verbose=False)
+    uuid, path = registered_socket(core, ext)
+    before = len(ext.log().splitlines())
+    frames = [
+        header(b"call") + bytes([0x0B, 0x00, 0x01]) + b"\xff\xff\xff\xff",  # length -1
+        header(b"call") + bytes([0x0F, 0x00, 0x03, 0x0D]) + b"\xff\xff\xff\xfe",  # list -2
+        header(b"call") + bytes([0x0D, 0x00, 0x03, 0x0B, 0x0B]) + b"\x80\x00\x00\x00",
+        header(b"ping") + bytes([0x42, 0x00, 0x01]),  # no such type
+    ]
+    for f in frames:
+        with raw(path) as s:
+            s.sendall(f)
+            s.shutdown(socket.SHUT_WR)
+            recv_all(s)
+    assert pings(core, uuid) and ext.alive(), ext.log()
+    lines = ext.log().splitlines()[before:]
+    assert len(lines) <= len(frames), lines
+    assert not any(l.startswith(("thread ", "note:", "stack backtrace", "  ")) for l in lines), lines
