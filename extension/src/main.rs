@@ -29,6 +29,7 @@ mod manager;
 #[rustfmt::skip]
 mod osquery_thrift;
 mod query;
+mod reactor;
 mod registry;
 mod run;
 mod server;

@@ -1,10 +1,10 @@
 //! The extension's own socket (`<manager socket>.<uuid>`), where osquery
 //! calls `ping`, `call` and `shutdown`.
 //!
-//! A small blocking server: one thread accepts, one short-lived thread
-//! serves each connection (osquery opens one per call, and several calls
-//! may be in flight from different query threads). No async runtime: the
-//! extension idles in a few hundred kilobytes of its own heap.
+//! Connections are served by [`crate::reactor`]: one polling thread that
+//! takes whole requests under deadlines and answers pings itself, and a few
+//! workers for table calls. No async runtime: the extension idles in a few
+//! hundred kilobytes of its own heap.
 //!
 //! `ping` and `shutdown` go through the generated Thrift code; `call` is
 //! read here and its reply streamed (see [`crate::registry::Reply`]).
@@ -14,29 +14,18 @@ use crate::osquery_thrift::{
     TExtensionProcessFunctions,
 };
 use crate::registry::Tables;
-use crate::wire::{self, BoundedInput};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::time::Duration;
 use thrift::protocol::{
-    TBinaryOutputProtocol, TFieldIdentifier, TInputProtocol, TMessageIdentifier, TMessageType,
-    TOutputProtocol, TStructIdentifier, TType,
+    TFieldIdentifier, TInputProtocol, TMessageIdentifier, TMessageType, TOutputProtocol,
+    TStructIdentifier, TType,
 };
-use thrift::transport::{TBufferedReadTransport, TBufferedWriteTransport};
 use thrift::{ApplicationError, ApplicationErrorKind};
-
-/// Connections served at once; one more is closed at once.
-const MAX_CONNECTIONS: usize = 64;
-/// A connection idle this long is closed, so a stuck client holds no thread.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-/// Replies are written in chunks of this size.
-const WRITE_BUFFER: usize = 64 * 1024;
 
 /// What the server tells the main loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,48 +96,8 @@ impl ExtensionSyncHandler for Handler {
     }
 }
 
-/// An `accept` failure that passes (out of file descriptors or memory, or
-/// a client that gave up).
-fn is_transient(e: &io::Error) -> bool {
-    use nix::errno::Errno;
-    e.raw_os_error().is_some_and(|n| {
-        [
-            Errno::EMFILE,
-            Errno::ENFILE,
-            Errno::ENOBUFS,
-            Errno::ENOMEM,
-            Errno::ECONNABORTED,
-            Errno::EPROTO,
-        ]
-        .contains(&Errno::from_raw(n))
-    })
-}
-
-/// One of the [`MAX_CONNECTIONS`] connection slots, given back on drop.
-struct Slot {
-    active: Arc<AtomicUsize>,
-    /// Connections open with this one.
-    count: usize,
-}
-
-impl Slot {
-    fn take(active: &Arc<AtomicUsize>) -> Slot {
-        let count = active.fetch_add(1, Ordering::SeqCst) + 1;
-        Slot {
-            active: active.clone(),
-            count,
-        }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.active.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// osquery's `Extension` service over [`Handler`].
-struct Processor {
+pub(crate) struct Processor {
     handler: Handler,
     /// The extension's effective uid (allowed to call `shutdown`).
     own_uid: u32,
@@ -156,13 +105,13 @@ struct Processor {
 
 /// Who is at the other end of a connection (`SO_PEERCRED`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Peer {
+pub(crate) struct Peer {
     /// The peer's uid, when the kernel told it.
     uid: Option<u32>,
 }
 
 impl Peer {
-    fn of(stream: &UnixStream) -> Peer {
+    pub(crate) fn of(stream: &UnixStream) -> Peer {
         use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
         Peer {
             uid: getsockopt(stream, PeerCredentials).ok().map(|c| c.uid()),
@@ -193,8 +142,13 @@ fn refuse(
 }
 
 impl Processor {
+    /// Whether `shutdown` has been accepted.
+    pub(crate) fn shutdown_requested(&self) -> &AtomicBool {
+        &self.handler.shutdown
+    }
+
     /// Reads one call from `i` and answers it on `o`.
-    fn process(
+    pub(crate) fn process(
         &self,
         i: &mut dyn TInputProtocol,
         o: &mut dyn TOutputProtocol,
@@ -345,105 +299,6 @@ impl ExtensionSocket {
             },
             own_uid: nix::unistd::geteuid().as_raw(),
         });
-        let active = Arc::new(AtomicUsize::new(0));
-        let listener = self.listener;
-        std::thread::Builder::new()
-            .name("accept".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    let stream = match conn {
-                        Ok(s) => s,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) if is_transient(&e) => {
-                            tracing::warn!("extension socket: {e}; retrying");
-                            std::thread::sleep(Duration::from_millis(100));
-                            continue;
-                        }
-                        Err(e) => {
-                            tracing::error!("extension socket stopped accepting: {e}");
-                            let _ = events.send(Event::ListenerFailed);
-                            return;
-                        }
-                    };
-                    let slot = Slot::take(&active);
-                    if slot.count > MAX_CONNECTIONS {
-                        tracing::warn!("too many connections to the extension socket; closing one");
-                        continue;
-                    }
-                    let (processor, events, shutdown) =
-                        (processor.clone(), events.clone(), shutdown.clone());
-                    let spawned =
-                        std::thread::Builder::new()
-                            .name("conn".into())
-                            .spawn(move || {
-                                let _slot = slot;
-                                // Garbage on the socket may make the Thrift
-                                // library panic (a negative length, say): that
-                                // ends this connection, not the extension.
-                                let served = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                                    serve_connection(&processor, stream, &shutdown, &events)
-                                }));
-                                if served.is_err() {
-                                    // The panic hook has logged it.
-                                    tracing::debug!("dropped the connection that panicked");
-                                }
-                            });
-                    if let Err(e) = spawned {
-                        tracing::warn!("cannot start a connection thread: {e}");
-                    }
-                }
-            })
-            .map(|_| ())
-    }
-}
-
-/// Serves calls on one connection until the client closes it.
-fn serve_connection(
-    processor: &Processor,
-    stream: UnixStream,
-    shutdown: &AtomicBool,
-    events: &Sender<Event>,
-) {
-    let peer = Peer::of(&stream);
-    if let Err(e) = stream.set_read_timeout(Some(IDLE_TIMEOUT)) {
-        tracing::debug!("cannot set a read timeout: {e}");
-    }
-    let Ok(rx) = stream.try_clone() else {
-        return;
-    };
-    let mut i_prot = BoundedInput::new(TBufferedReadTransport::new(rx), wire::LIMITS);
-    let mut o_prot = TBinaryOutputProtocol::new(
-        TBufferedWriteTransport::with_capacity(WRITE_BUFFER, stream),
-        true,
-    );
-    loop {
-        let started = std::time::Instant::now();
-        let result = processor.process(&mut i_prot, &mut o_prot, peer);
-        if result.is_ok() {
-            tracing::debug!(
-                elapsed_us = started.elapsed().as_micros() as u64,
-                "call answered"
-            );
-        }
-        // The processor has written (and flushed) the reply by now, so a
-        // `shutdown` caller gets its answer before the process goes away.
-        if shutdown.load(Ordering::SeqCst) {
-            let _ = events.send(Event::Shutdown);
-            return;
-        }
-        match result {
-            Ok(()) => {}
-            Err(thrift::Error::Transport(e)) if e.kind == thrift::TransportErrorKind::EndOfFile => {
-                return
-            }
-            Err(e) if wire::is_limit(&e) => {
-                tracing::warn!("closed an extension connection: {}", wire::describe(&e));
-                return;
-            }
-            Err(e) => {
-                tracing::debug!("extension connection closed: {}", wire::describe(&e));
-                return;
-            }
-        }
+        crate::reactor::start(self.listener, processor, events)
     }
 }

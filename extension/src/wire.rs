@@ -106,6 +106,12 @@ impl<R: Read> BoundedInput<R> {
         }
     }
 
+    /// Bytes of the current message read or being read: after a short
+    /// read, how long the input must be for reading to get further.
+    pub fn charged(&self) -> usize {
+        self.limits.message - self.left
+    }
+
     /// Takes `n` bytes from the message's budget.
     fn charge(&mut self, n: usize) -> thrift::Result<()> {
         match self.left.checked_sub(n) {

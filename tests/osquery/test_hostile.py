@@ -242,3 +242,110 @@ def test_malformed_frames_are_at_most_one_log_line_each(core, start_ext):
     lines = ext.log().splitlines()[before:]
     assert len(lines) <= len(frames), lines
     assert not any(l.startswith(("thread ", "note:", "stack backtrace", "  ")) for l in lines), lines
+
+
+# 2. Hostile connections do not lock the core out --------------------------------
+
+
+class Hostile:
+    """500 clients that hold connections open: idle, half a header,
+    never reading their replies, trickling a byte at a time. Each one that
+    is closed connects again, for as long as the test runs."""
+
+    KINDS = ("idle", "half", "unread", "trickle")
+
+    def __init__(self, path, n=500):
+        import threading
+        self.path = path
+        self.socks = {}
+        self.stop = threading.Event()
+        self.reconnects = 0
+        self.sent = {}
+        for i in range(n):
+            self.open(i)
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def kind(self, i):
+        return self.KINDS[i % len(self.KINDS)]
+
+    def open(self, i):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(self.path)
+        s.setblocking(False)
+        if self.kind(i) == "half":
+            s.send(header(b"ping")[:6])
+        self.socks[i] = s
+
+    def run(self):
+        ping = header(b"ping") + b"\0"
+        while not self.stop.wait(0.1):
+            for i, s in list(self.socks.items()):
+                try:
+                    k = self.kind(i)
+                    if k == "unread":
+                        while True:
+                            s.send(ping)  # until the buffers are full
+                    elif k == "trickle":
+                        # A valid ping, a byte every 0.4 s: whole after 7 s.
+                        n = self.sent.get(i, 0)
+                        if n % 4 == 0:
+                            s.send(ping[(n // 4) % len(ping):][:1])
+                        self.sent[i] = n + 1
+                    else:
+                        if s.recv(1, socket.MSG_PEEK) == b"":
+                            raise ConnectionError("closed")
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    s.close()
+                    try:
+                        self.open(i)
+                        self.reconnects += 1
+                    except OSError:
+                        pass
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(10)
+        for s in self.socks.values():
+            s.close()
+
+
+def test_500_hostile_connections_do_not_stop_the_cores_pings(core, start_ext):
+    ext = start_ext(verbose=False)
+    uuid, path = registered_socket(core, ext)
+    hostile = Hostile(path)
+    try:
+        answered = 0
+        deadline = time.monotonic() + 8  # past two request deadlines (3 s)
+        while time.monotonic() < deadline:
+            # As osqueryd pings an extension: a fresh connection, a timeout.
+            with ExtensionConnection(core.path, uuid, timeout=3) as c:
+                st = c.ping()
+                assert st.code == 0 and st.uuid == uuid, st
+                if answered % 10 == 0:
+                    resp = c.generate("jails", {"constraints": []})
+                    assert resp.status.code == 0, resp.status.message
+                    assert {r["name"] for r in resp.response} == {"web", "db", "bad"}
+            answered += 1
+            time.sleep(0.1)
+        assert answered >= 20
+        assert ext.alive(), ext.log()
+        # The deadlines closed hostile connections (and they came back).
+        assert hostile.reconnects > 0
+    finally:
+        hostile.close()
+    assert pings(core, uuid)
+    with open("/proc/%d/status" % ext.proc.pid) as f:
+        threads = next(int(l.split()[1]) for l in f if l.startswith("Threads:"))
+    assert threads < 16, threads
+
+
+def test_idle_rss_stays_under_15_mb(registered):
+    core, ext, uuid, info, registry = registered
+    assert pings(core, uuid)
+    time.sleep(2 * INTERVAL)
+    with open("/proc/%d/status" % ext.proc.pid) as f:
+        rss_kb = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+    assert rss_kb < 15 * 1024, rss_kb
