@@ -349,3 +349,36 @@ def test_idle_rss_stays_under_15_mb(registered):
     with open("/proc/%d/status" % ext.proc.pid) as f:
         rss_kb = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
     assert rss_kb < 15 * 1024, rss_kb
+
+
+# 6. A core restarted within the ping interval ------------------------------------
+
+
+def test_a_core_restarted_within_the_ping_interval_is_noticed(registered):
+    from standin import StandIn
+
+    core, ext, uuid, info, registry = registered
+    ext_sock = "%s.%d" % (core.path, uuid)
+    # Faster than one interval (here: at once, its socket renamed over the
+    # old one), so that the new core answers the next ping.
+    new = StandIn(core.path + ".new").start()
+    os.rename(new.path, core.path)
+    new.path, core.path = core.path, new.path
+    core.stop()
+    try:
+        code = ext.wait(20 * INTERVAL + 5)
+        assert code == 0, ext.log()
+        assert "restarted" in ext.log(), ext.log()
+        assert not os.path.exists(ext_sock)
+        assert not new.handler.registered_extensions
+    finally:
+        new.stop()
+
+
+def test_a_core_that_forgot_the_extension_is_left(registered):
+    core, ext, uuid, info, registry = registered
+    with core.handler.lock:
+        core.handler.registered_extensions.pop(uuid)
+    code = ext.wait(20 * INTERVAL + 5)
+    assert code == 0, ext.log()
+    assert "no longer knows this extension (uuid %d)" % uuid in ext.log(), ext.log()
