@@ -156,6 +156,16 @@ impl Write for DeadlineWriter<'_> {
     }
 }
 
+/// Whether the peer has closed its end entirely (not merely its writing
+/// half: a client may send its request, shut down writing and still read).
+fn client_gone(stream: &UnixStream) -> bool {
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLIN)];
+    matches!(nix::poll::poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
+}
+
 /// A worker: answers calls, hands their connections back.
 fn work(
     processor: &Processor,
@@ -171,6 +181,17 @@ fn work(
         let Ok(Job { conn, request }) = job else {
             return;
         };
+        // A call that waited in the queue for a client that has hung up
+        // since is not worth generating.
+        if client_gone(&conn.stream) {
+            tracing::debug!("dropped a call whose client has gone");
+            if back.send(None).is_err() {
+                return;
+            }
+            let mut w = wake;
+            let _ = w.write(&[1]);
+            continue;
+        }
         let started = Instant::now();
         let served = std::panic::catch_unwind(AssertUnwindSafe(|| {
             conn.stream.set_nonblocking(false)?;
@@ -546,6 +567,16 @@ mod tests {
         v.extend([b'x'; 10]);
         let need = whole_request(&v).expect("ok").expect_err("partial");
         assert_eq!(need, 23 + 100_000);
+    }
+
+    #[test]
+    fn a_client_is_gone_when_it_closed_not_when_it_only_stopped_writing() {
+        let (a, b) = UnixStream::pair().expect("pair");
+        assert!(!client_gone(&a));
+        b.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        assert!(!client_gone(&a));
+        drop(b);
+        assert!(client_gone(&a));
     }
 
     #[test]
