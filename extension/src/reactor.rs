@@ -262,6 +262,7 @@ pub fn start(
     std::thread::Builder::new()
         .name("reactor".into())
         .spawn(move || {
+            let failed = events.clone();
             let mut r = Reactor {
                 listener,
                 processor,
@@ -273,7 +274,11 @@ pub fn start(
                 calls: 0,
                 scratch: vec![0; READ_CHUNK],
             };
-            r.run();
+            // Without the reactor nothing is served: the extension must end
+            // (the panic hook has logged why).
+            if std::panic::catch_unwind(AssertUnwindSafe(|| r.run())).is_err() {
+                let _ = failed.send(Event::ListenerFailed);
+            }
         })?;
     Ok(())
 }
