@@ -6,6 +6,7 @@
 //! used here: it narrows what a generator reads. Every other operator is left
 //! to SQLite, which filters the rows again whatever the generator returns.
 
+use crate::excerpt::{excerpt, Excerpt};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// SQLite's `SQLITE_INDEX_CONSTRAINT_EQ`, as osquery forwards it.
@@ -36,6 +37,17 @@ impl Equalities {
         self.0.is_empty()
     }
 
+    /// The constrained columns with their number of values, e.g.
+    /// `name(3) pid(1)`, for the log (never the values themselves).
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(c, v)| format!("{}({})", Excerpt(c), v.len()))
+            .collect();
+        parts.join(" ")
+    }
+
     /// Adds `column = value`.
     pub fn insert(&mut self, column: &str, value: &str) {
         self.0
@@ -45,7 +57,8 @@ impl Equalities {
     }
 }
 
-/// Why a context could not be used.
+/// Why a context could not be used. `column` holds the column name as
+/// [`excerpt`] shows it (quoted, escaped, cut), not the raw input.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
     #[error("query context is not JSON")]
@@ -56,13 +69,11 @@ pub enum ContextError {
     ConstraintsNotList,
     #[error("query context constraint #{index} has no column `name`")]
     NoName { index: usize },
-    #[error("query context constraint on column {column:?} has no `list` of operations")]
+    #[error("query context constraint on column {column} has no `list` of operations")]
     NoList { column: String },
-    #[error(
-        "query context constraint on column {column:?} has an operation without a numeric `op`"
-    )]
+    #[error("query context constraint on column {column} has an operation without a numeric `op`")]
     BadOp { column: String },
-    #[error("query context constraint on column {column:?} has an operation without `expr`")]
+    #[error("query context constraint on column {column} has an operation without `expr`")]
     BadExpr { column: String },
 }
 
@@ -88,14 +99,14 @@ pub fn parse(context: &str) -> Result<Equalities, ContextError> {
             c.get("list")
                 .and_then(|l| l.as_array())
                 .ok_or_else(|| ContextError::NoList {
-                    column: column.to_string(),
+                    column: excerpt(column),
                 })?;
         for item in list {
             let op = item
                 .get("op")
                 .and_then(op_number)
                 .ok_or_else(|| ContextError::BadOp {
-                    column: column.to_string(),
+                    column: excerpt(column),
                 })?;
             let expr = match item.get("expr") {
                 Some(serde_json::Value::String(s)) => s.clone(),
@@ -103,7 +114,7 @@ pub fn parse(context: &str) -> Result<Equalities, ContextError> {
                 Some(serde_json::Value::Number(n)) => n.to_string(),
                 _ => {
                     return Err(ContextError::BadExpr {
-                        column: column.to_string(),
+                        column: excerpt(column),
                     })
                 }
             };

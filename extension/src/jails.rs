@@ -24,6 +24,24 @@ impl JailTables {
     }
 }
 
+/// A pool root that is not there: every table would be empty, and osquery
+/// would take that for "no jails".
+#[derive(Debug, thiserror::Error)]
+#[error("the pool root {} does not exist (pass --root or set JAILER_ROOT to the pool `jailer init` made)", path.display())]
+pub struct MissingPool {
+    pub path: std::path::PathBuf,
+}
+
+/// [`MissingPool`] when `root` is not a directory (or cannot be looked at).
+pub fn missing_pool(root: &std::path::Path) -> Option<MissingPool> {
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => None,
+        _ => Some(MissingPool {
+            path: root.to_path_buf(),
+        }),
+    }
+}
+
 /// Every table's columns as `--spec` prints them.
 pub fn spec_json() -> serde_json::Value {
     jailer_tables::spec_json()
@@ -51,6 +69,12 @@ impl TableSource for JailTables {
     }
 
     fn generate(&self, table: &str, eq: &Equalities) -> Result<Vec<Row>, SourceError> {
+        if let Some(e) = missing_pool(&self.sources.pool_root) {
+            return Err(SourceError::Generate {
+                table: table.to_string(),
+                source: Box::new(e),
+            });
+        }
         let mut c = Constraints::new();
         for (column, values) in eq.iter() {
             for v in values {
@@ -71,6 +95,23 @@ impl TableSource for JailTables {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_pool_root_fails_every_generate_with_its_path() {
+        let t = JailTables::new(&Paths {
+            pool_root: "/nonexistent/pool".into(),
+            proc_root: "/proc".into(),
+            cgroup_root: "/sys/fs/cgroup".into(),
+        });
+        for d in t.tables() {
+            let e = t
+                .generate(&d.name, &Equalities::default())
+                .expect_err("no pool");
+            let msg = jailer::error_chain(&e);
+            assert!(msg.contains("/nonexistent/pool does not exist"), "{msg}");
+        }
+        assert!(missing_pool(std::path::Path::new("/")).is_none());
+    }
 
     #[test]
     fn every_table_is_registered_with_osquery_types_and_options() {

@@ -15,6 +15,7 @@
 //! dependencies on their own.
 
 mod context;
+mod excerpt;
 mod jails;
 mod manager;
 #[allow(
@@ -28,10 +29,12 @@ mod manager;
 #[rustfmt::skip]
 mod osquery_thrift;
 mod query;
+mod reactor;
 mod registry;
 mod run;
 mod server;
 mod source;
+mod wire;
 
 use anyhow::Context;
 use clap::Parser;
@@ -151,6 +154,10 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         query::run(&src, sql, format, &mut std::io::stdout().lock())?;
         return Ok(());
     }
+    if let Some(e) = jails::missing_pool(&args.root) {
+        tracing::warn!("{e}; every table answers with this error until it exists");
+    }
+    one_line_panics();
     let paths = source::Paths {
         pool_root: args.root,
         proc_root: args.proc_root,
@@ -171,6 +178,30 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         run::Outcome::Shutdown => tracing::info!("stopped at osquery's request"),
     }
     Ok(())
+}
+
+/// A panic (a connection thread's, caught there) is one log line, escaped,
+/// instead of the default message and backtrace on stderr.
+fn one_line_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("?"),
+            at,
+            "panic: {}",
+            excerpt::Excerpt(msg)
+        );
+    }));
 }
 
 fn init_logging(verbose: bool) {

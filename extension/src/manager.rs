@@ -9,15 +9,16 @@ use crate::osquery_thrift::{
     ExtensionManagerSyncClient, ExtensionRegistry, InternalExtensionInfo,
     TExtensionManagerSyncClient, TExtensionSyncClient,
 };
+use crate::wire::{self, BoundedInput};
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
+use thrift::protocol::TBinaryOutputProtocol;
 use thrift::transport::{TBufferedReadTransport, TBufferedWriteTransport};
 
 type Client = ExtensionManagerSyncClient<
-    TBinaryInputProtocol<TBufferedReadTransport<UnixStream>>,
+    BoundedInput<TBufferedReadTransport<UnixStream>>,
     TBinaryOutputProtocol<TBufferedWriteTransport<UnixStream>>,
 >;
 
@@ -47,6 +48,10 @@ pub enum ManagerError {
         #[source]
         source: thrift::Error,
     },
+    #[error("the osquery core was restarted: the socket {} is not the one this extension registered with", path.display())]
+    Replaced { path: PathBuf },
+    #[error("the osquery core at {} no longer knows this extension (uuid {uuid}); it was restarted or dropped it", path.display())]
+    Forgotten { path: PathBuf, uuid: i64 },
     #[error("osquery refused to register extension {name:?}: {message} (status {code})")]
     Refused {
         name: String,
@@ -61,6 +66,7 @@ impl ManagerError {
         match self {
             ManagerError::NotThere { .. } => true,
             ManagerError::Connect { source, .. } => is_absent(source),
+            ManagerError::Replaced { .. } | ManagerError::Forgotten { .. } => true,
             _ => false,
         }
     }
@@ -79,6 +85,15 @@ fn is_absent(e: &io::Error) -> bool {
 pub struct Manager {
     path: PathBuf,
     io_timeout: Duration,
+    /// The socket's device and inode when it was first reached: a core
+    /// that restarts binds a new one.
+    identity: Option<(u64, u64)>,
+}
+
+/// The device and inode of the socket at `path`.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl Manager {
@@ -96,6 +111,7 @@ impl Manager {
                     return Ok(Manager {
                         path: path.to_path_buf(),
                         io_timeout,
+                        identity: identity(path),
                     })
                 }
                 Err(e) if is_absent(&e) && started.elapsed() < timeout => {
@@ -136,7 +152,7 @@ impl Manager {
             .map_err(connect_err)?;
         let rx = stream.try_clone().map_err(connect_err)?;
         Ok(ExtensionManagerSyncClient::new(
-            TBinaryInputProtocol::new(TBufferedReadTransport::new(rx), true),
+            BoundedInput::new(TBufferedReadTransport::new(rx), wire::LIMITS),
             TBinaryOutputProtocol::new(TBufferedWriteTransport::new(stream), true),
         ))
     }
@@ -186,6 +202,28 @@ impl Manager {
                     format!("status {code}: {}", status.message.unwrap_or_default()).into(),
                 ),
             }),
+        }
+    }
+
+    /// Whether the core is still the one that registered `uuid`: its socket
+    /// has not been replaced and its `extensions()` still lists `uuid`.
+    pub fn still_registered(&self, uuid: i64) -> Result<(), ManagerError> {
+        if self.identity.is_some() && identity(&self.path) != self.identity {
+            return Err(ManagerError::Replaced {
+                path: self.path.clone(),
+            });
+        }
+        let known = self
+            .connect()?
+            .extensions()
+            .map_err(self.call_err("extensions"))?;
+        if known.contains_key(&uuid) {
+            Ok(())
+        } else {
+            Err(ManagerError::Forgotten {
+                path: self.path.clone(),
+                uuid,
+            })
         }
     }
 

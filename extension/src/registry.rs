@@ -8,6 +8,7 @@
 //! reply time and saves a hundred megabytes of peak memory.
 
 use crate::context;
+use crate::excerpt::Excerpt;
 use crate::osquery_thrift::{
     ExtensionPluginRequest, ExtensionPluginResponse, ExtensionRegistry, ExtensionResponse,
     ExtensionRouteTable, ExtensionStatus,
@@ -77,17 +78,22 @@ impl Tables {
     pub fn call(&self, registry: &str, item: &str, request: &ExtensionPluginRequest) -> Reply<'_> {
         if registry != TABLE_REGISTRY {
             return self.failure(format!(
-                "this extension has no {registry:?} plugins, only tables"
+                "this extension has no {} plugins, only tables",
+                Excerpt(registry)
             ));
         }
         let Some(def) = self.defs.iter().find(|d| d.name == item) else {
-            return self.failure(format!("no table named {item:?} in this extension"));
+            return self.failure(format!(
+                "no table named {} in this extension",
+                Excerpt(item)
+            ));
         };
         match request.get("action").map(String::as_str) {
             Some("columns") => Reply::Response(self.success(routes(def))),
             Some("generate") => self.generate(def, request),
             Some(other) => self.failure(format!(
-                "table {item} is read-only and answers `generate` and `columns`, not {other:?}"
+                "table {item} is read-only and answers `generate` and `columns`, not {}",
+                Excerpt(other)
             )),
             None => self.failure(format!("request to table {item} has no action")),
         }
@@ -98,7 +104,7 @@ impl Tables {
         let eq = match context::parse(ctx) {
             Ok(eq) => eq,
             Err(e) => {
-                tracing::warn!(table = %def.name, context = %ctx, "{e}");
+                tracing::warn!(table = %def.name, context = %Excerpt(ctx), "{e}");
                 return self.failure(format!("table {}: {e}", def.name));
             }
         };
@@ -106,7 +112,7 @@ impl Tables {
         match self.source.generate(&def.name, &eq) {
             Ok(rows) => {
                 tracing::debug!(
-                    table = %def.name, constraints = ?eq, rows = rows.len(),
+                    table = %def.name, constraints = %eq.summary(), rows = rows.len(),
                     elapsed_us = started.elapsed().as_micros() as u64, "generated"
                 );
                 Reply::Rows {

@@ -125,24 +125,26 @@ pub fn run(opts: &Options, source: Box<dyn TableSource>) -> Result<Outcome, RunE
                 remove_socket(&path);
                 return Err(RunError::Listener { path });
             }
-            Err(RecvTimeoutError::Timeout) => match manager.ping() {
-                Ok(()) => {
-                    failures = 0;
-                    continue;
-                }
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!(failures, "ping failed: {}", jailer::error_chain(&e));
-                    if e.is_gone() || failures >= MAX_PING_FAILURES {
-                        remove_socket(&path);
-                        return Ok(Outcome::ManagerGone {
-                            path: manager.path().to_path_buf(),
-                            reason: e,
-                        });
+            Err(RecvTimeoutError::Timeout) => {
+                match manager.ping().and_then(|()| manager.still_registered(uuid)) {
+                    Ok(()) => {
+                        failures = 0;
+                        continue;
                     }
-                    continue;
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!(failures, "ping failed: {}", jailer::error_chain(&e));
+                        if e.is_gone() || failures >= MAX_PING_FAILURES {
+                            remove_socket(&path);
+                            return Ok(Outcome::ManagerGone {
+                                path: manager.path().to_path_buf(),
+                                reason: e,
+                            });
+                        }
+                        continue;
+                    }
                 }
-            },
+            }
         };
         deregister(&manager, uuid);
         remove_socket(&path);

@@ -10,6 +10,7 @@ use jailer::procinfo::{self, IdMap, Proc};
 use jailer::record::{self, JailRecord, RecordError, Runtime, State};
 use jailer::spec::{MacvlanAddress, NetSpec};
 use std::cell::OnceCell;
+use std::collections::BTreeSet;
 
 pub fn generate(table: &str, src: &Sources, c: &Constraints) -> Result<Vec<Row>, TableError> {
     let ctx = Ctx::new(src);
@@ -297,7 +298,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn processes(&self, c: &Constraints) -> Result<Vec<Row>, TableError> {
-        let wanted: Option<Vec<i64>> = c
+        let wanted: Option<BTreeSet<i64>> = c
             .eq("pid")
             .map(|v| v.iter().filter_map(|p| p.trim().parse().ok()).collect());
         let mut rows = Vec::new();

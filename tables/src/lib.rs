@@ -15,7 +15,7 @@ mod specs;
 pub mod sql;
 
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 /// An osquery column type.
@@ -161,10 +161,11 @@ pub type Row = Vec<Value>;
 /// Equality constraints pushed down from a query: column name to the values
 /// it was compared with, as strings (osquery sends them so). A generator
 /// may return any superset of the matching rows: osquery and SQLite filter
-/// again. Several values for one column (`IN (...)`) mean any of them.
+/// again. Several values for one column (`IN (...)`) mean any of them; they
+/// are kept as a set, so adding n values costs O(n log n), not O(n²).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Constraints {
-    eq: BTreeMap<String, Vec<String>>,
+    eq: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Constraints {
@@ -173,12 +174,16 @@ impl Constraints {
         Constraints::default()
     }
 
-    /// Adds `column = value`.
+    /// Adds `column = value` (a value already there is kept once).
     pub fn add_eq(&mut self, column: &str, value: impl Into<String>) {
         let v = value.into();
-        let vals = self.eq.entry(column.to_string()).or_default();
-        if !vals.contains(&v) {
-            vals.push(v);
+        match self.eq.get_mut(column) {
+            Some(vals) => {
+                vals.insert(v);
+            }
+            None => {
+                self.eq.insert(column.to_string(), BTreeSet::from([v]));
+            }
         }
     }
 
@@ -189,8 +194,8 @@ impl Constraints {
     }
 
     /// The values `column` must equal one of, or `None` when unconstrained.
-    pub fn eq(&self, column: &str) -> Option<&[String]> {
-        self.eq.get(column).map(Vec::as_slice)
+    pub fn eq(&self, column: &str) -> Option<&BTreeSet<String>> {
+        self.eq.get(column)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -372,9 +377,28 @@ mod tests {
             .with_eq("jail", "a")
             .with_eq("jail", "b")
             .with_eq("jail", "a");
-        assert_eq!(c.eq("jail"), Some(&["a".to_string(), "b".to_string()][..]));
+        let vals: Vec<&str> = c
+            .eq("jail")
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(vals, ["a", "b"]);
         assert_eq!(c.eq("pid"), None);
         assert!(Constraints::new().is_empty());
+    }
+
+    #[test]
+    fn many_equality_values_are_kept_once_each_in_any_insertion_order() {
+        let mut c = Constraints::new();
+        for i in (0..40_000).rev() {
+            c.add_eq("name", format!("j{i}"));
+            c.add_eq("name", format!("j{}", i / 2));
+        }
+        let vals = c.eq("name").expect("constrained");
+        assert_eq!(vals.len(), 40_000);
+        assert!(vals.contains("j0") && vals.contains("j39999") && !vals.contains("j40000"));
+        assert_eq!(c.eq("jail"), None);
     }
 
     #[test]

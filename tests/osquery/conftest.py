@@ -136,15 +136,20 @@ def pool(workdir):
 class Ext:
     """A running jailer-extension process."""
 
-    def __init__(self, binary, socket, root, workdir, timeout=3, interval=INTERVAL, extra=()):
+    def __init__(self, binary, socket, root, workdir, timeout=3, interval=INTERVAL, extra=(),
+                 wrap=(), verbose=True, preexec_fn=None):
         self.socket = socket
         self.stderr_path = os.path.join(workdir, "ext.stderr")
         self.stderr = open(self.stderr_path, "w")
+        # wrap: a command line the extension runs under (prlimit ...).
         args = [
-            binary, "--socket", socket, "--timeout", str(timeout),
-            "--interval", str(interval), "--root", root, "--verbose", *extra,
+            *wrap, binary, "--socket", socket, "--timeout", str(timeout),
+            "--interval", str(interval), "--root", root,
+            *(["--verbose"] if verbose else []), *extra,
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.stderr)
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=self.stderr, preexec_fn=preexec_fn
+        )
 
     def wait(self, timeout):
         try:

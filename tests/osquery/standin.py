@@ -27,7 +27,8 @@ class ManagerHandler(ExtensionManager.Iface):
         self.lock = threading.Lock()
         self.registered = threading.Event()
         self.deregistered = threading.Event()
-        self.extensions = {}  # uuid -> (InternalExtensionInfo, registry)
+        self.registered_extensions = {}  # uuid -> (InternalExtensionInfo, registry)
+        # (not `extensions`: that is the Thrift method below)
         self.deregistrations = []
         self.pings = 0
         self.next_uuid = 24517
@@ -50,7 +51,7 @@ class ManagerHandler(ExtensionManager.Iface):
     # ExtensionManager service
     def extensions(self):
         with self.lock:
-            return {u: info for u, (info, _) in self.extensions.items()}
+            return {u: info for u, (info, _) in self.registered_extensions.items()}
 
     def options(self):
         return {}
@@ -63,14 +64,14 @@ class ManagerHandler(ExtensionManager.Iface):
                 return ExtensionStatus(code=code, message=message, uuid=0)
             uuid = self.next_uuid
             self.next_uuid += 1
-            self.extensions[uuid] = (info, registry)
+            self.registered_extensions[uuid] = (info, registry)
         self.registered.set()
         return ExtensionStatus(code=0, message="OK", uuid=uuid)
 
     def deregisterExtension(self, uuid):
         with self.lock:
             self.deregistrations.append(uuid)
-            known = self.extensions.pop(uuid, None) is not None
+            known = self.registered_extensions.pop(uuid, None) is not None
         self.deregistered.set()
         if not known:
             return ExtensionStatus(code=1, message="No extension UUID registered", uuid=0)
@@ -155,8 +156,8 @@ class StandIn:
     # What osquery does with a registered extension
     def only_extension(self):
         with self.handler.lock:
-            assert len(self.handler.extensions) == 1, self.handler.extensions
-            uuid, (info, registry) = next(iter(self.handler.extensions.items()))
+            assert len(self.handler.registered_extensions) == 1, self.handler.registered_extensions
+            uuid, (info, registry) = next(iter(self.handler.registered_extensions.items()))
         return uuid, info, registry
 
 

@@ -47,7 +47,7 @@ def test_registers_every_table_in_one_call_with_its_columns(registered, spec):
     assert info.name == "jailer"
     assert info.version
     # One registerExtension, every table in the "table" registry.
-    assert len(core.handler.extensions) == 1
+    assert len(core.handler.registered_extensions) == 1
     tables = registry["table"]
     assert sorted(tables) == sorted(t["name"] for t in spec)
     for t in spec:
@@ -253,7 +253,7 @@ def test_shutdown_deregisters_removes_the_socket_and_exits_0(registered):
     assert ext.wait(10) == 0, ext.log()
     assert not os.path.exists(ext_sock)
     assert core.handler.deregistrations == [uuid]
-    assert core.handler.extensions == {}
+    assert core.handler.registered_extensions == {}
 
 
 def test_sigterm_also_leaves_cleanly(registered):
