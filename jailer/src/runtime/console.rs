@@ -14,6 +14,14 @@
 //! --wait` and `run --rm` neither lose nor repeat output across a rotation
 //! (unless they fall more than a whole file behind, which drops the part
 //! rotated away).
+//!
+//! Beside each file the monitor keeps a time index (`console.log.idx`,
+//! `console.log.1.idx`): the file's inode, then one entry per second in
+//! which output came, the second and the offset where that second's output
+//! begins. `logs --since` starts there, exact to the second; a file's index
+//! holds at most [`INDEX_ENTRIES`] entries, after which its later output is
+//! counted as of the last one (shown, never lost). A file without an index
+//! (an older jailer's) falls back on its modification time.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -29,6 +37,13 @@ pub const ROTATED: &str = "console.log.1";
 pub const DEFAULT_CAP: u64 = 8 << 20;
 /// The smallest cap `--log-size` takes.
 pub const MIN_CAP: u64 = 4 << 10;
+/// The time index of [`CURRENT`] and of [`ROTATED`].
+pub const CURRENT_INDEX: &str = "console.log.idx";
+pub const ROTATED_INDEX: &str = "console.log.1.idx";
+/// The most entries one file's index holds (16 bytes each).
+pub const INDEX_ENTRIES: u64 = 4096;
+const INDEX_MAGIC: &[u8; 8] = b"JLIDX001";
+
 /// How far past its cap a file may be: the monitor writes its own lines
 /// whole. A file larger than cap + slack was not made by this writer (an
 /// older jailer let the jail itself extend its log): the monitor empties it,
@@ -61,6 +76,85 @@ pub struct LogWriter {
     file: File,
     /// Whether fd 2 follows the current file (the monitor; not unit tests).
     stderr: bool,
+    /// The current file's time index, its last second and entry count.
+    index: Option<TimeIndex>,
+}
+
+/// The writer's side of a file's time index.
+#[derive(Debug)]
+struct TimeIndex {
+    file: File,
+    last: Option<u64>,
+    entries: u64,
+}
+
+impl TimeIndex {
+    /// The index of the log file with inode `ino` at `path`: continued if
+    /// it is that file's, else begun anew.
+    fn open(path: &Path, ino: u64) -> Option<TimeIndex> {
+        if let Some(entries) = read_index(path, ino) {
+            let f = open_append(path).ok()?;
+            return Some(TimeIndex {
+                file: f,
+                last: entries.last().map(|e| e.0),
+                entries: entries.len() as u64,
+            });
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .ok()?;
+        f.write_all(INDEX_MAGIC).ok()?;
+        f.write_all(&ino.to_le_bytes()).ok()?;
+        Some(TimeIndex {
+            file: f,
+            last: None,
+            entries: 0,
+        })
+    }
+
+    /// Notes that output written now begins at `offset`.
+    fn mark(&mut self, offset: u64) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.last == Some(now) || self.entries >= INDEX_ENTRIES {
+            return;
+        }
+        let mut e = [0u8; 16];
+        e[..8].copy_from_slice(&now.to_le_bytes());
+        e[8..].copy_from_slice(&offset.to_le_bytes());
+        if self.file.write_all(&e).is_ok() {
+            self.last = Some(now);
+            self.entries += 1;
+        }
+    }
+}
+
+/// The entries (second, offset) of the index at `path` if it is the index
+/// of the file with inode `ino` (a torn last entry is left out).
+fn read_index(path: &Path, ino: u64) -> Option<Vec<(u64, u64)>> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    let mut b = Vec::new();
+    f.take(16 + 16 * INDEX_ENTRIES).read_to_end(&mut b).ok()?;
+    if b.len() < 16 || &b[..8] != INDEX_MAGIC || b[8..16] != ino.to_le_bytes() {
+        return None;
+    }
+    let num = |c: &[u8]| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+    Some(
+        b[16..]
+            .chunks_exact(16)
+            .map(|c| (num(&c[..8]), num(&c[8..])))
+            .collect(),
+    )
 }
 
 impl LogWriter {
@@ -69,15 +163,23 @@ impl LogWriter {
     /// monitor, a duplicate of its fd 2, and `stderr` true). A file far over
     /// the cap (see `SLACK`) is emptied.
     pub fn new(dir: PathBuf, cap: u64, file: File, stderr: bool) -> LogWriter {
+        let index = file
+            .metadata()
+            .ok()
+            .and_then(|m| TimeIndex::open(&dir.join(CURRENT_INDEX), m.ino()));
         let mut w = LogWriter {
             dir,
             cap: cap.max(MIN_CAP),
             file,
             stderr,
+            index,
         };
         let size = w.size();
         if size > w.cap + SLACK {
             let _ = w.file.set_len(0);
+            let ino = w.file.metadata().map_or(0, |m| m.ino());
+            let _ = std::fs::remove_file(w.dir.join(CURRENT_INDEX));
+            w.index = TimeIndex::open(&w.dir.join(CURRENT_INDEX), ino);
             w.note(&format!(
                 "jailer-monitor: console.log was {size} bytes, over its cap of {}: emptied",
                 w.cap
@@ -123,6 +225,9 @@ impl LogWriter {
                 }
                 continue;
             }
+            if let Some(ix) = &mut self.index {
+                ix.mark(size);
+            }
             let _ = self.file.write_all(&data[..n]);
             data = &data[n..];
         }
@@ -143,6 +248,13 @@ impl LogWriter {
             });
             match new {
                 Ok(f) => {
+                    // The index goes with its file (it names the inode).
+                    let _ =
+                        std::fs::rename(self.dir.join(CURRENT_INDEX), self.dir.join(ROTATED_INDEX));
+                    self.index = f
+                        .metadata()
+                        .ok()
+                        .and_then(|m| TimeIndex::open(&self.dir.join(CURRENT_INDEX), m.ino()));
                     self.file = f;
                     return true;
                 }
@@ -154,7 +266,14 @@ impl LogWriter {
                 }
             }
         }
-        self.file.set_len(0).is_ok() && self.size() == 0
+        let emptied = self.file.set_len(0).is_ok() && self.size() == 0;
+        if emptied {
+            // Its offsets are gone with its bytes.
+            let ino = self.file.metadata().map_or(0, |m| m.ino());
+            let _ = std::fs::remove_file(self.dir.join(CURRENT_INDEX));
+            self.index = TimeIndex::open(&self.dir.join(CURRENT_INDEX), ino);
+        }
+        emptied
     }
 }
 
@@ -175,28 +294,53 @@ pub fn position(dir: &Path) -> Option<Position> {
     })
 }
 
-/// Where output written at or after `since` begins, as near as the files'
-/// modification times tell: a whole file at a time. `console.log.1` is kept
-/// whole if the monitor last wrote it at or after `since`, then
-/// `console.log` likewise; a file last written before `since` is skipped. So
-/// a file's older lines come along with its newer ones (the granularity is
-/// one file, at most the cap). Only the monitor writes these files; the jail
-/// cannot set their times. `None`: from the oldest output kept.
+/// Where output written at or after `since` begins: from the files' time
+/// indexes, exact to the second (see the module's notes); a file without
+/// one counts whole if the monitor last wrote it at or after `since` (its
+/// modification time), else not at all. Only the monitor writes these
+/// files; the jail cannot set their times. `None`: from the oldest output
+/// kept.
 pub fn since(dir: &Path, since: std::time::SystemTime) -> Option<Position> {
-    let fresh = |name: &str| {
-        std::fs::symlink_metadata(dir.join(name))
+    let t = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut oldest = true;
+    for (name, index) in [(ROTATED, ROTATED_INDEX), (CURRENT, CURRENT_INDEX)] {
+        let Some(m) = std::fs::symlink_metadata(dir.join(name))
             .ok()
             .filter(|m| m.is_file())
-            .map(|m| (m.modified().map_or(true, |t| t >= since), m))
-    };
-    if let Some((true, _)) = fresh(ROTATED) {
-        return None;
+        else {
+            continue;
+        };
+        let at = |offset| {
+            Some(Position {
+                ino: m.ino(),
+                offset,
+            })
+        };
+        match read_index(&dir.join(index), m.ino()) {
+            Some(entries) => {
+                if let Some(e) = entries.iter().find(|e| e.0 >= t) {
+                    return if oldest && e.1 == 0 { None } else { at(e.1) };
+                }
+                // A full index: its file's later output is unindexed.
+                if entries.len() as u64 >= INDEX_ENTRIES {
+                    return at(entries.last().map_or(0, |e| e.1));
+                }
+            }
+            None => {
+                if m.modified().map_or(true, |mt| mt >= since) {
+                    return if oldest { None } else { at(0) };
+                }
+            }
+        }
+        oldest = false;
+        if name == CURRENT {
+            // Nothing since: the end.
+            return at(m.len());
+        }
     }
-    let (recent, m) = fresh(CURRENT)?;
-    Some(Position {
-        ino: m.ino(),
-        offset: if recent { 0 } else { m.len() },
-    })
+    None
 }
 
 fn open_read(path: &Path) -> io::Result<Option<(File, u64)>> {
@@ -415,6 +559,77 @@ mod tests {
     fn follow(f: &mut Follower, out: &mut Vec<u8>) {
         let mut buf = vec![0u8; 4096];
         f.copy_new(&mut buf, out, None).expect("copy");
+    }
+
+    /// Writes an index of `entries` for the file `name` in `dir`.
+    fn index(dir: &Path, name: &str, idx: &str, entries: &[(u64, u64)]) {
+        let ino = std::fs::metadata(dir.join(name)).expect("stat").ino();
+        let mut b = INDEX_MAGIC.to_vec();
+        b.extend_from_slice(&ino.to_le_bytes());
+        for (t, o) in entries {
+            b.extend_from_slice(&t.to_le_bytes());
+            b.extend_from_slice(&o.to_le_bytes());
+        }
+        std::fs::write(dir.join(idx), b).expect("write index");
+    }
+
+    fn at(secs: u64) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)
+    }
+
+    fn from_since(dir: &Path, secs: u64) -> String {
+        let mut f = Follower::new(dir.to_path_buf(), MIN_CAP, since(dir, at(secs)));
+        let mut out = Vec::new();
+        follow(&mut f, &mut out);
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn since_starts_at_the_first_second_at_or_after_it_across_the_rotation() {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::write(d.path().join(ROTATED), "r100\nr105\n").expect("write");
+        std::fs::write(d.path().join(CURRENT), "c110\nc120\n").expect("write");
+        index(d.path(), ROTATED, ROTATED_INDEX, &[(100, 0), (105, 5)]);
+        index(d.path(), CURRENT, CURRENT_INDEX, &[(110, 0), (120, 5)]);
+        assert_eq!(from_since(d.path(), 50), "r100\nr105\nc110\nc120\n");
+        assert_eq!(from_since(d.path(), 101), "r105\nc110\nc120\n");
+        assert_eq!(from_since(d.path(), 105), "r105\nc110\nc120\n");
+        assert_eq!(from_since(d.path(), 106), "c110\nc120\n");
+        assert_eq!(from_since(d.path(), 120), "c120\n");
+        assert_eq!(from_since(d.path(), 121), "");
+        // An index that names another file (a rotation between reads, or
+        // an older jailer's log) is not believed: the mtime decides.
+        index(d.path(), ROTATED, CURRENT_INDEX, &[(110, 0), (120, 5)]);
+        assert_eq!(from_since(d.path(), 121), "c110\nc120\n", "fresh by mtime");
+    }
+
+    #[test]
+    fn the_writer_indexes_each_second_and_the_index_follows_its_file() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let mut w = writer(d.path(), MIN_CAP);
+        w.write(b"first\n");
+        w.write(b"same second, probably\n");
+        let ino = std::fs::metadata(d.path().join(CURRENT))
+            .expect("stat")
+            .ino();
+        let e = read_index(&d.path().join(CURRENT_INDEX), ino).expect("index");
+        assert!(!e.is_empty() && e.len() <= 2 && e[0].1 == 0, "{e:?}");
+        // Past the cap: the index moves with console.log to .1.
+        w.write(lines(0, (2 * MIN_CAP / 12) as u32).as_bytes());
+        let rot = std::fs::metadata(d.path().join(ROTATED))
+            .expect("stat")
+            .ino();
+        assert!(read_index(&d.path().join(ROTATED_INDEX), rot).is_some());
+        let cur = std::fs::metadata(d.path().join(CURRENT))
+            .expect("stat")
+            .ino();
+        let e = read_index(&d.path().join(CURRENT_INDEX), cur).expect("index");
+        assert_eq!(e.first().map(|e| e.1), Some(0), "{e:?}");
+        // Everything since the epoch is everything kept.
+        assert_eq!(
+            from_since(d.path(), 0),
+            read(d.path(), ROTATED) + &read(d.path(), CURRENT)
+        );
     }
 
     #[test]

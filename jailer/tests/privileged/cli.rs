@@ -944,12 +944,16 @@ fn debootstrap_template() -> Result<(), String> {
         .cloned()
         .ok_or_else(|| format!("no deb template: {list}"))?;
     let imported = std::env::var("JAILER_TEST_ROOTFS").is_ok();
-    if (!imported && t["source"] != "debootstrap:bookworm/minbase")
+    // `--include` is in the source, and its package in the tree.
+    if (!imported && t["source"] != "debootstrap:bookworm/minbase+procps")
         || t["files"].as_u64().unwrap_or(0) < 5000
     {
         return Err(format!("debootstrap template: {t}"));
     }
     let rootfs = root.join("templates/deb/rootfs");
+    if !imported && !rootfs.join("usr/bin/ps").exists() && !rootfs.join("bin/ps").exists() {
+        return Err("debootstrap --include procps: no ps in the template".into());
+    }
     let version = std::fs::read_to_string(rootfs.join("etc/debian_version"))
         .map_err(|e| format!("no etc/debian_version: {e}"))?;
     if !version.starts_with("12.") {

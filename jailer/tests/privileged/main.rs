@@ -56,7 +56,10 @@ pub fn debian_pool() -> Result<std::path::PathBuf, String> {
             // existing debootstrap tree to import instead.
             match std::env::var("JAILER_TEST_ROOTFS") {
                 Ok(dir) => cli::ok(&root, &["template", "import", "deb", &dir])?,
-                Err(_) => cli::ok(&root, &["template", "debootstrap", "deb"])?,
+                Err(_) => cli::ok(
+                    &root,
+                    &["template", "debootstrap", "deb", "--include", "procps"],
+                )?,
             };
             Ok(root)
         })
