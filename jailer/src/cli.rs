@@ -1050,6 +1050,14 @@ fn logs(ctx: &Ctx, n: &str, opts: lifecycle::LogOptions) -> Result<ExitCode> {
 
 fn run_jail(ctx: &Ctx, c: CreateArgs, rm: bool) -> Result<ExitCode> {
     let spec = raw_spec(c).validate().map_err(lifecycle::Error::from)?;
+    if rm && spec.restart == spec::RestartPolicy::Always {
+        return Err(lifecycle::Error::Invalid(
+            "run --rm with --restart always would wait forever (only stop ends it): \
+             use --restart on-failure[:N], or run without --rm"
+                .into(),
+        )
+        .into());
+    }
     let n = spec.name.clone();
     let rec = lifecycle::run(&ctx.pool, spec, rm)?;
     if !rm {

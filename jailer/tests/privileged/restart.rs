@@ -58,12 +58,11 @@ fn monitor_gone(root: &Path, name: &str) -> Result<(), String> {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let lock = format!("/run/jailer/{id}/monitor.lock");
-    let free = std::process::Command::new("flock")
-        .args(["-n", &lock, "true"])
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !free.success() {
+    let dir = format!("/run/jailer/{id}");
+    if !Path::new(&dir).join("monitor.lock").is_file() {
+        return Err(format!("no monitor lock of {name} in {dir}"));
+    }
+    if jailer::record::monitor_holds_lock(Path::new(&dir)) {
         return Err(format!(
             "a monitor of {name} still holds its lock after stop"
         ));
@@ -275,6 +274,26 @@ fn invalid_policies() -> Result<(), String> {
         {
             return Err(format!("--restart {bad:?}: {out:?}"));
         }
+    }
+    // run --rm would wait forever for an `always` jail.
+    let out = jailer(
+        &root,
+        &[
+            "--json",
+            "run",
+            "--rm",
+            "-t",
+            "deb",
+            "--restart",
+            "always",
+            "rs-bad",
+            "--",
+            "/bin/true",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    if out.status.code() != Some(2) || v["error"]["kind"] != "invalid" {
+        return Err(format!("run --rm --restart always: {out:?}"));
     }
     if Path::new(&root.join("jails/rs-bad")).exists() {
         return Err("a refused create left a jail".into());
