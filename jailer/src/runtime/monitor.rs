@@ -270,7 +270,9 @@ pub(super) fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
             if stop_asked(rec) {
                 return 0;
             }
-            std::thread::sleep(Duration::from_millis(20).min(until - Instant::now()));
+            std::thread::sleep(
+                Duration::from_millis(20).min(until.saturating_duration_since(Instant::now())),
+            );
         }
         if stop_asked(rec) {
             return 0;
