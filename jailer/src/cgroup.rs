@@ -68,6 +68,13 @@ pub enum CgroupError {
         #[source]
         source: cgroups_rs::error::Error,
     },
+    #[error("cannot make {} for the cgroup of jail {name}", path.display())]
+    Parent {
+        name: Name,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot set limits on the cgroup of jail {name} (is the controller enabled?)")]
     Limits {
         name: Name,
@@ -347,6 +354,17 @@ impl JailCgroup {
         } else {
             Some(V1_CONTROLLERS.iter().map(|s| s.to_string()).collect())
         };
+        if v2 {
+            // cgroups-rs makes each missing ancestor with a check-then-mkdir,
+            // so two first starts at once (after a boot) race for `jailer/`
+            // and one fails with EEXIST; made here first, race-free.
+            let parent = h.root().join("jailer");
+            std::fs::create_dir_all(&parent).map_err(|source| CgroupError::Parent {
+                name: name.clone(),
+                path: parent.clone(),
+                source,
+            })?;
+        }
         let cg =
             Cgroup::new_with_specified_controllers(h, rel(name, &rec.id, instance), controllers)
                 .map_err(|source| CgroupError::Create {

@@ -42,7 +42,52 @@ pub fn trials() -> Vec<Trial> {
             "stop_of_a_stopped_jail_succeeds_and_freeze_thaw_print_the_jail",
             stop_stopped,
         ),
+        t(
+            "first_starts_after_boot_do_not_race_for_the_parent_cgroup",
+            parallel_first_starts,
+        ),
     ]
+}
+
+/// After a boot no `jailer/` group exists; the first jails started at once
+/// (systemd starting them all) each make it. On cgroup v2 one of them used
+/// to fail with EEXIST (cgroups-rs checks, then makes, each ancestor).
+fn parallel_first_starts() -> Result<(), String> {
+    let root = crate::debian_pool()?;
+    let names: Vec<String> = (1..=8).map(|i| format!("pa-{i}")).collect();
+    let _jails: Vec<_> = names.iter().map(|n| jail(&root, n)).collect();
+    for n in &names {
+        create(&root, n, &["/bin/sleep", "1000"])?;
+    }
+    // The race is narrow: a few rounds.
+    for round in 0..3 {
+        // As after a boot, where nothing holds it: an empty `jailer/` (v2)
+        // goes; where other jails run, it stays (rmdir refuses), and this
+        // round only tests parallel starts.
+        let _ = std::fs::remove_dir("/sys/fs/cgroup/jailer");
+        let results: Vec<Result<String, String>> = std::thread::scope(|s| {
+            let handles: Vec<_> = names
+                .iter()
+                .map(|n| {
+                    let root = &root;
+                    s.spawn(move || ok(root, &["start", n]))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err("panicked".into())))
+                .collect()
+        });
+        for (n, r) in names.iter().zip(&results) {
+            if let Err(e) = r {
+                return Err(format!("parallel first start of {n} (round {round}): {e}"));
+            }
+        }
+        let mut stop = vec!["stop", "--timeout", "0"];
+        stop.extend(names.iter().map(String::as_str));
+        ok(&root, &stop)?;
+    }
+    Ok(())
 }
 
 /// `jailer create NAME --template deb -- COMMAND..`.
