@@ -492,7 +492,10 @@ impl CgroupView {
     /// one outside the initial cgroup namespace), and then roots it at the
     /// namespace's group itself. The mount's root is the kernel's to
     /// choose, not a host path jailer computed, and v1 and v2 follow the
-    /// same steps.
+    /// same steps. (Inside the namespace matters on v2 too: a `cgroup2`
+    /// mount made in the initial cgroup namespace applies its options, here
+    /// none, to the host's hierarchy, clearing `nsdelegate` and
+    /// `memory_recursiveprot`; outside it the kernel leaves them alone.)
     pub fn mount_at(&self, target: BorrowedFd<'_>) -> Result<(), CgroupError> {
         let at = Path::new("/sys/fs/cgroup");
         let err = |what: String| {
