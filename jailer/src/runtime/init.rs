@@ -491,7 +491,7 @@ fn setup(
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP),
     )?;
     step(
-        "show the jail its cgroup at /sys/fs/cgroup",
+        "mount /sys/fs/cgroup",
         view.as_ref().map_err(String::clone).and_then(|v| {
             v.mount_at(cgroup_dir.as_fd())
                 .map_err(|e| crate::error_chain(&e))
