@@ -6,11 +6,14 @@
 //! `jailer/NAME-ID` under every controller jailer uses.
 
 use crate::name::Name;
+use crate::procinfo::MountEntry;
 use crate::record::{CgroupRef, JailRecord};
 use crate::sys::bpf::{self, BpfError, DeviceKind, DeviceRule};
+use crate::sys::mountapi::{self, MountApiError};
 use cgroups_rs::{hierarchies, Cgroup, MaxValue, Resources};
+use nix::fcntl::OFlag;
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// v1 controllers a jail gets a group in (those the host has).
@@ -123,6 +126,27 @@ pub enum CgroupError {
         name: Name,
         #[source]
         source: BpfError,
+    },
+    #[error("cannot stat {} to find the cgroup hierarchy of jail {name}", path.display())]
+    Stat {
+        name: Name,
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("cannot show jail {name} its cgroup at /sys/fs/cgroup: {why}")]
+    NoView { name: Name, why: String },
+    #[error("cannot mount the jail's cgroup view at /sys/fs/cgroup ({what})")]
+    Mount {
+        what: String,
+        #[source]
+        source: Box<MountApiError>,
+    },
+    #[error("cannot make the jail's cgroup view at /sys/fs/cgroup ({what})")]
+    ViewDir {
+        what: String,
+        #[source]
+        source: nix::Error,
     },
 }
 
@@ -324,17 +348,223 @@ pub fn is_v2() -> bool {
 /// gets there on a kernel without `clone3`'s `CLONE_INTO_CGROUP` (< 5.7).
 #[derive(Debug)]
 pub struct SelfEntry {
-    files: Vec<OwnedFd>,
+    name: Name,
+    /// The files opened, and their paths (for messages).
+    files: Vec<(OwnedFd, PathBuf)>,
 }
 
 impl SelfEntry {
     /// Moves the calling thread into the jail's group in every hierarchy.
     /// Only write(2): safe in a child cloned from a single-threaded process.
     pub fn enter(&self) -> nix::Result<()> {
-        for f in &self.files {
+        for (f, _) in &self.files {
             nix::unistd::write(f, b"0")?;
         }
         Ok(())
+    }
+
+    /// What the jail is to see at `/sys/fs/cgroup`: the hierarchies of the
+    /// groups this entry opened, found in the host's mount table `mounts`
+    /// by the device of each open file (so a hierarchy reached through a
+    /// symlink such as v1's `cpu` -> `cpu,cpuacct` is found too).
+    pub fn view(&self, mounts: &[MountEntry]) -> Result<CgroupView, CgroupError> {
+        let mut devices = Vec::with_capacity(self.files.len());
+        for (f, path) in &self.files {
+            let st = nix::sys::stat::fstat(f.as_raw_fd()).map_err(|source| CgroupError::Stat {
+                name: self.name.clone(),
+                path: path.clone(),
+                source,
+            })?;
+            let dev = format!(
+                "{}:{}",
+                nix::sys::stat::major(st.st_dev),
+                nix::sys::stat::minor(st.st_dev)
+            );
+            devices.push((dev, path.clone()));
+        }
+        view_of(&self.name, &devices, mounts)
+    }
+}
+
+/// v1 controller names as the kernel spells them in a hierarchy's mount
+/// options (`legacy_name`); any other option (`rw`, `name=`, `xattr`,
+/// `release_agent=`, ...) is not one.
+const V1_KNOWN_CONTROLLERS: &[&str] = &[
+    "cpuset",
+    "cpu",
+    "cpuacct",
+    "blkio",
+    "memory",
+    "devices",
+    "freezer",
+    "net_cls",
+    "perf_event",
+    "net_prio",
+    "hugetlb",
+    "pids",
+    "rdma",
+    "misc",
+    "debug",
+];
+
+/// What a jail sees of its own cgroup at `/sys/fs/cgroup`, read-only, as
+/// Docker and runc show containers theirs (JVMs and Go runtimes size
+/// themselves from it). Mounted by init from inside its cgroup namespace,
+/// so the kernel roots every mount at the jail's own group: nothing above
+/// it, host or sibling, is reachable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupView {
+    /// cgroup v2: one `cgroup2` mount.
+    Unified,
+    /// cgroup v1: a tmpfs with one `cgroup` mount per hierarchy the jail
+    /// is placed in, named as the host names it (its controllers, comma
+    /// joined, as the kernel lists them: `memory`, `cpu,cpuacct`), and a
+    /// symlink per controller of a shared hierarchy (`cpu` ->
+    /// `cpu,cpuacct`).
+    V1(Vec<Vec<String>>),
+}
+
+/// The view for groups whose open files are on `devices` (`major:minor`,
+/// the path opened), from the host's mount table `mounts`.
+fn view_of(
+    name: &Name,
+    devices: &[(String, PathBuf)],
+    mounts: &[MountEntry],
+) -> Result<CgroupView, CgroupError> {
+    if devices.is_empty() {
+        return Err(CgroupError::NoView {
+            name: name.clone(),
+            why: "the jail is in no cgroup hierarchy".into(),
+        });
+    }
+    let mut hierarchies: Vec<Vec<String>> = Vec::new();
+    for (dev, path) in devices {
+        let Some(m) = mounts
+            .iter()
+            .find(|m| &m.device == dev && (m.fstype == "cgroup" || m.fstype == "cgroup2"))
+        else {
+            return Err(CgroupError::NoView {
+                name: name.clone(),
+                why: format!(
+                    "{} is on no cgroup mount of the host's mount table (device {dev})",
+                    path.display()
+                ),
+            });
+        };
+        if m.fstype == "cgroup2" {
+            if devices.len() != 1 {
+                return Err(CgroupError::NoView {
+                    name: name.clone(),
+                    why: format!(
+                        "{} is on the v2 hierarchy, but the jail is in v1 hierarchies too",
+                        path.display()
+                    ),
+                });
+            }
+            return Ok(CgroupView::Unified);
+        }
+        let controllers: Vec<String> = m
+            .super_options
+            .split(',')
+            .filter(|o| V1_KNOWN_CONTROLLERS.contains(o))
+            .map(str::to_string)
+            .collect();
+        if controllers.is_empty() {
+            return Err(CgroupError::NoView {
+                name: name.clone(),
+                why: format!(
+                    "the hierarchy of {} has no controller (options {:?})",
+                    path.display(),
+                    m.super_options
+                ),
+            });
+        }
+        if !hierarchies.contains(&controllers) {
+            hierarchies.push(controllers);
+        }
+    }
+    Ok(CgroupView::V1(hierarchies))
+}
+
+impl CgroupView {
+    /// Mounts the view on `target`, a directory held by fd (init's own
+    /// sysfs's `fs/cgroup`: nothing of the jail's tree is walked). Must run
+    /// in the jail's cgroup namespace, created while in the jail's group:
+    /// the kernel roots each cgroupfs mount made there at that group.
+    ///
+    /// Why v1 hierarchies are mounted from inside rather than the host's
+    /// group directories bound in: the kernel lets root of the user
+    /// namespace that owns a cgroup namespace mount an *existing* v1
+    /// hierarchy (by its exact set of controllers; it refuses to make a new
+    /// one outside the initial cgroup namespace), and then roots it at the
+    /// namespace's group itself. The mount's root is the kernel's to
+    /// choose, not a host path jailer computed, and v1 and v2 follow the
+    /// same steps. (Inside the namespace matters on v2 too: a `cgroup2`
+    /// mount made in the initial cgroup namespace applies its options, here
+    /// none, to the host's hierarchy, clearing `nsdelegate` and
+    /// `memory_recursiveprot`; outside it the kernel leaves them alone.)
+    pub fn mount_at(&self, target: BorrowedFd<'_>) -> Result<(), CgroupError> {
+        let at = Path::new("/sys/fs/cgroup");
+        let err = |what: String| {
+            move |source: MountApiError| CgroupError::Mount {
+                what,
+                source: Box::new(source),
+            }
+        };
+        match self {
+            CgroupView::Unified => {
+                let m = mountapi::new_mount("cgroup2", &[], &[("source", "cgroup2")], true)
+                    .map_err(err("cgroup2".into()))?;
+                mountapi::attach_at(m.as_fd(), target, at).map_err(err("cgroup2".into()))
+            }
+            CgroupView::V1(hierarchies) => {
+                // The tmpfs stays writable until its directories and links
+                // are made, then turns read-only (the cgroupfs mounts on it
+                // already are).
+                let tmpfs = mountapi::new_mount(
+                    "tmpfs",
+                    &[],
+                    &[("source", "tmpfs"), ("mode", "755"), ("size", "64k")],
+                    false,
+                )
+                .map_err(err("tmpfs".into()))?;
+                mountapi::attach_at(tmpfs.as_fd(), target, at).map_err(err("tmpfs".into()))?;
+                let io =
+                    |what: String| move |source: nix::Error| CgroupError::ViewDir { what, source };
+                for controllers in hierarchies {
+                    let dir = controllers.join(",");
+                    let flags: Vec<&str> = controllers.iter().map(String::as_str).collect();
+                    nix::sys::stat::mkdirat(
+                        Some(tmpfs.as_raw_fd()),
+                        dir.as_str(),
+                        nix::sys::stat::Mode::from_bits_truncate(0o755),
+                    )
+                    .map_err(io(format!("mkdir {dir}")))?;
+                    let on = crate::sys::fd::openat(
+                        tmpfs.as_fd(),
+                        dir.as_str(),
+                        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        nix::sys::stat::Mode::empty(),
+                    )
+                    .map_err(io(format!("open {dir}")))?;
+                    let m = mountapi::new_mount("cgroup", &flags, &[("source", "cgroup")], true)
+                        .map_err(err(format!("cgroup {dir}")))?;
+                    mountapi::attach_at(m.as_fd(), on.as_fd(), &at.join(&dir))
+                        .map_err(err(format!("cgroup {dir}")))?;
+                    if controllers.len() > 1 {
+                        for c in controllers {
+                            nix::unistd::symlinkat(
+                                dir.as_str(),
+                                Some(tmpfs.as_raw_fd()),
+                                c.as_str(),
+                            )
+                            .map_err(io(format!("symlink {c}")))?;
+                        }
+                    }
+                }
+                mountapi::make_read_only(tmpfs.as_fd(), at).map_err(err("tmpfs".into()))
+            }
+        }
     }
 }
 
@@ -625,11 +855,14 @@ impl JailCgroup {
         for dir in dirs {
             let path = dir.join(file);
             match std::fs::OpenOptions::new().write(true).open(&path) {
-                Ok(f) => files.push(OwnedFd::from(f)),
+                Ok(f) => files.push((OwnedFd::from(f), path)),
                 Err(e) => return Err(open_err(path, e)),
             }
         }
-        Ok(SelfEntry { files })
+        Ok(SelfEntry {
+            name: self.name.clone(),
+            files,
+        })
     }
 
     /// The processes in the group (from the pids controller on v1).
@@ -754,6 +987,85 @@ pub fn read_procs(dir: &Path) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Debian 12 host booted with v1 hierarchies (`cpu,cpuacct` shared,
+    /// systemd's named hierarchy and its empty v2 one beside them).
+    const V1_MOUNTINFO: &str = "\
+25 30 0:23 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+26 25 0:24 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:8 - tmpfs tmpfs ro,mode=755
+27 26 0:25 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate
+28 26 0:26 / /sys/fs/cgroup/systemd rw,nosuid,nodev,noexec,relatime shared:10 - cgroup cgroup rw,xattr,name=systemd
+31 26 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:13 - cgroup cgroup rw,cpu,cpuacct
+32 26 0:30 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:14 - cgroup cgroup rw,memory
+33 26 0:31 / /sys/fs/cgroup/pids rw,nosuid,nodev,noexec,relatime shared:15 - cgroup cgroup rw,pids
+34 26 0:32 / /sys/fs/cgroup/freezer rw,nosuid,nodev,noexec,relatime shared:16 - cgroup cgroup rw,freezer,release_agent=/x
+";
+    const V2_MOUNTINFO: &str = "\
+25 30 0:23 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+26 25 0:24 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:8 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+";
+
+    fn devs(list: &[(&str, &str)]) -> Vec<(String, PathBuf)> {
+        list.iter()
+            .map(|(d, p)| (d.to_string(), PathBuf::from(p)))
+            .collect()
+    }
+
+    #[test]
+    fn the_view_has_each_v1_hierarchy_the_jail_is_in_once_named_by_its_controllers() {
+        let name = Name::new("web").expect("name");
+        let mounts = crate::procinfo::parse_mountinfo(V1_MOUNTINFO);
+        // cpu and cpuacct reach one hierarchy (through the `cpu` symlink).
+        let d = devs(&[
+            ("0:29", "/sys/fs/cgroup/cpu/jailer/web/tasks"),
+            ("0:29", "/sys/fs/cgroup/cpuacct/jailer/web/tasks"),
+            ("0:30", "/sys/fs/cgroup/memory/jailer/web/tasks"),
+            ("0:31", "/sys/fs/cgroup/pids/jailer/web/tasks"),
+            ("0:32", "/sys/fs/cgroup/freezer/jailer/web/tasks"),
+        ]);
+        let view = view_of(&name, &d, &mounts).expect("view");
+        let want: Vec<Vec<String>> = [
+            &["cpu", "cpuacct"][..],
+            &["memory"],
+            &["pids"],
+            &["freezer"],
+        ]
+        .iter()
+        .map(|h| h.iter().map(|c| c.to_string()).collect())
+        .collect();
+        assert_eq!(view, CgroupView::V1(want));
+    }
+
+    #[test]
+    fn the_view_is_unified_on_a_v2_host() {
+        let name = Name::new("web").expect("name");
+        let mounts = crate::procinfo::parse_mountinfo(V2_MOUNTINFO);
+        let d = devs(&[("0:24", "/sys/fs/cgroup/jailer/web/cgroup.procs")]);
+        assert_eq!(
+            view_of(&name, &d, &mounts).expect("view"),
+            CgroupView::Unified
+        );
+    }
+
+    #[test]
+    fn no_view_for_a_group_on_no_cgroup_mount_or_a_named_hierarchy_or_none() {
+        let name = Name::new("web").expect("name");
+        let mounts = crate::procinfo::parse_mountinfo(V1_MOUNTINFO);
+        for d in [
+            // The sysfs: not a cgroup.
+            devs(&[("0:23", "/sys/x")]),
+            // Unknown device.
+            devs(&[("0:99", "/elsewhere/tasks")]),
+            // systemd's named hierarchy: no controller to mount it by.
+            devs(&[("0:26", "/sys/fs/cgroup/systemd/jailer/web/tasks")]),
+            // v2 and v1 at once.
+            devs(&[("0:25", "/a"), ("0:30", "/b")]),
+            devs(&[]),
+        ] {
+            let e = view_of(&name, &d, &mounts).expect_err("no view");
+            assert!(matches!(e, CgroupError::NoView { .. }), "{d:?}: {e}");
+        }
+    }
 
     #[test]
     fn jail_dirs_are_the_jails_instances_and_nothing_longer() {

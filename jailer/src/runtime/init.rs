@@ -5,7 +5,7 @@
 //! child then runs `setup`, one step per line, and reports the first step
 //! that fails through a close-on-exec pipe.
 
-use crate::cgroup::SelfEntry;
+use crate::cgroup::{CgroupView, SelfEntry};
 use crate::record::JailRecord;
 use crate::seccomp;
 use crate::sys::fork::{self, ForkError, Forked, ProcSelf};
@@ -221,12 +221,19 @@ pub fn spawn(
         | CloneFlags::CLONE_NEWNET;
     let console_fd = console.as_raw_fd();
     let (sock_fd, err_fd) = (sock.as_fd(), err_w.as_fd());
+    // What the jail sees at /sys/fs/cgroup: its groups' hierarchies, found
+    // in the host's mount table here (init mounts them; a failure is its
+    // step's error, so start says why).
+    let view = crate::procinfo::read_mountinfo(&proc.join("self/mountinfo"))
+        .map_err(|e| crate::error_chain(&e))
+        .and_then(|mounts| entry.view(&mounts).map_err(|e| crate::error_chain(&e)));
+    let view = &view;
     // Runs in the child, on memory prepared before the fork (the plan, the
     // descriptors above), and ends it: the child never returns into the
     // monitor's frames.
     let child = move |in_cgroup: bool| -> isize {
         let entry = (!in_cgroup).then_some(entry);
-        match setup(plan, sock_fd, console_fd, entry) {
+        match setup(plan, sock_fd, console_fd, entry, view) {
             Ok(never) => match never {},
             Err(msg) => {
                 // The child's copy of the pipe's write end, open until exit.
@@ -323,12 +330,14 @@ fn symlink(target: &str, link: &Path) -> Result<(), String> {
 }
 
 /// The jail's setup, in order. Runs in the cloned child; returns only on
-/// error. `entry`: the group to move into, unless created in it.
+/// error. `entry`: the group to move into, unless created in it. `view`:
+/// what to mount at `/sys/fs/cgroup`, or why there is nothing to.
 fn setup(
     plan: &Plan,
     sock: BorrowedFd<'_>,
     console: RawFd,
     entry: Option<&SelfEntry>,
+    view: &Result<CgroupView, String>,
 ) -> Result<std::convert::Infallible, String> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     // 0. Into the jail's cgroup, before anything else is charged; then wait
@@ -396,6 +405,8 @@ fn setup(
             None::<&str>,
         ),
     )?;
+    // The fresh sysfs's own (empty) fs/cgroup, held for step 9.
+    let cgroup_dir = step("open /sys/fs/cgroup", sysfs_dir(&sys_dir.join("fs/cgroup")))?;
     // 5. A minimal /dev: a nodev tmpfs; the host's nodes bound on it are
     // mounts of their own (the host's devtmpfs), and devpts is the one
     // mount here that must open devices. The jail's cgroup allows no
@@ -472,11 +483,21 @@ fn setup(
     step("stdout", nix::unistd::dup2(console, 1))?;
     step("stderr", nix::unistd::dup2(console, 2))?;
     drop(null);
-    // 9. A cgroup namespace rooted at the jail's group (we are in it).
+    // 9. A cgroup namespace rooted at the jail's group (we are in it), and
+    // that group at /sys/fs/cgroup, read-only (mounted from inside the
+    // namespace: the kernel roots it there).
     step(
         "unshare the cgroup namespace",
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP),
     )?;
+    step(
+        "mount /sys/fs/cgroup",
+        view.as_ref().map_err(String::clone).and_then(|v| {
+            v.mount_at(cgroup_dir.as_fd())
+                .map_err(|e| crate::error_chain(&e))
+        }),
+    )?;
+    drop(cgroup_dir);
     // 10. Privileges drop here: capabilities, no_new_privs, seccomp.
     restrict(&plan.caps, &plan.filters, None)?;
     // 11. Die with the monitor. Set last: every credential change above
@@ -487,6 +508,24 @@ fn setup(
     )?;
     // 12. exec.
     Err(plan.exec())
+}
+
+/// A directory of a sysfs mounted just before (never a path the jail's
+/// tree controls): opened without following a final symlink, and refused
+/// unless it is on sysfs.
+fn sysfs_dir(path: &Path) -> Result<OwnedFd, String> {
+    use nix::fcntl::OFlag;
+    let fd = crate::sys::fd::open(
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| e.desc().to_string())?;
+    let fs = nix::sys::statfs::fstatfs(&fd).map_err(|e| e.desc().to_string())?;
+    if fs.filesystem_type() != nix::sys::statfs::SYSFS_MAGIC {
+        return Err("not on the jail's sysfs".into());
+    }
+    Ok(fd)
 }
 
 /// Masks [`MASKED`] and makes [`READ_ONLY`] read-only, below the jail's own

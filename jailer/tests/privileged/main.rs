@@ -8,6 +8,7 @@
 //! name. The scratch pool is released after all tests ran, pass or fail.
 
 mod btrfs;
+mod cgroup_view;
 mod cli;
 mod cli_polish;
 mod escape_dev;
@@ -101,6 +102,7 @@ fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
     let mut trials: Vec<Trial> = Vec::new();
     trials.extend(btrfs::trials());
+    trials.extend(cgroup_view::trials());
     trials.extend(cli::trials());
     trials.extend(cli_polish::trials());
     trials.extend(escape_host::trials());
