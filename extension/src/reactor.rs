@@ -44,6 +44,9 @@ pub const REPLY_DEADLINE: Duration = Duration::from_secs(10);
 pub const WORKERS: usize = 4;
 /// Calls waiting for or held by a worker; beyond, a call's connection is closed.
 const MAX_CALLS: usize = 64;
+/// Bytes held in the buffers of all connections waiting for their request;
+/// a read that would exceed it sheds the connection holding the most.
+pub const BUFFER_BUDGET: usize = 64 << 20;
 /// Bytes read from one connection per wake-up.
 const READ_CHUNK: usize = 64 * 1024;
 /// Replies of `call` are written in chunks of this size.
@@ -272,6 +275,7 @@ pub fn start(
                 back: back_rx,
                 conns: Vec::new(),
                 calls: 0,
+                buffered: 0,
                 scratch: vec![0; READ_CHUNK],
             };
             // Without the reactor nothing is served: the extension must end
@@ -293,6 +297,9 @@ struct Reactor {
     conns: Vec<Conn>,
     /// Calls queued for or held by workers.
     calls: usize,
+    /// Capacity of the buffers of `conns` (and of the one being advanced),
+    /// counted at the start of each turn and kept up to date by reads.
+    buffered: usize,
     scratch: Vec<u8>,
 }
 
@@ -346,6 +353,7 @@ impl Reactor {
                 | PollFlags::POLLHUP
                 | PollFlags::POLLERR
                 | PollFlags::POLLNVAL;
+            self.buffered = self.conns.iter().map(|c| c.buf.capacity()).sum();
             let conns = std::mem::take(&mut self.conns);
             for (c, ev) in conns.into_iter().zip(&revents[2..]) {
                 let step = if ev.intersects(ready) {
@@ -362,7 +370,35 @@ impl Reactor {
                 let _ = self.events.send(Event::ListenerFailed);
                 return;
             }
+            self.keep_budget();
         }
+    }
+
+    /// Sheds the connections holding the most buffered bytes until all of
+    /// them hold at most [`BUFFER_BUDGET`]. Calls in progress are with the
+    /// workers, not here, and a ping's buffer is a few dozen bytes: the
+    /// core's connections are not the ones shed.
+    fn keep_budget(&mut self) {
+        let mut total: usize = self.conns.iter().map(|c| c.buf.capacity()).sum();
+        while total > BUFFER_BUDGET {
+            let Some((i, held)) = self
+                .conns
+                .iter()
+                .map(|c| c.buf.capacity())
+                .enumerate()
+                .max_by_key(|&(_, n)| n)
+            else {
+                break;
+            };
+            self.conns.swap_remove(i);
+            total -= held;
+            tracing::warn!(
+                held,
+                "connections buffer more than {} MiB of partial requests; closed the one holding the most",
+                BUFFER_BUDGET >> 20
+            );
+        }
+        self.buffered = total;
     }
 
     fn apply(&mut self, step: Step) {
@@ -468,9 +504,20 @@ impl Reactor {
             }
             if c.buf.len() < c.need && readable {
                 readable = false;
+                // Over the budget, nothing more is read this turn; at its
+                // end the largest buffers are shed.
+                if self.buffered.saturating_add(READ_CHUNK) > BUFFER_BUDGET
+                    && c.buf.len() >= READ_CHUNK
+                {
+                    return Step::Keep(c);
+                }
                 match c.stream.read(&mut self.scratch) {
                     Ok(0) => return Step::Close,
-                    Ok(n) => c.buf.extend_from_slice(&self.scratch[..n]),
+                    Ok(n) => {
+                        let before = c.buf.capacity();
+                        c.buf.extend_from_slice(&self.scratch[..n]);
+                        self.buffered += c.buf.capacity().saturating_sub(before);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Keep(c),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => return Step::Close,

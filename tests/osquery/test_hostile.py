@@ -85,6 +85,41 @@ def test_many_connections_each_claiming_a_large_string_cost_no_memory(core, star
     assert rss_kb < 64 * 1024, rss_kb
 
 
+def vm_kb(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        return next(int(l.split()[1]) for l in f if l.startswith(field + ":"))
+
+
+def test_partial_frames_on_many_connections_cannot_buffer_past_the_global_budget(core, start_ext):
+    ext = start_ext()
+    uuid, path = registered_socket(core, ext)
+    claim = header(b"call") + bytes([0x0B, 0x00, 0x01]) + struct.pack(">i", 7 << 20)
+    conns = [raw(path, timeout=5) for _ in range(80)]
+    for s in conns:
+        s.sendall(claim)
+    chunk = b"x" * (256 << 10)
+    shed = 0
+    with ExtensionConnection(core.path, uuid) as c:
+        # 80 connections x 3 MiB sent (of 7 MiB claimed): 240 MiB offered.
+        for _ in range(12):
+            for s in list(conns):
+                try:
+                    s.sendall(chunk)
+                except OSError:
+                    conns.remove(s)
+                    s.close()
+                    shed += 1
+            assert c.ping().code == 0, ext.log()
+    for s in conns:
+        s.close()
+    assert ext.alive(), ext.log()
+    assert pings(core, uuid), ext.log()
+    # The peak, not a sample: 64 MiB of budget plus the extension itself.
+    assert vm_kb(ext.proc.pid, "VmHWM") < 100 * 1024, ext.log()
+    assert shed > 0
+    assert "closed the one holding the most" in ext.log(), ext.log()
+
+
 # 4. Untrusted input in the log and in replies ---------------------------------
 
 
