@@ -417,3 +417,50 @@ def test_a_core_that_forgot_the_extension_is_left(registered):
     code = ext.wait(20 * INTERVAL + 5)
     assert code == 0, ext.log()
     assert "no longer knows this extension (uuid %d)" % uuid in ext.log(), ext.log()
+
+
+def slow_pool(root, n):
+    """A pool of n jails: a `jails` generate over all of them takes long."""
+    import copy
+    import json
+
+    from conftest import WEB
+    for i in range(n):
+        name = "j%05d" % i
+        rec = copy.deepcopy(WEB)
+        rec["spec"]["name"] = rec["spec"]["hostname"] = name
+        os.makedirs(os.path.join(root, "jails", name))
+        with open(os.path.join(root, "jails", name, "jail.json"), "w") as f:
+            json.dump(rec, f)
+    os.makedirs(os.path.join(root, "templates"))
+    return root
+
+
+def test_a_running_generate_is_abandoned_when_its_client_hangs_up(core, start_ext, workdir):
+    root = slow_pool(os.path.join(workdir, "slow"), 6000)
+    ext = start_ext(root=root)
+    uuid, path = registered_socket(core, ext)
+    abandoned = lambda: ext.log().count("abandoned generate for closed client")
+    # One slow generate per worker; the clients hang up once all four
+    # calls are with the workers.
+    clients = []
+    for _ in range(4):
+        c = ExtensionConnection(core.path, uuid)
+        c.__enter__()
+        c.client.send_call("table", "jails", {"action": "generate"})
+        clients.append(c)
+    assert wait_for(lambda: ext.log().count("call started") == 4, 10), ext.log()[-3000:]
+    for c in clients:
+        c.__exit__(None, None, None)
+    # A fifth query is answered once the workers are free again: only after
+    # all four generates were given up (they would still be running).
+    only_web = {"constraints": [{"name": "name", "affinity": "TEXT",
+                                 "list": [{"op": 2, "expr": "j00001"}]}]}
+    with ExtensionConnection(core.path, uuid) as c:
+        assert wait_for(lambda: abandoned() == 4, 30), ext.log()[-3000:]
+        resp = c.generate("jails", only_web)
+        assert resp.status.code == 0, resp.status.message
+        assert [r["name"] for r in resp.response] == ["j00001"]
+    assert abandoned() == 4, ext.log()[-3000:]
+    # None of the four was generated to its end.
+    assert ext.log().count("call answered") == 1, ext.log()[-3000:]
