@@ -89,6 +89,7 @@ impl TableSource for JailTables {
         match jailer_tables::generate_cancellable(table, &self.sources, &c, cancel) {
             Ok(rows) => Ok(rows),
             Err(TableError::UnknownTable { name }) => Err(SourceError::UnknownTable(name)),
+            Err(TableError::Cancelled) => Err(SourceError::Cancelled(table.to_string())),
             Err(e) => Err(SourceError::Generate {
                 table: table.to_string(),
                 source: Box::new(e),

@@ -13,7 +13,7 @@ use crate::osquery_thrift::{
     ExtensionPluginRequest, ExtensionPluginResponse, ExtensionRegistry, ExtensionResponse,
     ExtensionRouteTable, ExtensionStatus,
 };
-use crate::source::{Cancel, ColumnDef, Row, TableDef, TableSource, Value};
+use crate::source::{Cancel, ColumnDef, Row, SourceError, TableDef, TableSource, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use thrift::protocol::{
@@ -137,6 +137,8 @@ impl Tables {
                     uuid: self.uuid,
                 }
             }
+            // Nobody reads this reply: no warning.
+            Err(e @ SourceError::Cancelled(_)) => self.failure(e.to_string()),
             Err(e) => {
                 let msg = jailer::error_chain(&e);
                 tracing::warn!("{msg}");

@@ -35,6 +35,8 @@ pub use jailer_tables::{Cancel, Row, Value};
 pub enum SourceError {
     #[error("no table named {0:?}")]
     UnknownTable(String),
+    #[error("the generate of table {0} was abandoned: its client hung up")]
+    Cancelled(String),
     #[error("cannot generate table {table}")]
     Generate {
         table: String,
