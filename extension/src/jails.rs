@@ -1,7 +1,7 @@
 //! [`TableSource`] over `jailer-tables`: ProdNG's real tables.
 
 use crate::context::Equalities;
-use crate::source::{options, ColumnDef, Paths, Row, SourceError, TableDef, TableSource};
+use crate::source::{options, Cancel, ColumnDef, Paths, Row, SourceError, TableDef, TableSource};
 use jailer_tables::{Constraints, Sources, TableError};
 
 /// The jail tables of one pool.
@@ -68,7 +68,12 @@ impl TableSource for JailTables {
             .collect()
     }
 
-    fn generate(&self, table: &str, eq: &Equalities) -> Result<Vec<Row>, SourceError> {
+    fn generate(
+        &self,
+        table: &str,
+        eq: &Equalities,
+        cancel: &Cancel,
+    ) -> Result<Vec<Row>, SourceError> {
         if let Some(e) = missing_pool(&self.sources.pool_root) {
             return Err(SourceError::Generate {
                 table: table.to_string(),
@@ -81,9 +86,10 @@ impl TableSource for JailTables {
                 c.add_eq(column, v.as_str());
             }
         }
-        match jailer_tables::generate(table, &self.sources, &c) {
+        match jailer_tables::generate_cancellable(table, &self.sources, &c, cancel) {
             Ok(rows) => Ok(rows),
             Err(TableError::UnknownTable { name }) => Err(SourceError::UnknownTable(name)),
+            Err(TableError::Cancelled) => Err(SourceError::Cancelled(table.to_string())),
             Err(e) => Err(SourceError::Generate {
                 table: table.to_string(),
                 source: Box::new(e),
@@ -105,7 +111,7 @@ mod tests {
         });
         for d in t.tables() {
             let e = t
-                .generate(&d.name, &Equalities::default())
+                .generate(&d.name, &Equalities::default(), &Cancel::new())
                 .expect_err("no pool");
             let msg = jailer::error_chain(&e);
             assert!(msg.contains("/nonexistent/pool does not exist"), "{msg}");

@@ -18,6 +18,7 @@
 //! buffer and a file descriptor for a few seconds, never a thread.
 
 use crate::server::{Event, Peer, Processor};
+use crate::source::Cancel;
 use crate::wire::{self, BoundedInput};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::io::{self, Read, Write};
@@ -44,6 +45,9 @@ pub const REPLY_DEADLINE: Duration = Duration::from_secs(10);
 pub const WORKERS: usize = 4;
 /// Calls waiting for or held by a worker; beyond, a call's connection is closed.
 const MAX_CALLS: usize = 64;
+/// Bytes held in the buffers of all connections waiting for their request;
+/// a read that would exceed it sheds the connection holding the most.
+pub const BUFFER_BUDGET: usize = 64 << 20;
 /// Bytes read from one connection per wake-up.
 const READ_CHUNK: usize = 64 * 1024;
 /// Replies of `call` are written in chunks of this size.
@@ -98,6 +102,15 @@ impl Conn {
 struct Job {
     conn: Conn,
     request: Vec<u8>,
+    /// Set by the reactor when the client hangs up during the call; the
+    /// worker drops its clone when the call is over.
+    cancel: Cancel,
+}
+
+/// A call in a worker's hands, watched for its client hanging up.
+struct Watched {
+    stream: UnixStream,
+    cancel: Cancel,
 }
 
 /// What became of a connection after an event.
@@ -178,13 +191,19 @@ fn work(
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
-        let Ok(Job { conn, request }) = job else {
+        let Ok(Job {
+            conn,
+            request,
+            cancel,
+        }) = job
+        else {
             return;
         };
         // A call that waited in the queue for a client that has hung up
         // since is not worth generating.
         if client_gone(&conn.stream) {
             tracing::debug!("dropped a call whose client has gone");
+            drop(cancel);
             if back.send(None).is_err() {
                 return;
             }
@@ -192,6 +211,7 @@ fn work(
             let _ = w.write(&[1]);
             continue;
         }
+        tracing::debug!("call started");
         let started = Instant::now();
         let served = std::panic::catch_unwind(AssertUnwindSafe(|| {
             conn.stream.set_nonblocking(false)?;
@@ -207,11 +227,18 @@ fn work(
                 true,
             );
             processor
-                .process(&mut i, &mut o, conn.peer)
+                .process(&mut i, &mut o, conn.peer, &cancel)
                 .map_err(|e| io::Error::other(wire::describe(&e)))?;
             conn.stream.set_nonblocking(true)
         }));
         let kept = match served {
+            _ if cancel.is_cancelled() => {
+                tracing::debug!(
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "abandoned generate for closed client"
+                );
+                None
+            }
             Ok(Ok(())) => {
                 tracing::debug!(
                     elapsed_us = started.elapsed().as_micros() as u64,
@@ -226,6 +253,7 @@ fn work(
             // The panic hook has logged it.
             Err(_) => None,
         };
+        drop(cancel);
         // `None` still tells the reactor that a call is over.
         if back.send(kept).is_err() {
             return;
@@ -271,7 +299,9 @@ pub fn start(
                 jobs: job_tx,
                 back: back_rx,
                 conns: Vec::new(),
+                watched: Vec::new(),
                 calls: 0,
+                buffered: 0,
                 scratch: vec![0; READ_CHUNK],
             };
             // Without the reactor nothing is served: the extension must end
@@ -291,8 +321,13 @@ struct Reactor {
     jobs: Sender<Job>,
     back: Receiver<Option<Conn>>,
     conns: Vec<Conn>,
+    /// The connections of the calls with workers.
+    watched: Vec<Watched>,
     /// Calls queued for or held by workers.
     calls: usize,
+    /// Capacity of the buffers of `conns` (and of the one being advanced),
+    /// counted at the start of each turn and kept up to date by reads.
+    buffered: usize,
     scratch: Vec<u8>,
 }
 
@@ -328,6 +363,11 @@ impl Reactor {
                     };
                     fds.push(PollFd::new(c.stream.as_fd(), ev));
                 }
+                // Only hang-ups (always reported): a request sent behind
+                // the call waits until the worker is done.
+                for w in &self.watched {
+                    fds.push(PollFd::new(w.stream.as_fd(), PollFlags::empty()));
+                }
                 match nix::poll::poll(&mut fds, timeout) {
                     Ok(_) => {}
                     Err(nix::errno::Errno::EINTR) => continue,
@@ -346,8 +386,11 @@ impl Reactor {
                 | PollFlags::POLLHUP
                 | PollFlags::POLLERR
                 | PollFlags::POLLNVAL;
+            self.buffered = self.conns.iter().map(|c| c.buf.capacity()).sum();
+            let (conn_ev, watch_ev) = revents[2..].split_at(self.conns.len());
+            self.hang_ups(watch_ev);
             let conns = std::mem::take(&mut self.conns);
-            for (c, ev) in conns.into_iter().zip(&revents[2..]) {
+            for (c, ev) in conns.into_iter().zip(conn_ev) {
                 let step = if ev.intersects(ready) {
                     self.advance(c, true)
                 } else {
@@ -362,7 +405,49 @@ impl Reactor {
                 let _ = self.events.send(Event::ListenerFailed);
                 return;
             }
+            self.keep_budget();
         }
+    }
+
+    /// Sheds the connections holding the most buffered bytes until all of
+    /// them hold at most [`BUFFER_BUDGET`]. Calls in progress are with the
+    /// workers, not here, and a ping's buffer is a few dozen bytes: the
+    /// core's connections are not the ones shed.
+    fn keep_budget(&mut self) {
+        let mut total: usize = self.conns.iter().map(|c| c.buf.capacity()).sum();
+        while total > BUFFER_BUDGET {
+            let Some((i, held)) = self
+                .conns
+                .iter()
+                .map(|c| c.buf.capacity())
+                .enumerate()
+                .max_by_key(|&(_, n)| n)
+            else {
+                break;
+            };
+            self.conns.swap_remove(i);
+            total -= held;
+            tracing::warn!(
+                held,
+                "connections buffer more than {} MiB of partial requests; closed the one holding the most",
+                BUFFER_BUDGET >> 20
+            );
+        }
+        self.buffered = total;
+    }
+
+    /// Cancels the calls whose clients have hung up, and stops watching
+    /// those and the calls that are over.
+    fn hang_ups(&mut self, revents: &[PollFlags]) {
+        let gone = PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL;
+        let mut ev = revents.iter();
+        self.watched.retain(|w| {
+            if ev.next().is_some_and(|e| e.intersects(gone)) {
+                w.cancel.cancel();
+                return false;
+            }
+            w.cancel.is_shared()
+        });
     }
 
     fn apply(&mut self, step: Step) {
@@ -375,6 +460,12 @@ impl Reactor {
                         "{MAX_CALLS} table calls already in progress; closing a connection"
                     );
                     return;
+                }
+                if let Ok(stream) = job.conn.stream.try_clone() {
+                    self.watched.push(Watched {
+                        stream,
+                        cancel: job.cancel.clone(),
+                    });
                 }
                 self.calls += 1;
                 if self.jobs.send(job).is_err() {
@@ -468,9 +559,20 @@ impl Reactor {
             }
             if c.buf.len() < c.need && readable {
                 readable = false;
+                // Over the budget, nothing more is read this turn; at its
+                // end the largest buffers are shed.
+                if self.buffered.saturating_add(READ_CHUNK) > BUFFER_BUDGET
+                    && c.buf.len() >= READ_CHUNK
+                {
+                    return Step::Keep(c);
+                }
                 match c.stream.read(&mut self.scratch) {
                     Ok(0) => return Step::Close,
-                    Ok(n) => c.buf.extend_from_slice(&self.scratch[..n]),
+                    Ok(n) => {
+                        let before = c.buf.capacity();
+                        c.buf.extend_from_slice(&self.scratch[..n]);
+                        self.buffered += c.buf.capacity().saturating_sub(before);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Keep(c),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => return Step::Close,
@@ -500,13 +602,20 @@ impl Reactor {
                 c.buf.shrink_to(READ_CHUNK);
             }
             if method == "call" {
-                return Step::Call(Job { conn: c, request });
+                return Step::Call(Job {
+                    conn: c,
+                    request,
+                    cancel: Cancel::new(),
+                });
             }
             // ping, shutdown, or an unknown method: a short reply, here.
             let mut out = Vec::new();
             let mut o = TBinaryOutputProtocol::new(&mut out, true);
             let mut i = BoundedInput::new(&request[..], wire::LIMITS);
-            if let Err(e) = self.processor.process(&mut i, &mut o, c.peer) {
+            if let Err(e) = self
+                .processor
+                .process(&mut i, &mut o, c.peer, &Cancel::new())
+            {
                 tracing::debug!("extension connection closed: {}", wire::describe(&e));
                 return Step::Close;
             }

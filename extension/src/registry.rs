@@ -13,7 +13,7 @@ use crate::osquery_thrift::{
     ExtensionPluginRequest, ExtensionPluginResponse, ExtensionRegistry, ExtensionResponse,
     ExtensionRouteTable, ExtensionStatus,
 };
-use crate::source::{ColumnDef, Row, TableDef, TableSource, Value};
+use crate::source::{Cancel, ColumnDef, Row, SourceError, TableDef, TableSource, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use thrift::protocol::{
@@ -76,6 +76,17 @@ impl Tables {
     /// Answers osquery's `call(registry, item, request)`. Never panics on
     /// what osquery sends: anything unusable is an error status.
     pub fn call(&self, registry: &str, item: &str, request: &ExtensionPluginRequest) -> Reply<'_> {
+        self.call_cancellable(registry, item, request, &Cancel::new())
+    }
+
+    /// [`Tables::call`], giving up on a generate once `cancel` is set.
+    pub fn call_cancellable(
+        &self,
+        registry: &str,
+        item: &str,
+        request: &ExtensionPluginRequest,
+        cancel: &Cancel,
+    ) -> Reply<'_> {
         if registry != TABLE_REGISTRY {
             return self.failure(format!(
                 "this extension has no {} plugins, only tables",
@@ -90,7 +101,7 @@ impl Tables {
         };
         match request.get("action").map(String::as_str) {
             Some("columns") => Reply::Response(self.success(routes(def))),
-            Some("generate") => self.generate(def, request),
+            Some("generate") => self.generate(def, request, cancel),
             Some(other) => self.failure(format!(
                 "table {item} is read-only and answers `generate` and `columns`, not {}",
                 Excerpt(other)
@@ -99,7 +110,12 @@ impl Tables {
         }
     }
 
-    fn generate<'a>(&self, def: &'a TableDef, request: &ExtensionPluginRequest) -> Reply<'a> {
+    fn generate<'a>(
+        &self,
+        def: &'a TableDef,
+        request: &ExtensionPluginRequest,
+        cancel: &Cancel,
+    ) -> Reply<'a> {
         let ctx = request.get("context").map(String::as_str).unwrap_or("");
         let eq = match context::parse(ctx) {
             Ok(eq) => eq,
@@ -109,7 +125,7 @@ impl Tables {
             }
         };
         let started = std::time::Instant::now();
-        match self.source.generate(&def.name, &eq) {
+        match self.source.generate(&def.name, &eq, cancel) {
             Ok(rows) => {
                 tracing::debug!(
                     table = %def.name, constraints = %eq.summary(), rows = rows.len(),
@@ -121,6 +137,8 @@ impl Tables {
                     uuid: self.uuid,
                 }
             }
+            // Nobody reads this reply: no warning.
+            Err(e @ SourceError::Cancelled(_)) => self.failure(e.to_string()),
             Err(e) => {
                 let msg = jailer::error_chain(&e);
                 tracing::warn!("{msg}");
@@ -301,7 +319,12 @@ pub mod tests {
             ]
         }
 
-        fn generate(&self, table: &str, eq: &Equalities) -> Result<Vec<Row>, SourceError> {
+        fn generate(
+            &self,
+            table: &str,
+            eq: &Equalities,
+            _cancel: &Cancel,
+        ) -> Result<Vec<Row>, SourceError> {
             self.seen.lock().expect("lock").push(eq.clone());
             match table {
                 "jails" => Ok(["web", "db"]

@@ -14,6 +14,7 @@ use crate::osquery_thrift::{
     TExtensionProcessFunctions,
 };
 use crate::registry::Tables;
+use crate::source::Cancel;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -147,12 +148,14 @@ impl Processor {
         &self.handler.shutdown
     }
 
-    /// Reads one call from `i` and answers it on `o`.
+    /// Reads one call from `i` and answers it on `o`; a table generate
+    /// gives up once `cancel` is set.
     pub(crate) fn process(
         &self,
         i: &mut dyn TInputProtocol,
         o: &mut dyn TOutputProtocol,
         peer: Peer,
+        cancel: &Cancel,
     ) -> thrift::Result<()> {
         let msg = i.read_message_begin()?;
         let seq = msg.sequence_number;
@@ -174,7 +177,10 @@ impl Processor {
             "call" => {
                 let (registry, item, request) = read_call_args(i)?;
                 i.read_message_end()?;
-                let reply = self.handler.tables.call(&registry, &item, &request);
+                let reply = self
+                    .handler
+                    .tables
+                    .call_cancellable(&registry, &item, &request, cancel);
                 o.write_message_begin(&TMessageIdentifier::new("call", TMessageType::Reply, seq))?;
                 o.write_struct_begin(&TStructIdentifier::new("call_result"))?;
                 o.write_field_begin(&TFieldIdentifier::new("success", TType::Struct, 0))?;

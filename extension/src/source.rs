@@ -28,13 +28,15 @@ pub struct TableDef {
     pub columns: Vec<ColumnDef>,
 }
 
-pub use jailer_tables::{Row, Value};
+pub use jailer_tables::{Cancel, Row, Value};
 
 /// Why a table could not be generated.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("no table named {0:?}")]
     UnknownTable(String),
+    #[error("the generate of table {0} was abandoned: its client hung up")]
+    Cancelled(String),
     #[error("cannot generate table {table}")]
     Generate {
         table: String,
@@ -49,7 +51,13 @@ pub trait TableSource: Send + Sync {
     fn tables(&self) -> Vec<TableDef>;
     /// The rows of `table`, narrowed (or not) by `eq`.
     /// Each row holds one value per column, in the table's column order.
-    fn generate(&self, table: &str, eq: &Equalities) -> Result<Vec<Row>, SourceError>;
+    /// Once `cancel` is set nobody waits for the rows: give up early.
+    fn generate(
+        &self,
+        table: &str,
+        eq: &Equalities,
+        cancel: &Cancel,
+    ) -> Result<Vec<Row>, SourceError>;
 }
 
 /// The host paths the read path looks at.

@@ -3,7 +3,7 @@
 
 use crate::capnames;
 use crate::cgroup::{Cgroup, Limit};
-use crate::{Constraints, Row, Sources, TableError, Value};
+use crate::{Cancel, Constraints, Row, Sources, TableError, Value};
 use jailer::name::Name;
 use jailer::pool::Pool;
 use jailer::procinfo::{self, IdMap, Proc};
@@ -12,8 +12,13 @@ use jailer::spec::{MacvlanAddress, NetSpec};
 use std::cell::OnceCell;
 use std::collections::BTreeSet;
 
-pub fn generate(table: &str, src: &Sources, c: &Constraints) -> Result<Vec<Row>, TableError> {
-    let ctx = Ctx::new(src);
+pub fn generate(
+    table: &str,
+    src: &Sources,
+    c: &Constraints,
+    cancel: &Cancel,
+) -> Result<Vec<Row>, TableError> {
+    let ctx = Ctx::new(src, cancel);
     match table {
         "jails" => ctx.jails(c),
         "jail_processes" => ctx.processes(c),
@@ -86,16 +91,18 @@ struct Ctx<'a> {
     proc: Proc<'a>,
     clk_tck: u64,
     btime: OnceCell<Option<u64>>,
+    cancel: &'a Cancel,
 }
 
 impl<'a> Ctx<'a> {
-    fn new(src: &'a Sources) -> Ctx<'a> {
+    fn new(src: &'a Sources, cancel: &'a Cancel) -> Ctx<'a> {
         Ctx {
             src,
             pool: Pool::new(&src.pool_root),
             proc: Proc::new(&src.proc_root),
             clk_tck: procinfo::clk_tck(),
             btime: OnceCell::new(),
+            cancel,
         }
     }
 
@@ -113,7 +120,10 @@ impl<'a> Ctx<'a> {
             }
             None => self.all_names()?,
         };
-        Ok(names.into_iter().map(|n| self.load_one(n)).collect())
+        names
+            .into_iter()
+            .map(|n| self.cancel.check().map(|()| self.load_one(n)))
+            .collect()
     }
 
     fn all_names(&self) -> Result<Vec<Name>, TableError> {
@@ -303,6 +313,7 @@ impl<'a> Ctx<'a> {
             .map(|v| v.iter().filter_map(|p| p.trim().parse().ok()).collect());
         let mut rows = Vec::new();
         for j in self.live(c)? {
+            self.cancel.check()?;
             let Some(rt) = j.live() else { continue };
             // The jail's pid namespace is init's: its depth below ours.
             let depth = self
@@ -311,6 +322,7 @@ impl<'a> Ctx<'a> {
                 .map(|st| st.nspid.len())
                 .filter(|d| *d > 0);
             for pid in self.pids(&j, rt) {
+                self.cancel.check()?;
                 if wanted.as_ref().is_some_and(|w| !w.contains(&pid)) {
                     continue;
                 }
@@ -395,6 +407,7 @@ impl<'a> Ctx<'a> {
     fn mappings(&self, c: &Constraints) -> Result<Vec<Row>, TableError> {
         let mut rows = Vec::new();
         for j in self.live(c)? {
+            self.cancel.check()?;
             let Some(rt) = j.live() else { continue };
             let ids = j.rec.ids;
             for (kind, file, base) in [
@@ -437,6 +450,7 @@ impl<'a> Ctx<'a> {
     fn capabilities(&self, c: &Constraints) -> Result<Vec<Row>, TableError> {
         let mut rows = Vec::new();
         for j in self.live(c)? {
+            self.cancel.check()?;
             let Some(rt) = j.live() else { continue };
             let mut spec_mask = 0u64;
             let mut spec_unknown = Vec::new();
@@ -447,6 +461,7 @@ impl<'a> Ctx<'a> {
                 }
             }
             for pid in self.pids(&j, rt) {
+                self.cancel.check()?;
                 let Some(st) = self.proc.status(pid) else {
                     continue;
                 };
@@ -494,6 +509,7 @@ impl<'a> Ctx<'a> {
     fn mounts(&self, c: &Constraints) -> Result<Vec<Row>, TableError> {
         let mut rows = Vec::new();
         for j in self.live(c)? {
+            self.cancel.check()?;
             let Some(rt) = j.live() else { continue };
             let info = match self.proc.mountinfo(rt.init.pid) {
                 Ok(m) => m,
@@ -534,6 +550,7 @@ impl<'a> Ctx<'a> {
     fn resources(&self, c: &Constraints) -> Result<Vec<Row>, TableError> {
         let mut rows = Vec::new();
         for j in self.live(c)? {
+            self.cancel.check()?;
             let Some(rt) = j.live() else { continue };
             let cg = Cgroup::new(&self.src.cgroup_root, &rt.cgroup);
             let r = cg.resources(self.clk_tck);

@@ -251,6 +251,8 @@ pub enum TableError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the generate was abandoned: its client hung up")]
+    Cancelled,
     #[error("query failed")]
     Sql {
         #[source]
@@ -291,7 +293,51 @@ pub fn spec_json() -> serde_json::Value {
 /// Only an unknown table or an unreadable pool fails; a broken jail is
 /// logged with `tracing::warn` and skipped or partly filled.
 pub fn generate(table: &str, src: &Sources, c: &Constraints) -> Result<Vec<Row>, TableError> {
-    gen::generate(table, src, c)
+    gen::generate(table, src, c, &Cancel::new())
+}
+
+/// Like [`generate`], but gives up with [`TableError::Cancelled`] (between
+/// jails, and between processes) once `cancel` is set.
+pub fn generate_cancellable(
+    table: &str,
+    src: &Sources,
+    c: &Constraints,
+    cancel: &Cancel,
+) -> Result<Vec<Row>, TableError> {
+    gen::generate(table, src, c, cancel)
+}
+
+/// Set (from another thread) when whoever asked for a generate no longer
+/// waits for it. Clones share one flag.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancel {
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether some clone of this flag is held elsewhere.
+    pub fn is_shared(&self) -> bool {
+        std::sync::Arc::strong_count(&self.0) > 1
+    }
+
+    /// `Err(Cancelled)` once set.
+    pub fn check(&self) -> Result<(), TableError> {
+        if self.is_cancelled() {
+            Err(TableError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// `docs/tables.md`, rendered from the specs.
@@ -406,6 +452,23 @@ mod tests {
         let src = Sources::host("/nonexistent");
         let e = generate("nope", &src, &Constraints::new()).expect_err("unknown");
         assert!(e.to_string().contains("jail_processes"), "{e}");
+    }
+
+    #[test]
+    fn a_cancelled_generate_stops_before_reading_any_jail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("jails/web")).expect("mkdir");
+        let src = Sources::host(dir.path());
+        let cancel = Cancel::new();
+        let rows = generate_cancellable("jails", &src, &Constraints::new(), &cancel)
+            .expect("not cancelled");
+        assert_eq!(rows.len(), 1);
+        cancel.clone().cancel();
+        for table in ["jails", "jail_processes", "jail_mounts"] {
+            let e = generate_cancellable(table, &src, &Constraints::new(), &cancel)
+                .expect_err("cancelled");
+            assert!(matches!(e, TableError::Cancelled), "{table}: {e}");
+        }
     }
 
     #[test]

@@ -85,6 +85,41 @@ def test_many_connections_each_claiming_a_large_string_cost_no_memory(core, star
     assert rss_kb < 64 * 1024, rss_kb
 
 
+def vm_kb(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        return next(int(l.split()[1]) for l in f if l.startswith(field + ":"))
+
+
+def test_partial_frames_on_many_connections_cannot_buffer_past_the_global_budget(core, start_ext):
+    ext = start_ext()
+    uuid, path = registered_socket(core, ext)
+    claim = header(b"call") + bytes([0x0B, 0x00, 0x01]) + struct.pack(">i", 7 << 20)
+    conns = [raw(path, timeout=5) for _ in range(80)]
+    for s in conns:
+        s.sendall(claim)
+    chunk = b"x" * (256 << 10)
+    shed = 0
+    with ExtensionConnection(core.path, uuid) as c:
+        # 80 connections x 3 MiB sent (of 7 MiB claimed): 240 MiB offered.
+        for _ in range(12):
+            for s in list(conns):
+                try:
+                    s.sendall(chunk)
+                except OSError:
+                    conns.remove(s)
+                    s.close()
+                    shed += 1
+            assert c.ping().code == 0, ext.log()
+    for s in conns:
+        s.close()
+    assert ext.alive(), ext.log()
+    assert pings(core, uuid), ext.log()
+    # The peak, not a sample: 64 MiB of budget plus the extension itself.
+    assert vm_kb(ext.proc.pid, "VmHWM") < 100 * 1024, ext.log()
+    assert shed > 0
+    assert "closed the one holding the most" in ext.log(), ext.log()
+
+
 # 4. Untrusted input in the log and in replies ---------------------------------
 
 
@@ -382,3 +417,53 @@ def test_a_core_that_forgot_the_extension_is_left(registered):
     code = ext.wait(20 * INTERVAL + 5)
     assert code == 0, ext.log()
     assert "no longer knows this extension (uuid %d)" % uuid in ext.log(), ext.log()
+
+
+def slow_pool(root, n):
+    """A pool of n jails: a `jails` generate over all of them takes long."""
+    import copy
+    import json
+
+    from conftest import WEB
+    for i in range(n):
+        name = "j%05d" % i
+        rec = copy.deepcopy(WEB)
+        rec["spec"]["name"] = rec["spec"]["hostname"] = name
+        os.makedirs(os.path.join(root, "jails", name))
+        with open(os.path.join(root, "jails", name, "jail.json"), "w") as f:
+            json.dump(rec, f)
+    os.makedirs(os.path.join(root, "templates"))
+    return root
+
+
+def test_a_running_generate_is_abandoned_when_its_client_hangs_up(core, start_ext, workdir):
+    root = slow_pool(os.path.join(workdir, "slow"), 6000)
+    ext = start_ext(root=root)
+    uuid, path = registered_socket(core, ext)
+    abandoned = lambda: ext.log().count("abandoned generate for closed client")
+    # One slow generate per worker; the clients hang up once all four
+    # calls are with the workers.
+    clients = []
+    for _ in range(4):
+        c = ExtensionConnection(core.path, uuid)
+        c.__enter__()
+        c.client.send_call("table", "jails", {"action": "generate"})
+        clients.append(c)
+    assert wait_for(lambda: ext.log().count("call started") == 4, 10), ext.log()[-3000:]
+    for c in clients:
+        c.__exit__(None, None, None)
+    # A fifth query is answered once the workers are free again: only after
+    # all four generates were given up (they would still be running).
+    only_web = {"constraints": [{"name": "name", "affinity": "TEXT",
+                                 "list": [{"op": 2, "expr": "j00001"}]}]}
+    with ExtensionConnection(core.path, uuid) as c:
+        assert wait_for(lambda: abandoned() == 4, 30), ext.log()[-3000:]
+        resp = c.generate("jails", only_web)
+        assert resp.status.code == 0, resp.status.message
+        assert [r["name"] for r in resp.response] == ["j00001"]
+    assert abandoned() == 4, ext.log()[-3000:]
+    # None of the four was generated to its end, and none warned.
+    log = ext.log()
+    before = log.rsplit("abandoned generate for closed client", 1)[0]
+    assert "call answered" not in before, log[-3000:]
+    assert "WARN" not in log, log[-3000:]
