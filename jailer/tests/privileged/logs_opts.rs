@@ -2,7 +2,7 @@
 //! a jail that has never run (`logs` says so, `logs -f` waits for it).
 
 use crate::cli::{jailer, ok};
-use crate::runtime::{jail, wait_until};
+use crate::runtime::{create, jail, wait_until};
 use libtest_mimic::Trial;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,14 +28,11 @@ fn since_second() -> Result<(), String> {
     let root = crate::debian_pool()?;
     let name = "lo-since";
     let _j = jail(&root, name);
-    ok(
+    create(
         &root,
+        name,
+        &[],
         &[
-            "create",
-            name,
-            "--template",
-            "deb",
-            "--",
             "/bin/sh",
             "-c",
             "echo early-1; echo early-2; sleep 4; echo late-1; echo late-2; exec sleep 1000",
@@ -78,19 +75,7 @@ fn follow_waits() -> Result<(), String> {
     let root = crate::debian_pool()?;
     let name = "lo-follow";
     let _j = jail(&root, name);
-    ok(
-        &root,
-        &[
-            "create",
-            name,
-            "--template",
-            "deb",
-            "--",
-            "/bin/sh",
-            "-c",
-            "echo hello-follow",
-        ],
-    )?;
+    create(&root, name, &[], &["/bin/sh", "-c", "echo hello-follow"])?;
     let mut f = Command::new(env!("CARGO_BIN_EXE_jailer"))
         .arg("--root")
         .arg(&root)
@@ -130,16 +115,11 @@ fn follow_waits() -> Result<(), String> {
 fn tail_and_never_run() -> Result<(), String> {
     let root = crate::debian_pool()?;
     let _j = jail(&root, "lo-tail");
-    ok(
+    create(
         &root,
+        "lo-tail",
+        &["--log-size", "4K"],
         &[
-            "create",
-            "lo-tail",
-            "--template",
-            "deb",
-            "--log-size",
-            "4K",
-            "--",
             "/bin/sh",
             "-c",
             "i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done",

@@ -3,7 +3,7 @@
 //! that `stop` ends it whatever it is doing.
 
 use crate::cli::{jailer, ok};
-use crate::runtime::{init_pid, inspect, jail, wait_until};
+use crate::runtime::{create, init_pid, inspect, jail, wait_until};
 use libtest_mimic::Trial;
 use std::path::Path;
 use std::time::Duration;
@@ -74,20 +74,11 @@ fn on_failure_n() -> Result<(), String> {
     let root = crate::debian_pool()?;
     let name = "rs-onfail";
     let _j = jail(&root, name);
-    ok(
+    create(
         &root,
-        &[
-            "create",
-            name,
-            "--template",
-            "deb",
-            "--restart",
-            "on-failure:2",
-            "--",
-            "/bin/sh",
-            "-c",
-            "echo run; exit 3",
-        ],
+        name,
+        &["--restart", "on-failure:2"],
+        &["/bin/sh", "-c", "echo run; exit 3"],
     )?;
     // --wait waits until the policy gives up, and exits as the last run did.
     let out = jailer(&root, &["start", "--wait", name]);
@@ -134,20 +125,11 @@ fn clean_exit() -> Result<(), String> {
     let root = crate::debian_pool()?;
     let name = "rs-clean";
     let _j = jail(&root, name);
-    ok(
+    create(
         &root,
-        &[
-            "create",
-            name,
-            "--template",
-            "deb",
-            "--restart",
-            "on-failure",
-            "--",
-            "/bin/sh",
-            "-c",
-            "echo once",
-        ],
+        name,
+        &["--restart", "on-failure"],
+        &["/bin/sh", "-c", "echo once"],
     )?;
     ok(&root, &["start", "--wait", name])?;
     let logs = ok(&root, &["logs", name])?;
@@ -161,19 +143,11 @@ fn always_until_stop() -> Result<(), String> {
     let root = crate::debian_pool()?;
     let name = "rs-always";
     let _j = jail(&root, name);
-    ok(
+    create(
         &root,
-        &[
-            "create",
-            name,
-            "--template",
-            "deb",
-            "--restart",
-            "always",
-            "--",
-            "/bin/sleep",
-            "1000",
-        ],
+        name,
+        &["--restart", "always"],
+        &["/bin/sleep", "1000"],
     )?;
     ok(&root, &["start", name])?;
     let first = init_pid(&root, name)?;
@@ -201,19 +175,7 @@ fn always_until_stop() -> Result<(), String> {
     // In backoff: a command that fails at once is `restarting` between
     // runs; verbs say so; stop ends it there too.
     ok(&root, &["rm", name])?;
-    ok(
-        &root,
-        &[
-            "create",
-            name,
-            "--template",
-            "deb",
-            "--restart",
-            "always",
-            "--",
-            "/bin/false",
-        ],
-    )?;
+    create(&root, name, &["--restart", "always"], &["/bin/false"])?;
     ok(&root, &["start", name])?;
     if !wait_until(Duration::from_secs(20), || {
         state(&root, name) == "restarting" && restarts(&root, name) >= 3

@@ -68,7 +68,12 @@ pub(crate) fn start_sh(
 }
 
 /// `jailer create NAME --template deb EXTRA.. -- COMMAND..`.
-fn create(root: &Path, name: &str, extra: &[&str], command: &[&str]) -> Result<(), String> {
+pub(crate) fn create(
+    root: &Path,
+    name: &str,
+    extra: &[&str],
+    command: &[&str],
+) -> Result<(), String> {
     let mut args = vec!["create", name, "--template", "deb"];
     args.extend_from_slice(extra);
     args.push("--");
