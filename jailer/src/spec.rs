@@ -695,6 +695,10 @@ pub struct JailSpec {
     /// `--restart`: what the monitor does when the command ends.
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// `--autostart`: `jailer start --autostart` (the boot unit
+    /// `jailer-autostart.service`) starts it.
+    #[serde(default)]
+    pub autostart: bool,
 }
 
 /// `jailer create`'s inputs as strings, before validation.
@@ -718,6 +722,7 @@ pub struct RawSpec {
     pub seccomp_allow: Vec<String>,
     pub log_size: Option<String>,
     pub restart: Option<String>,
+    pub autostart: bool,
 }
 
 /// Computes the capability set from the defaults, drops and adds (drops
@@ -845,6 +850,7 @@ impl RawSpec {
                 .map(str::parse)
                 .transpose()?
                 .unwrap_or_default(),
+            autostart: self.autostart,
         })
     }
 }

@@ -285,6 +285,7 @@ impl<'a> Ctx<'a> {
             ns("cgroup"),
             text(spec.restart.to_string()),
             int(i64::from(rec.restarts)),
+            int(i64::from(spec.autostart)),
         ]
     }
 
@@ -303,7 +304,7 @@ impl<'a> Ctx<'a> {
         row.extend([int(-1), Value::Double(-1.0), int(-1), text("")]);
         row.extend((0..4).map(|_| int(-1))); // times, exit_code
         row.extend((0..8).map(|_| text(""))); // namespaces, restart_policy
-        row.push(int(-1)); // restarts
+        row.extend([int(-1), int(-1)]); // restarts, autostart
         row
     }
 

@@ -51,6 +51,7 @@ pub const JAILS: &[Column] = &[
     text("cgroup_namespace", "Inode of init's cgroup namespace; empty when not running"),
     text("restart_policy", "Restart policy from the spec: no, on-failure, on-failure:N or always"),
     int("restarts", "Restarts by the restart policy since the last start"),
+    int("autostart", "1 if the jail starts at boot (create --autostart), else 0"),
 ];
 
 pub const JAIL_PROCESSES: &[Column] = &[
