@@ -103,6 +103,8 @@ const INIT_REBOOT_WAIT: Duration = Duration::from_secs(3);
 const MAX_NAKS: usize = 3;
 /// The longest a single wait lasts before the wall clock is read again.
 const CLOCK_CHECK: Duration = Duration::from_secs(60);
+/// How long [`Client::maintain`] waits before trying again after an I/O error.
+const IO_RETRY: Duration = Duration::from_secs(5);
 /// How many distinct untrusted answerers an error reports.
 const MAX_IGNORED: usize = 8;
 
@@ -298,18 +300,6 @@ impl DhcpError {
             DhcpError::Invalid { .. } => DhcpErrorKind::Invalid,
             DhcpError::Stopped { .. } => DhcpErrorKind::Stopped,
             DhcpError::Io { .. } => DhcpErrorKind::Io,
-        }
-    }
-
-    /// The project-wide kind (see [`crate::error`]): a timeout may pass on
-    /// a retry (`busy`), an ambiguous LAN or a bad argument needs the spec
-    /// changed (`invalid`), the rest is `internal`.
-    pub fn kind(&self) -> crate::ErrorKind {
-        match self {
-            DhcpError::Timeout { .. } | DhcpError::Refused { .. } => crate::ErrorKind::Busy,
-            DhcpError::Ambiguous { .. } | DhcpError::Invalid { .. } => crate::ErrorKind::Invalid,
-            DhcpError::Stopped { .. } => crate::ErrorKind::IllegalState,
-            DhcpError::Io { source, .. } => crate::error::classify(source),
         }
     }
 }
@@ -1161,17 +1151,23 @@ impl Client {
                         held = Some(new);
                     }
                     Err(DhcpError::Stopped { .. }) => return Ok(None),
-                    Err(DhcpError::Timeout { .. }) | Err(DhcpError::Refused { .. }) => {}
-                    Err(e) => return Err(e),
+                    Err(DhcpError::Io { .. }) => {
+                        if !c.pause(IO_RETRY, stop)? {
+                            return Ok(None);
+                        }
+                    }
+                    Err(_) => {}
                 }
                 continue;
             };
             if !c.sleep_until(lease.renew_at(), stop)? {
                 return Ok(Some(lease));
             }
-            let mut result = c.renew(&lease, instant_at(lease.rebind_at()));
-            if let Err(DhcpError::Timeout { .. }) = result {
-                result = c.rebind(&lease, instant_at(lease.expires_at()));
+            let mut result = c.persist(stop, instant_at(lease.rebind_at()), |d| c.renew(&lease, d));
+            if let Err(DhcpError::Timeout { .. }) | Err(DhcpError::Io { .. }) = result {
+                result = c.persist(stop, instant_at(lease.expires_at()), |d| {
+                    c.rebind(&lease, d)
+                });
             }
             match result {
                 Ok(new) => {
@@ -1189,11 +1185,44 @@ impl Client {
                     held = Some(new);
                 }
                 Err(DhcpError::Stopped { .. }) => return Ok(Some(lease)),
-                Err(DhcpError::Timeout { .. }) | Err(DhcpError::Refused { .. }) => {
-                    // Refused: the server ended it. Timeout: it ran out.
-                    on_event(LeaseEvent::Lost(&lease));
+                // Refused: the server ended it. Otherwise it ran out with
+                // no answer (or no working socket) until its expiry.
+                Err(_) => on_event(LeaseEvent::Lost(&lease)),
+            }
+        }
+    }
+
+    /// Waits `d` or until stopped (`false`).
+    fn pause(&self, d: Duration, stop: &Stop) -> Result<bool, DhcpError> {
+        let mut fds = [nix::poll::PollFd::new(
+            stop.0 .0.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ms = d.as_millis().min(60_000) as u16;
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(!stop.is_stopped()),
+            Err(e) => Err(self.io("cannot wait for the stop signal", e.into())),
+        }
+    }
+
+    /// Calls `f(until)` again after an I/O error (a link briefly down, an
+    /// interface being replaced) while time is left before `until`.
+    fn persist(
+        &self,
+        stop: &Stop,
+        until: Instant,
+        f: impl Fn(Instant) -> Result<Lease, DhcpError>,
+    ) -> Result<Lease, DhcpError> {
+        loop {
+            match f(until) {
+                Err(DhcpError::Io { .. }) if Instant::now() + IO_RETRY < until => {
+                    if !self.pause(IO_RETRY, stop)? {
+                        return Err(DhcpError::Stopped {
+                            ifname: self.ifname.clone(),
+                        });
+                    }
                 }
-                Err(e) => return Err(e),
+                r => return r,
             }
         }
     }
