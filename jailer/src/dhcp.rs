@@ -1366,6 +1366,59 @@ mod tests {
         assert_eq!(back, l);
     }
 
+    /// A server's answer to `c`, as the IPv4/UDP packet the socket gets.
+    fn answer(c: &Client, xid: u32, client_id: Option<Vec<u8>>) -> Vec<u8> {
+        let z = Ipv4Addr::UNSPECIFIED;
+        let mut m = Message::new_with_id(xid, z, Ipv4Addr::new(10, 0, 0, 7), z, z, &c.mac);
+        m.set_opcode(Opcode::BootReply);
+        m.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Offer));
+        m.opts_mut()
+            .insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 0, 0, 1)));
+        if let Some(id) = client_id {
+            m.opts_mut().insert(DhcpOption::ClientIdentifier(id));
+        }
+        let mut payload = Vec::new();
+        m.encode(&mut Encoder::new(&mut payload)).expect("encodes");
+        let b = etherparse::PacketBuilder::ipv4([10, 0, 0, 1], [255; 4], 64).udp(67, 68);
+        let mut out = Vec::new();
+        b.write(&mut out, &payload).expect("builds");
+        out
+    }
+
+    fn rx(len: usize, outgoing: bool) -> Received {
+        Received {
+            len,
+            src_mac: [2, 0, 0, 0, 0, 9],
+            outgoing,
+        }
+    }
+
+    #[test]
+    fn only_answers_to_this_transaction_and_client_are_parsed() {
+        let c = client();
+        let ok = answer(&c, 42, Some(c.client_id.clone()));
+        let r = c.parse(&ok, rx(ok.len(), false), 42).expect("an answer");
+        assert_eq!(
+            (r.kind, r.server, r.src_ip),
+            (
+                MessageType::Offer,
+                Some(Ipv4Addr::new(10, 0, 0, 1)),
+                Ipv4Addr::new(10, 0, 0, 1)
+            )
+        );
+        // Without an echoed client id (pre-RFC 6842 servers) it is still ours.
+        let bare = answer(&c, 42, None);
+        assert!(c.parse(&bare, rx(bare.len(), false), 42).is_some());
+        // Sent from the jail's own namespace: never an answer.
+        assert!(c.parse(&ok, rx(ok.len(), true), 42).is_none());
+        // Another transaction, another client (ipvlan: same MAC), a cut packet.
+        assert!(c.parse(&ok, rx(ok.len(), false), 43).is_none());
+        let other = answer(&c, 42, Some(client_id_for("j2")));
+        assert!(c.parse(&other, rx(other.len(), false), 42).is_none());
+        assert!(c.parse(&ok, rx(ok.len() - 20, false), 42).is_none());
+    }
+
     #[test]
     fn bad_client_arguments_are_refused() {
         let e = Client::new("eth0", 2, [3, 0, 0, 0, 0, 1], client_id_for("j"), None)

@@ -381,9 +381,17 @@ fn init_reboot_same_address() -> Result<(), String> {
     let dns = lan.server(&[])?;
     let a = lan.jail("a", Kind::Macvlan)?;
     let c = a.client("jail-a", None)?;
+    let t0 = Instant::now();
     let first = a.obtain(&c, None, 20)?;
+    let t1 = Instant::now();
     // The monitor restarts: a new client with the recorded lease.
     let again = a.obtain(&a.client("jail-a", None)?, Some(&first), 20)?;
+    // Informational, not asserted: what a jail's start waits for.
+    eprintln!(
+        "dhcp: first lease in {} ms, again by INIT-REBOOT in {} ms",
+        (t1 - t0).as_millis(),
+        t1.elapsed().as_millis()
+    );
     if again.address != first.address {
         return Err(format!("{} then {}", first.address, again.address));
     }
