@@ -18,6 +18,8 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub fn trials() -> Vec<Trial> {
@@ -61,6 +63,10 @@ pub fn trials() -> Vec<Trial> {
         Trial::test(
             "dhcp::a_rogue_server_answering_first_is_ignored_when_the_spec_names_the_server",
             || crate::check(rogue_ignored_when_named()),
+        ),
+        Trial::test(
+            "dhcp::a_rogue_server_claiming_the_real_servers_identifier_is_ignored",
+            || crate::check(rogue_claiming_real_id()),
         ),
         Trial::test(
             "dhcp::a_recorded_lease_pins_its_server_so_a_rogue_nak_cannot_take_it",
@@ -517,6 +523,98 @@ fn rogue_ignored_when_named() -> Result<(), String> {
         ));
     }
     if dns.count("DHCPACK", &mac) != 1 {
+        return Err(format!("the real server did not ACK: {}", dns.log()));
+    }
+    Ok(())
+}
+
+/// A forged DHCP server as a hostile jail could run one: a plain UDP socket
+/// on port 67 (no raw socket, so its answers come from its own address),
+/// answering every DISCOVER and REQUEST with 10.77.0.222 under the real
+/// server's identifier. Counts what it sent; ends when `stop` is set.
+fn forger(
+    ns: &Netns,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+) -> Result<std::thread::JoinHandle<std::io::Result<std::io::Result<()>>>, String> {
+    use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
+    use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+    let fd = std::fs::File::open(ns.path()).map_err(|e| e.to_string())?;
+    jailer::sys::dhcpsock::spawn_in_netns("forger".into(), fd.into(), move || {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:67")?;
+        sock.set_broadcast(true)?;
+        sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let mut buf = [0u8; 1500];
+        while !stop.load(Ordering::Relaxed) {
+            let n = match sock.recv_from(&mut buf) {
+                Ok((n, _)) => n,
+                Err(_) => continue,
+            };
+            let Ok(m) = Message::decode(&mut Decoder::new(&buf[..n])) else {
+                continue;
+            };
+            let kind = match m.opts().msg_type() {
+                Some(MessageType::Discover) => MessageType::Offer,
+                Some(MessageType::Request) => MessageType::Ack,
+                _ => continue,
+            };
+            let z = Ipv4Addr::UNSPECIFIED;
+            let mut r = Message::new_with_id(
+                m.xid(),
+                z,
+                Ipv4Addr::new(10, 77, 0, 222),
+                z,
+                z,
+                &m.chaddr()[..6],
+            );
+            r.set_opcode(Opcode::BootReply).set_flags(m.flags());
+            let o = r.opts_mut();
+            o.insert(DhcpOption::MessageType(kind));
+            o.insert(DhcpOption::ServerIdentifier(REAL));
+            o.insert(DhcpOption::AddressLeaseTime(120));
+            o.insert(DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)));
+            o.insert(DhcpOption::Router(vec![ROGUE]));
+            if let Some(DhcpOption::ClientIdentifier(id)) =
+                m.opts().get(dhcproto::v4::OptionCode::ClientIdentifier)
+            {
+                o.insert(DhcpOption::ClientIdentifier(id.clone()));
+            }
+            let mut out = Vec::new();
+            if r.encode(&mut Encoder::new(&mut out)).is_ok() {
+                sock.send_to(&out, "10.77.0.255:68")?;
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn rogue_claiming_real_id() -> Result<(), String> {
+    let lan = Lan::new("rc")?;
+    // The real server answers 2 s late, so the forgeries come first.
+    let dns = lan.server(&["--dhcp-reply-delay=2"])?;
+    let g = lan.jail("g", Kind::Macvlan)?;
+    g.ns.ip(&["addr", "add", "10.77.0.66/24", "dev", "eth0"])?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let handle = forger(&g.ns, stop.clone(), sent.clone())?;
+    let a = lan.jail("a", Kind::Macvlan)?;
+    let got = a.obtain(&a.client("jail-a", Some(REAL))?, None, 20);
+    stop.store(true, Ordering::Relaxed);
+    let forged = handle
+        .join()
+        .map_err(|_| "the forger panicked".to_string())?
+        .map_err(|e| format!("forger: {e}"))?;
+    forged.map_err(|e| format!("forger: {e}"))?;
+    let l = got?;
+    if l.server != REAL || !in_real_range(l.address) {
+        return Err(format!("took the forged lease {l:?}"));
+    }
+    if sent.load(Ordering::Relaxed) == 0 {
+        return Err("the forger never answered, the test proves nothing".into());
+    }
+    if dns.count("DHCPACK", &mac_text(a.mac)) != 1 {
         return Err(format!("the real server did not ACK: {}", dns.log()));
     }
     Ok(())
