@@ -79,6 +79,14 @@ pub fn trials() -> Vec<Trial> {
         Trial::test("dhcp::a_lease_is_renewed_at_t1_while_it_runs", || {
             crate::check(renewed_at_t1())
         }),
+        Trial::test(
+            "dhcp::an_unanswered_renewal_is_rebound_by_broadcast_at_t2",
+            || crate::check(rebound_at_t2()),
+        ),
+        Trial::test(
+            "dhcp::a_nak_to_a_renewal_loses_the_lease_and_a_new_one_is_found",
+            || crate::check(nak_on_renewal()),
+        ),
     ];
     if no_dnsmasq {
         return trials
@@ -676,58 +684,195 @@ fn ambiguous_refused() -> Result<(), String> {
     Ok(())
 }
 
-fn renewed_at_t1() -> Result<(), String> {
-    let lan = Lan::new("rw")?;
-    let dns = lan.server(&[])?;
-    let a = lan.jail("a", Kind::Macvlan)?;
-    let c = a.client("jail-a", None)?;
-    let first = a.obtain(&c, None, 20)?;
-    // What the monitor's link setup does with a lease: the server answers a
-    // renewal to this address.
+/// dnsmasq's shortest lease is 2 minutes, but it sends the T1 and T2 it is
+/// given: 10 s and 20 s keep the maintenance tests short.
+const SHORT_TIMERS: [&str; 2] = ["--dhcp-option=option:T1,10s", "--dhcp-option=option:T2,20s"];
+
+/// What `maintain` reported, owned (a `Changed` is only ever printed, in a
+/// failure).
+#[derive(Debug)]
+#[allow(dead_code)]
+enum Ev {
+    Extended(Lease),
+    Changed(Lease),
+    Lost(Lease),
+    Acquired(Lease),
+}
+
+type Maintainer =
+    std::thread::JoinHandle<std::io::Result<Result<Option<Lease>, jailer::dhcp::DhcpError>>>;
+
+/// Runs `maintain` on a thread in the jail's namespace, as the monitor does.
+/// The address is configured first, as the monitor's link setup does with
+/// a lease (a renewal's answer is unicast to it).
+fn maintain(
+    a: &Jail,
+    c: Client,
+    lease: &Lease,
+    stop: &Stop,
+) -> Result<(Maintainer, std::sync::mpsc::Receiver<Ev>), String> {
     a.ns.ip(&[
         "addr",
         "add",
-        &format!("{}/{}", first.address, first.prefix),
+        &format!("{}/{}", lease.address, lease.prefix),
         "dev",
         "eth0",
     ])?;
-    let stop = Stop::new().map_err(|e| e.to_string())?;
-    let (tx, rx) = std::sync::mpsc::channel::<Lease>();
+    let (tx, rx) = std::sync::mpsc::channel::<Ev>();
     let fd = std::fs::File::open(a.ns.path()).map_err(|e| e.to_string())?;
-    let handle = {
-        let stop = stop.clone();
-        let first = first.clone();
-        jailer::sys::dhcpsock::spawn_in_netns("dhcp-test".into(), fd.into(), move || {
-            c.maintain(
-                first,
-                |ev| {
-                    if let LeaseEvent::Extended(l) = ev {
-                        let _ = tx.send(l.clone());
-                    }
-                },
-                &stop,
-            )
-        })
-        .map_err(|e| e.to_string())?
-    };
-    // T1 is 60 s after the first request; allow for T2 too.
-    let got = rx.recv_timeout(Duration::from_secs(110));
+    let stop = stop.clone();
+    let lease = lease.clone();
+    let h = jailer::sys::dhcpsock::spawn_in_netns("dhcp-test".into(), fd.into(), move || {
+        c.maintain(
+            lease,
+            |ev| {
+                let _ = tx.send(match ev {
+                    LeaseEvent::Extended(l) => Ev::Extended(l.clone()),
+                    LeaseEvent::Changed { new, .. } => Ev::Changed(new.clone()),
+                    LeaseEvent::Lost(l) => Ev::Lost(l.clone()),
+                    LeaseEvent::Acquired(l) => Ev::Acquired(l.clone()),
+                });
+            },
+            &stop,
+        )
+    })
+    .map_err(|e| e.to_string())?;
+    Ok((h, rx))
+}
+
+/// Stops the maintainer and returns the lease it held.
+fn finish(h: Maintainer, stop: &Stop) -> Result<Option<Lease>, String> {
     stop.stop();
-    let held = handle
-        .join()
+    h.join()
         .map_err(|_| "maintain panicked".to_string())?
         .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let renewed = got.map_err(|_| format!("no renewal within T2: {}", dns.log()))?;
-    if renewed.address != first.address || renewed.obtained_at < first.obtained_at + 55 {
+        .map_err(|e| e.to_string())
+}
+
+fn renewed_at_t1() -> Result<(), String> {
+    let lan = Lan::new("rw")?;
+    let dns = lan.server(&SHORT_TIMERS)?;
+    let a = lan.jail("a", Kind::Macvlan)?;
+    let c = a.client("jail-a", None)?;
+    let first = a.obtain(&c, None, 20)?;
+    if first.t1_secs != 10 {
+        return Err(format!("dnsmasq did not send T1 10 s: {first:?}"));
+    }
+    let stop = Stop::new().map_err(|e| e.to_string())?;
+    let (h, rx) = maintain(&a, c, &first, &stop)?;
+    // T1 is 10 s after the first request; allow for T2 and a slow machine.
+    let got = rx.recv_timeout(Duration::from_secs(60));
+    let held = finish(h, &stop)?;
+    let renewed = match got {
+        Ok(Ev::Extended(l)) => l,
+        other => {
+            return Err(format!(
+                "expected an extension, got {other:?}: {}",
+                dns.log()
+            ))
+        }
+    };
+    if renewed.address != first.address || renewed.obtained_at < first.obtained_at + 9 {
         return Err(format!("{first:?} renewed as {renewed:?}"));
     }
     if held.as_ref() != Some(&renewed) {
         return Err(format!("maintain returned {held:?}, not the renewed lease"));
     }
     let addr = first.address.to_string();
-    if dns.count("DHCPACK", &addr) != 2 {
-        return Err(format!("expected two ACKs for {addr}: {}", dns.log()));
+    // The selecting REQUEST, then the renewal: unicast to the server's MAC,
+    // answered before T2 (no rebinding transaction).
+    if dns.count("DHCPACK", &addr) != 2 || dns.count("DHCPREQUEST", &addr) != 2 {
+        return Err(format!(
+            "expected two REQUESTs and ACKs for {addr}: {}",
+            dns.log()
+        ));
+    }
+    Ok(())
+}
+
+fn rebound_at_t2() -> Result<(), String> {
+    let lan = Lan::new("rb")?;
+    let dns = lan.server(&SHORT_TIMERS)?;
+    let a = lan.jail("a", Kind::Macvlan)?;
+    let c = a.client("jail-a", None)?;
+    let mut first = a.obtain(&c, None, 20)?;
+    // The server's MAC changed (a replaced machine): the unicast renewals
+    // reach nobody, and the broadcast at T2 finds the server.
+    first.server_mac = Some("02:00:00:00:00:99".into());
+    let stop = Stop::new().map_err(|e| e.to_string())?;
+    let (h, rx) = maintain(&a, c, &first, &stop)?;
+    let got = rx.recv_timeout(Duration::from_secs(60));
+    finish(h, &stop)?;
+    let renewed = match got {
+        Ok(Ev::Extended(l)) => l,
+        other => {
+            return Err(format!(
+                "expected an extension, got {other:?}: {}",
+                dns.log()
+            ))
+        }
+    };
+    if renewed.obtained_at < first.obtained_at + 19 {
+        return Err(format!("extended before T2: {first:?} then {renewed:?}"));
+    }
+    if renewed.server_mac.as_deref() == first.server_mac.as_deref() {
+        return Err(format!(
+            "the server's real MAC was not learnt again: {renewed:?}"
+        ));
+    }
+    let addr = first.address.to_string();
+    if dns.count("DHCPREQUEST", &addr) != 2 {
+        return Err(format!(
+            "expected the selecting REQUEST and the rebinding one only: {}",
+            dns.log()
+        ));
+    }
+    Ok(())
+}
+
+fn nak_on_renewal() -> Result<(), String> {
+    let lan = Lan::new("rk")?;
+    let dns = lan.server(&SHORT_TIMERS)?;
+    let a = lan.jail("a", Kind::Macvlan)?;
+    let c = a.client("jail-a", None)?;
+    let first = a.obtain(&c, None, 20)?;
+    // The server is reconfigured with another range and forgets the lease:
+    // the renewal gets a NAK.
+    drop(dns);
+    let dns = Dnsmasq::start(
+        &lan.router,
+        "vr",
+        "10.77.0.160,10.77.0.170,255.255.255.0,2m",
+        &SHORT_TIMERS,
+    )?;
+    let stop = Stop::new().map_err(|e| e.to_string())?;
+    let (h, rx) = maintain(&a, c, &first, &stop)?;
+    let lost = rx.recv_timeout(Duration::from_secs(60));
+    let acquired = rx.recv_timeout(Duration::from_secs(60));
+    let held = finish(h, &stop)?;
+    match lost {
+        Ok(Ev::Lost(l)) if l.address == first.address => {}
+        other => {
+            return Err(format!(
+                "expected the lease lost, got {other:?}: {}",
+                dns.log()
+            ))
+        }
+    }
+    let new = match acquired {
+        Ok(Ev::Acquired(l)) => l,
+        other => {
+            return Err(format!(
+                "expected a new lease, got {other:?}: {}",
+                dns.log()
+            ))
+        }
+    };
+    if !(160..=170).contains(&new.address.octets()[3]) || held.as_ref() != Some(&new) {
+        return Err(format!("new lease {new:?}, held {held:?}"));
+    }
+    if dns.count("DHCPNAK", &first.address.to_string()) != 1 {
+        return Err(format!("no NAK for the old address: {}", dns.log()));
     }
     Ok(())
 }
