@@ -86,7 +86,7 @@ use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode, Optio
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -1226,6 +1226,60 @@ impl Client {
             }
         }
     }
+}
+
+/// The error for a thread that could not join the jail's namespace.
+fn netns_error(ifname: &str, e: std::io::Error) -> DhcpError {
+    DhcpError::Io {
+        ifname: ifname.to_string(),
+        op: "cannot join the jail's network namespace",
+        source: e,
+    }
+}
+
+/// [`Client::obtain`] on a thread that joined the network namespace `netns`
+/// (the jail's `/proc/PID/ns/net`); the caller's thread stays where it is.
+pub fn obtain_in(
+    netns: BorrowedFd<'_>,
+    client: &Client,
+    prev: Option<&Lease>,
+    deadline: Instant,
+) -> Result<Lease, DhcpError> {
+    crate::sys::dhcpsock::in_netns(netns, || client.obtain(prev, deadline))
+        .map_err(|e| netns_error(&client.ifname, e))?
+}
+
+/// [`Client::release`] on a thread that joined `netns`.
+pub fn release_in(netns: BorrowedFd<'_>, client: &Client, lease: &Lease) -> Result<(), DhcpError> {
+    crate::sys::dhcpsock::in_netns(netns, || client.release(lease))
+        .map_err(|e| netns_error(&client.ifname, e))?
+}
+
+/// What [`spawn_maintain`]'s thread returns: [`Client::maintain`]'s result.
+pub type Maintainer = std::thread::JoinHandle<Result<Option<Lease>, DhcpError>>;
+
+/// Starts [`Client::maintain`] on a thread named `dhcp-IFNAME` that joins
+/// `netns` first, for the jail's lifetime: signal `stop`, then join the
+/// handle for the lease to release and record.
+pub fn spawn_maintain(
+    netns: OwnedFd,
+    client: Client,
+    lease: Lease,
+    on_event: impl FnMut(LeaseEvent<'_>) + Send + 'static,
+    stop: Stop,
+) -> Result<Maintainer, DhcpError> {
+    let ifname = client.ifname.clone();
+    std::thread::Builder::new()
+        .name(format!("dhcp-{ifname}"))
+        .spawn(move || {
+            crate::sys::dhcpsock::join_netns(netns).map_err(|e| netns_error(&client.ifname, e))?;
+            client.maintain(lease, on_event, &stop)
+        })
+        .map_err(|e| DhcpError::Io {
+            ifname,
+            op: "cannot start the DHCP thread",
+            source: e,
+        })
 }
 
 /// `Held` only comes from a judge that holds, which only DISCOVER's does.

@@ -238,6 +238,13 @@ where
     })
 }
 
+/// Moves the calling thread (only it) into the network namespace `netns`,
+/// and closes the fd. For a thread made for the purpose: it never goes back.
+pub fn join_netns(netns: OwnedFd) -> std::io::Result<()> {
+    nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+    Ok(())
+}
+
 /// Like [`in_netns`], for a thread that outlives the caller's frame (the
 /// DHCP maintenance loop of a running jail): it owns the namespace fd until
 /// it has joined it, and its handle yields `f`'s result or the `setns` error.
@@ -251,8 +258,7 @@ where
     F: FnOnce() -> T + Send + 'static,
 {
     std::thread::Builder::new().name(name).spawn(move || {
-        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
-        drop(netns);
+        join_netns(netns)?;
         Ok(f())
     })
 }

@@ -361,10 +361,11 @@ impl Jail {
             .map_err(|e| e.to_string())
     }
 
+    /// As the monitor does: `obtain_in` the jail's namespace.
     fn obtain(&self, c: &Client, prev: Option<&Lease>, secs: u64) -> Result<Lease, String> {
-        self.ns
-            .enter(|| c.obtain(prev, Instant::now() + Duration::from_secs(secs)))?
-            .map_err(|e| format!("obtain: {e}"))
+        let fd = std::fs::File::open(self.ns.path()).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        jailer::dhcp::obtain_in(fd.as_fd(), c, prev, deadline).map_err(|e| format!("obtain: {e}"))
     }
 }
 
@@ -482,7 +483,8 @@ fn release_seen(tag: &str, kind: Kind) -> Result<(), String> {
     if !dns.leases().contains(&addr) {
         return Err(format!("no lease for {addr} in {}", dns.leases()));
     }
-    a.ns.enter(|| c.release(&l))?.map_err(|e| e.to_string())?;
+    let fd = std::fs::File::open(a.ns.path()).map_err(|e| e.to_string())?;
+    jailer::dhcp::release_in(fd.as_fd(), &c, &l).map_err(|e| e.to_string())?;
     let gone = wait_for(Duration::from_secs(10), || {
         dns.count("DHCPRELEASE", &addr) == 1 && !dns.leases().contains(&addr)
     });
@@ -699,12 +701,11 @@ enum Ev {
     Acquired(Lease),
 }
 
-type Maintainer =
-    std::thread::JoinHandle<std::io::Result<Result<Option<Lease>, jailer::dhcp::DhcpError>>>;
+use jailer::dhcp::Maintainer;
 
-/// Runs `maintain` on a thread in the jail's namespace, as the monitor does.
-/// The address is configured first, as the monitor's link setup does with
-/// a lease (a renewal's answer is unicast to it).
+/// Runs `maintain` on a thread in the jail's namespace, as the monitor does
+/// (`spawn_maintain`). The address is configured first, as the monitor's
+/// link setup does with a lease (a renewal's answer is unicast to it).
 fn maintain(
     a: &Jail,
     c: Client,
@@ -720,23 +721,16 @@ fn maintain(
     ])?;
     let (tx, rx) = std::sync::mpsc::channel::<Ev>();
     let fd = std::fs::File::open(a.ns.path()).map_err(|e| e.to_string())?;
-    let stop = stop.clone();
-    let lease = lease.clone();
-    let h = jailer::sys::dhcpsock::spawn_in_netns("dhcp-test".into(), fd.into(), move || {
-        c.maintain(
-            lease,
-            |ev| {
-                let _ = tx.send(match ev {
-                    LeaseEvent::Extended(l) => Ev::Extended(l.clone()),
-                    LeaseEvent::Changed { new, .. } => Ev::Changed(new.clone()),
-                    LeaseEvent::Lost(l) => Ev::Lost(l.clone()),
-                    LeaseEvent::Acquired(l) => Ev::Acquired(l.clone()),
-                });
-            },
-            &stop,
-        )
-    })
-    .map_err(|e| e.to_string())?;
+    let on_event = move |ev: LeaseEvent<'_>| {
+        let _ = tx.send(match ev {
+            LeaseEvent::Extended(l) => Ev::Extended(l.clone()),
+            LeaseEvent::Changed { new, .. } => Ev::Changed(new.clone()),
+            LeaseEvent::Lost(l) => Ev::Lost(l.clone()),
+            LeaseEvent::Acquired(l) => Ev::Acquired(l.clone()),
+        });
+    };
+    let h = jailer::dhcp::spawn_maintain(fd.into(), c, lease.clone(), on_event, stop.clone())
+        .map_err(|e| e.to_string())?;
     Ok((h, rx))
 }
 
@@ -745,7 +739,6 @@ fn finish(h: Maintainer, stop: &Stop) -> Result<Option<Lease>, String> {
     stop.stop();
     h.join()
         .map_err(|_| "maintain panicked".to_string())?
-        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
 }
 
