@@ -83,10 +83,7 @@ fn metadata_round_trip() -> Result<(), String> {
         .ok_or_else(|| format!("fx2 not listed: {list}"))?;
     let cmd = &fx2["command"];
     if *cmd != serde_json::json!(["/bin/sh", "-c", "echo 'it''s'"])
-        || !fx2["source"]
-            .as_str()
-            .unwrap_or("")
-            .contains("fx.deb")
+        || !fx2["source"].as_str().unwrap_or("").contains("fx.deb")
     {
         return Err(format!(
             "the packed default command or source was not kept: {fx2}"
