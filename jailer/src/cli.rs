@@ -1473,9 +1473,10 @@ fn template_cmd(ctx: &Ctx, cmd: TemplateCmd) -> Result<ExitCode> {
             pkg_version: version,
         } => {
             let n = lifecycle::name(&n)?;
-            let json = ctx.json;
+            use std::io::IsTerminal as _;
+            let terminal = !ctx.json && std::io::stderr().is_terminal();
             let mut progress = |line: &str| {
-                if !json {
+                if terminal {
                     eprintln!("  {line}");
                 }
             };
