@@ -68,6 +68,11 @@ pub enum Cmd {
         /// Where the image file lives (default: ROOT.img).
         #[arg(long, value_name = "PATH", conflicts_with = "device")]
         image: Option<PathBuf>,
+        /// The host interface jails' network interfaces are made on when
+        /// their --net names no parent= (e.g. `--net dhcp`); recorded in
+        /// pool.json. Without it, the interface of the host's default route.
+        #[arg(long = "net-parent", value_name = "IFACE")]
+        net_parent: Option<String>,
     },
     /// Show the pool: device, size, used, free, template and jail counts.
     #[command(visible_alias = "info")]
@@ -361,10 +366,18 @@ pub struct CreateArgs {
     /// Drop a capability from the default set (e.g. chown; ALL).
     #[arg(long = "cap-drop", value_name = "CAP")]
     pub cap_drop: Vec<String>,
-    /// Network: none, macvlan,parent=IFACE,ip=ADDR/PREFIX[,gateway=ADDR] or macvlan,parent=IFACE,dhcp.
-    /// macvlan is recorded but not set up by this version: start refuses it.
+    /// Network interface (repeat for eth0, eth1, ...; default: none, a loopback only).
+    ///
+    /// `macvlan,parent=IFACE[,mode=bridge|private|vepa|passthru],ip=ADDR/PREFIX[,gateway=ADDR]`
+    /// gives the jail its own MAC and address on the parent's LAN (a stable MAC derived from
+    /// the jail; `mac=MAC` sets one; `mtu=N`; `dns=ADDR`, repeatable, fills its
+    /// /etc/resolv.conf). `ipvlan,parent=IFACE[,mode=l2|l3],ip=...` shares the parent's MAC,
+    /// for NICs and virtual switches that drop unknown MACs. `ip=ADDR/PREFIX[,gateway=ADDR]`
+    /// or `dhcp` alone: macvlan on the host's default parent (`jailer init --net-parent`, else
+    /// the link of the default route). Example: --net macvlan,parent=eno1,ip=192.0.2.10/24,gateway=192.0.2.1,dns=192.0.2.1.
+    /// Note: the host cannot reach its own macvlan jails (see docs/network.md).
     #[arg(long, value_name = "SPEC")]
-    pub net: Option<String>,
+    pub net: Vec<String>,
     /// Environment variable for the jail's command (KEY=VALUE).
     #[arg(long, short, value_name = "K=V")]
     pub env: Vec<String>,
@@ -577,7 +590,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             device,
             force,
             image,
-        } => init(&ctx, size, device, force, image),
+            net_parent,
+        } => init(&ctx, size, device, force, image, net_parent.as_deref()),
         Cmd::Pool => pool_info(&ctx),
         Cmd::Template(t) => template_cmd(&ctx, t),
         Cmd::Create(c) => create(&ctx, c),
@@ -637,6 +651,7 @@ fn init(
     device: Option<PathBuf>,
     force: bool,
     image: Option<PathBuf>,
+    net_parent: Option<&str>,
 ) -> Result<ExitCode> {
     let opts = InitOptions {
         size: match &size {
@@ -650,9 +665,15 @@ fn init(
         image,
     };
     let (pool, action) = lifecycle::init(&ctx.root, &opts)?;
+    if let Some(p) = net_parent {
+        lifecycle::set_net_parent(&pool, p)?;
+    }
     // --size makes a new image only; say so when it was not used.
     let ignored = size.filter(|_| !matches!(action, InitAction::CreatedImage));
     let mut doc = serde_json::json!({ "root": pool.root(), "action": action });
+    if let Some(p) = net_parent {
+        doc["net_parent"] = p.into();
+    }
     if let Some(s) = &ignored {
         doc["size_ignored"] = s.as_str().into();
     }

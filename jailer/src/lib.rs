@@ -15,6 +15,7 @@ pub mod ids;
 pub mod jail;
 pub mod lifecycle;
 pub mod name;
+pub mod net;
 pub mod pool;
 pub mod procinfo;
 pub mod record;

@@ -8,7 +8,7 @@ use jailer::name::Name;
 use jailer::pool::Pool;
 use jailer::procinfo::{self, IdMap, Proc};
 use jailer::record::{self, JailRecord, RecordError, Runtime, State};
-use jailer::spec::{MacvlanAddress, NetSpec};
+use jailer::spec::IfaceAddress;
 use std::cell::OnceCell;
 use std::collections::BTreeSet;
 
@@ -218,14 +218,13 @@ impl<'a> Ctx<'a> {
         let live = j.live();
         let init = live.map(|rt| i64::from(rt.init.pid));
         let ns = |kind: &str| text(init.and_then(|p| self.proc.ns(p, kind)).unwrap_or_default());
-        let ip = match &spec.net {
-            NetSpec::None => String::new(),
-            NetSpec::Macvlan { address, .. } => match address {
-                MacvlanAddress::Static { ip, .. } => ip.to_string(),
-                MacvlanAddress::Dhcp => init
-                    .and_then(|p| self.proc.local_addresses(p).into_iter().next())
-                    .unwrap_or_default(),
-            },
+        // eth0's address: its static one, else what it holds now.
+        let ip = match spec.net.interfaces.first().map(|n| &n.address) {
+            None => String::new(),
+            Some(IfaceAddress::Static { ip, .. }) => ip.to_string(),
+            Some(IfaceAddress::Dhcp) => init
+                .and_then(|p| self.proc.local_addresses(p).into_iter().next())
+                .unwrap_or_default(),
         };
         let cgroup_path = live
             .and_then(|rt| {
