@@ -448,7 +448,23 @@ impl JailNet {
                 n.mtu,
                 netns.as_fd(),
             )
-            .map_err(step(&iface, &format!("make a {} link on {parent}", n.kind)))?;
+            .map_err(|e| {
+                let what = match n.kind {
+                    LinkKind::Macvlan => format!("make a macvlan link on {parent}"),
+                    LinkKind::Ipvlan => format!("make an ipvlan link on {parent}"),
+                };
+                // The kernel's word for a link type it was built without.
+                let hint = if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                    format!(
+                        " (this kernel has no {} support: CONFIG_{})",
+                        n.kind,
+                        n.kind.to_string().to_uppercase()
+                    )
+                } else {
+                    String::new()
+                };
+                step(&iface, &format!("{what}{hint}"))(e)
+            })?;
             let link = net
                 .jail
                 .link_by_name(&tmp)

@@ -24,6 +24,7 @@ mod lifecycle_instance;
 mod lifecycle_scale;
 mod logs_opts;
 mod ls_status;
+mod network;
 mod probe;
 mod restart;
 mod runtime;
@@ -116,6 +117,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(lifecycle_api::trials());
     trials.extend(logs_opts::trials());
     trials.extend(ls_status::trials());
+    trials.extend(network::trials());
     trials.extend(lifecycle_scale::trials());
     trials.extend(lifecycle_instance::trials());
     trials.extend(restart::trials());
