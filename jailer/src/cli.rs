@@ -230,7 +230,8 @@ pub enum Cmd {
     ///
     /// The tables osquery sees through jailer-extension (jails,
     /// jail_processes, jail_mappings, jail_capabilities, jail_mounts,
-    /// jail_resources; see docs/tables.md), for hosts without osquery.
+    /// jail_resources, jail_interfaces; see docs/tables.md), for hosts without
+    /// osquery.
     /// `WHERE name = ...` on jails and `WHERE jail = ...` on the others read
     /// only that jail. Runs jailer-extension: the one next to jailer, else in
     /// PATH, else /usr/lib/osquery/extensions/jailer.ext. Example: jailer
@@ -1114,13 +1115,14 @@ fn ls(ctx: &Ctx) -> Result<ExitCode> {
                     r.map(|r| r.spec.template.to_string()).unwrap_or("-".into()),
                     r.map(|r| r.ids.uid_base.to_string()).unwrap_or("-".into()),
                     r.map(|r| time(r.created_at)).unwrap_or("-".into()),
+                    r.map(net_column).unwrap_or("-".into()),
                     detail,
                 ]
             })
             .collect();
         table(
             &[
-                "NAME", "STATE", "STATUS", "TEMPLATE", "UID-BASE", "CREATED", "COMMAND",
+                "NAME", "STATE", "STATUS", "TEMPLATE", "UID-BASE", "CREATED", "NET", "COMMAND",
             ],
             &rows,
         )
@@ -1128,9 +1130,39 @@ fn ls(ctx: &Ctx) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `ls`'s NET: each interface's static address or `dhcp`, `-` for none
+/// (from the spec: `ls` reads no namespace).
+fn net_column(r: &JailRecord) -> String {
+    let s: Vec<String> = jailer::net::summary(r, None)
+        .into_iter()
+        .map(|i| i.address)
+        .collect();
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.join(",")
+    }
+}
+
 fn inspect(ctx: &Ctx, n: &str) -> Result<ExitCode> {
     let rec = lifecycle::inspect(&ctx.pool, &lifecycle::name(n)?)?;
-    print_json(&rec)?;
+    let mut doc = serde_json::to_value(&rec)?;
+    if !rec.spec.net.is_none() {
+        // What each interface has: its MAC, and what the running jail
+        // holds (read in its network namespace).
+        let observed = rec
+            .runtime
+            .as_ref()
+            .filter(|_| {
+                matches!(
+                    rec.state,
+                    jailer::record::State::Running | jailer::record::State::Frozen
+                )
+            })
+            .and_then(|rt| jailer::net::observe(std::path::Path::new("/proc"), rt.init.pid).ok());
+        doc["interfaces"] = serde_json::to_value(jailer::net::summary(&rec, observed.as_deref()))?;
+    }
+    print_json(&doc)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -244,52 +244,67 @@ fn parent_of<'a>(spec: &JailSpec, i: usize, n: &'a NetIface) -> Result<&'a str, 
         })
 }
 
-/// The MACs and static addresses of every interface of `spec`, with the
-/// interface's name: what no other jail may have too.
-fn claims(
-    spec: &JailSpec,
-    jail_id: &str,
-) -> Vec<(String, Option<MacAddr>, Option<(String, Ipv4Addr)>)> {
+/// What one interface of a jail holds that no other may: its MAC, and its
+/// static address on its parent.
+struct Claim {
+    iface: String,
+    mac: Option<MacAddr>,
+    ip: Option<(String, Ipv4Addr)>,
+}
+
+fn claims(spec: &JailSpec, jail_id: &str) -> Vec<Claim> {
     spec.net
         .interfaces
         .iter()
         .enumerate()
-        .map(|(i, n)| {
-            let ip = match (&n.parent, n.static_ip()) {
+        .map(|(i, n)| Claim {
+            iface: iface_name(i),
+            mac: effective_mac(jail_id, i, n),
+            ip: match (&n.parent, n.static_ip()) {
                 (Some(p), Some((ip, _, _))) => Some((p.clone(), ip)),
                 _ => None,
-            };
-            (iface_name(i), effective_mac(jail_id, i, n), ip)
+            },
         })
         .collect()
 }
 
+/// Whether `a` and `b` collide: the error for `a`, held by `other`.
+fn collide(name: &Name, a: &Claim, b: &Claim, other: String) -> Option<NetError> {
+    if let (Some(mac), Some(theirs)) = (a.mac, b.mac) {
+        if mac == theirs {
+            return Some(NetError::MacInUse {
+                name: name.clone(),
+                iface: a.iface.clone(),
+                mac,
+                other,
+            });
+        }
+    }
+    match (&a.ip, &b.ip) {
+        (Some((p, ip)), Some(theirs)) if (p, ip) == (&theirs.0, &theirs.1) => {
+            Some(NetError::AddressInUse {
+                name: name.clone(),
+                iface: a.iface.clone(),
+                ip: *ip,
+                parent: p.clone(),
+                other,
+            })
+        }
+        _ => None,
+    }
+}
+
 /// The conflicts with the pool's other jails (their records, whatever their
 /// state: a stopped jail keeps its address for its next start). Records
-/// that cannot be read are skipped (`ls` shows them broken).
+/// that cannot be read are skipped (`ls` shows them broken). Costs one read
+/// per jail of the pool, for jails with interfaces only.
 fn check_pool(pool: &Pool, spec: &JailSpec, jail_id: &str) -> Result<(), NetError> {
     let mine = claims(spec, jail_id);
     // Two interfaces of the same jail conflict too.
-    for (a, (ia, mac_a, ip_a)) in mine.iter().enumerate() {
-        for (ib, mac_b, ip_b) in &mine[a + 1..] {
-            if mac_a.is_some() && mac_a == mac_b {
-                return Err(NetError::MacInUse {
-                    name: spec.name.clone(),
-                    iface: ib.clone(),
-                    mac: mac_b.unwrap_or(MacAddr([0; 6])),
-                    other: format!("its own {ia}"),
-                });
-            }
-            if let (Some((p, ip)), Some(b)) = (ip_a, ip_b) {
-                if (p, ip) == (&b.0, &b.1) {
-                    return Err(NetError::AddressInUse {
-                        name: spec.name.clone(),
-                        iface: ib.clone(),
-                        ip: *ip,
-                        parent: p.clone(),
-                        other: format!("its own {ia}"),
-                    });
-                }
+    for (k, a) in mine.iter().enumerate() {
+        for b in &mine[k + 1..] {
+            if let Some(e) = collide(&spec.name, b, a, format!("its own {}", a.iface)) {
+                return Err(e);
             }
         }
     }
@@ -309,26 +324,11 @@ fn check_pool(pool: &Pool, spec: &JailSpec, jail_id: &str) -> Result<(), NetErro
         if rec.spec.net.is_none() {
             continue;
         }
-        for (oi, omac, oip) in claims(&rec.spec, &rec.id) {
-            for (iface, mac, ip) in &mine {
-                if mac.is_some() && *mac == omac {
-                    return Err(NetError::MacInUse {
-                        name: spec.name.clone(),
-                        iface: iface.clone(),
-                        mac: mac.unwrap_or(MacAddr([0; 6])),
-                        other: format!("jail {other}'s {oi}"),
-                    });
-                }
-                if let (Some((p, a)), Some((op, oa))) = (ip, &oip) {
-                    if p == op && a == oa {
-                        return Err(NetError::AddressInUse {
-                            name: spec.name.clone(),
-                            iface: iface.clone(),
-                            ip: *a,
-                            parent: p.clone(),
-                            other: format!("jail {other}'s {oi}"),
-                        });
-                    }
+        for theirs in claims(&rec.spec, &rec.id) {
+            for a in &mine {
+                let who = format!("jail {other}'s {}", theirs.iface);
+                if let Some(e) = collide(&spec.name, a, &theirs, who) {
+                    return Err(e);
                 }
             }
         }
@@ -627,6 +627,58 @@ pub fn observe(proc_root: &std::path::Path, pid: i32) -> std::io::Result<Vec<Ifa
             name: l.name,
         })
         .collect())
+}
+
+/// One interface of a jail as `inspect` and `ls` show it: what its spec
+/// gives, and while it runs what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IfaceSummary {
+    pub name: String,
+    pub kind: LinkKind,
+    pub parent: Option<String>,
+    pub mode: LinkMode,
+    /// Its MAC (macvlan: `mac=` or derived; ipvlan: the parent's, known
+    /// only while it runs).
+    pub mac: Option<String>,
+    /// `ADDR/PREFIX` (static, or held by the running jail), or `dhcp`.
+    pub address: String,
+    pub gateway: Option<Ipv4Addr>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<Ipv4Addr>,
+}
+
+/// The interfaces of `rec`, filled from `observed` (see [`observe`]) when
+/// the jail runs.
+pub fn summary(rec: &JailRecord, observed: Option<&[IfaceState]>) -> Vec<IfaceSummary> {
+    rec.spec
+        .net
+        .interfaces
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let name = iface_name(i);
+            let st = observed.and_then(|o| o.iter().find(|s| s.name == name));
+            let held = st.and_then(|s| s.addresses.first().copied());
+            let address = match (held, &n.address) {
+                (Some((a, p)), _) => format!("{a}/{p}"),
+                (None, IfaceAddress::Static { ip, prefix, .. }) => format!("{ip}/{prefix}"),
+                (None, IfaceAddress::Dhcp) => "dhcp".into(),
+            };
+            IfaceSummary {
+                mac: st
+                    .and_then(|s| s.mac)
+                    .or_else(|| effective_mac(&rec.id, i, n))
+                    .map(|m| m.to_string()),
+                kind: n.kind,
+                parent: n.parent.clone(),
+                mode: n.mode(),
+                address,
+                gateway: n.static_ip().and_then(|(_, _, g)| g),
+                dns: n.dns.clone(),
+                name,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -50,6 +50,10 @@ pub fn trials() -> Vec<Trial> {
             "network::net_a_jail_claiming_another_jails_address_is_refused_at_create",
             || check(address_claim()),
         ),
+        Trial::test(
+            "network::net_jail_interfaces_counts_in_the_jails_namespace",
+            || check(interfaces_table()),
+        ),
     ]
 }
 
@@ -805,4 +809,73 @@ fn address_claim() -> Result<(), String> {
         return Err("the refused create left its jail".into());
     }
     ping_ok(&root, "net-ac-victim", "10.77.0.1")
+}
+
+fn interfaces_table() -> Result<(), String> {
+    let root = pool()?;
+    let lan = Lan::new("tb")?;
+    let _j = jail(&root, "net-tb");
+    lan.start_sh(
+        &root,
+        "net-tb",
+        &[&format!(
+            "macvlan,parent={},ip=10.77.0.90/24,gateway=10.77.0.1,dns=10.77.0.1",
+            lan.parent
+        )],
+        "sleep 1000",
+    )?;
+    ping_ok(&root, "net-tb", "10.77.0.1")?;
+    let stat = |what: &str| -> Result<i64, String> {
+        sh_ok(
+            &root,
+            "net-tb",
+            &format!("cat /sys/class/net/eth0/statistics/{what}"),
+        )?
+        .trim()
+        .parse::<i64>()
+        .map_err(|e| e.to_string())
+    };
+    let before = stat("tx_packets")?;
+    let out = crate::cli::ok(
+        &root,
+        &[
+            "query",
+            "SELECT * FROM jail_interfaces WHERE jail = 'net-tb'",
+            "--json",
+        ],
+    )?;
+    let after = stat("tx_packets")?;
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r["interface"] == name)
+            .cloned()
+            .ok_or_else(|| format!("no {name} row: {out}"))
+    };
+    let lo = row("lo")?;
+    let (mac, _) = eth0(&root, "net-tb")?;
+    let eth0 = row("eth0")?;
+    let tx = eth0["tx_packets"].as_i64().unwrap_or(-1);
+    if lo["kind"] != "loopback"
+        || eth0["kind"] != "macvlan"
+        || eth0["address"] != "10.77.0.90"
+        || eth0["prefix"] != 24
+        || eth0["gateway"] != "10.77.0.1"
+        || eth0["dns"] != "10.77.0.1"
+        || eth0["mac"] != mac.as_str()
+        || eth0["parent"] != lan.parent.as_str()
+        || !(before >= 1 && before <= tx && tx <= after)
+    {
+        return Err(format!(
+            "jail_interfaces (jail's tx_packets {before} then {after}, mac {mac}): {out}"
+        ));
+    }
+    // inspect shows it too.
+    let rec = inspect(&root, "net-tb")?;
+    let i = &rec["interfaces"][0];
+    if i["address"] != "10.77.0.90/24" || i["mac"] != mac.as_str() {
+        return Err(format!("inspect's interfaces: {}", rec["interfaces"]));
+    }
+    Ok(())
 }

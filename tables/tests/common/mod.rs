@@ -494,7 +494,7 @@ pub fn scene() -> Fx {
         RawSpec {
             name: "b".into(),
             template: "bookworm".into(),
-            net: Some("macvlan,parent=eth0,dhcp".into()),
+            net: vec!["macvlan,parent=eth0,dhcp".into()],
             ..Default::default()
         },
         BASE_B,
@@ -539,7 +539,7 @@ pub fn scene() -> Fx {
             memory: Some("512M".into()),
             cpus: Some("1.5".into()),
             pids: Some("64".into()),
-            net: Some("macvlan,parent=eth0,ip=192.0.2.10/24,gateway=192.0.2.1".into()),
+            net: vec!["macvlan,parent=eth0,ip=192.0.2.10/24,gateway=192.0.2.1".into()],
             ..Default::default()
         },
         BASE_B + 2 * 65536,
