@@ -54,6 +54,12 @@ pub fn trials() -> Vec<Trial> {
             "network::net_jail_interfaces_counts_in_the_jails_namespace",
             || check(interfaces_table()),
         ),
+        Trial::test("network::net_two_interfaces_are_eth0_and_eth1", || {
+            check(two_interfaces())
+        }),
+        Trial::test("network::net_init_net_parent_is_the_default_parent", || {
+            check(net_parent())
+        }),
     ]
 }
 
@@ -877,5 +883,109 @@ fn interfaces_table() -> Result<(), String> {
     if i["address"] != "10.77.0.90/24" || i["mac"] != mac.as_str() {
         return Err(format!("inspect's interfaces: {}", rec["interfaces"]));
     }
+    Ok(())
+}
+
+fn two_interfaces() -> Result<(), String> {
+    let root = pool()?;
+    let lan = Lan::new("tw")?;
+    // A second LAN on the same router: 10.78.0.0/24 on jntwp2.
+    let (p2, r2) = ("jntwp2", "jntwr2");
+    ip(&[
+        "-n",
+        &lan.host,
+        "link",
+        "add",
+        p2,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        r2,
+        "netns",
+        &lan.router,
+    ])?;
+    ip(&["-n", &lan.host, "link", "set", p2, "up"])?;
+    ip(&["-n", &lan.router, "link", "set", r2, "up"])?;
+    ip(&["-n", &lan.router, "addr", "add", "10.78.0.1/24", "dev", r2])?;
+    let _j = jail(&root, "net-tw");
+    lan.start_sh(
+        &root,
+        "net-tw",
+        &[
+            &format!(
+                "macvlan,parent={},ip=10.77.0.100/24,gateway=10.77.0.1",
+                lan.parent
+            ),
+            &format!("macvlan,parent={p2},ip=10.78.0.100/24,mtu=1400"),
+        ],
+        "sleep 1000",
+    )?;
+    let links = sh_ok(
+        &root,
+        "net-tw",
+        "ls /sys/class/net; cat /sys/class/net/eth1/mtu",
+    )?;
+    if links.split_whitespace().collect::<Vec<_>>() != ["eth0", "eth1", "lo", "1400"] {
+        return Err(format!("links and eth1's mtu: {links:?}"));
+    }
+    ping_ok(&root, "net-tw", "10.77.0.1")?;
+    ping_ok(&root, "net-tw", "10.78.0.1")?;
+    let (mac0, _) = eth0(&root, "net-tw")?;
+    let mac1 = sh_ok(&root, "net-tw", "cat /sys/class/net/eth1/address")?;
+    if mac0 == mac1.trim() {
+        return Err(format!("eth0 and eth1 share the MAC {mac0}"));
+    }
+    Ok(())
+}
+
+fn net_parent() -> Result<(), String> {
+    let lan = Lan::new("dp")?;
+    // A pool of its own: its pool.json is changed.
+    let root = crate::cli::pool_with_template("net-dp")?;
+    lan.fails(
+        &root,
+        &["init", "--net-parent", "jndpnone"],
+        2,
+        &["jndpnone", "not a network interface"],
+    )?;
+    // No default route in the test's host namespace: refused without one.
+    lan.fails(
+        &root,
+        &[
+            "create",
+            "net-dp",
+            "--template",
+            "base",
+            "--net",
+            "ip=10.77.0.110/24",
+        ],
+        2,
+        &["no parent="],
+    )?;
+    lan.ok(&root, &["init", "--net-parent", &lan.parent])?;
+    let pool_json = std::fs::read_to_string(root.join("pool.json")).map_err(|e| e.to_string())?;
+    if !pool_json.contains(&format!("\"net_parent\": \"{}\"", lan.parent)) {
+        return Err(format!("pool.json: {pool_json}"));
+    }
+    lan.ok(
+        &root,
+        &[
+            "create",
+            "net-dp",
+            "--template",
+            "base",
+            "--net",
+            "ip=10.77.0.110/24",
+            "--net",
+            "dhcp",
+        ],
+    )?;
+    let rec = inspect(&root, "net-dp")?;
+    let nets = &rec["spec"]["net"];
+    if nets[0]["parent"] != lan.parent.as_str() || nets[1]["parent"] != lan.parent.as_str() {
+        return Err(format!("recorded {nets}"));
+    }
+    let _ = crate::cli::jailer(&root, &["rm", "net-dp"]);
     Ok(())
 }
