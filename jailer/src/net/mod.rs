@@ -510,6 +510,36 @@ impl JailNet {
         self.delete()
     }
 
+    /// [`JailNet::teardown`] in a forked child, so that the monitor's other
+    /// end-of-instance work overlaps it: the kernel's unregister of a link
+    /// waits for RCU (`rcu_barrier`, 10 to 20 ms), on the request's own
+    /// thread. [`Teardown::wait`] reaps it; inline if it cannot fork. The
+    /// caller must have one thread (the fork checks it).
+    pub fn teardown_forked(mut self, proc: &std::path::Path) -> Teardown {
+        use crate::sys::fork::{self, Forked, ProcSelf};
+        if self.links.is_empty() {
+            return Teardown { child: None };
+        }
+        match ProcSelf::open(proc).and_then(fork::fork) {
+            Ok(Forked::Child) => {
+                let code = i32::from(self.delete().is_err());
+                crate::sys::process::exit_now(code)
+            }
+            Ok(Forked::Parent(pid)) => {
+                // The child deletes them; this copy of the socket only goes.
+                self.links.clear();
+                Teardown { child: Some(pid) }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "teardown inline");
+                if let Err(e) = self.delete() {
+                    tracing::warn!(error = %crate::error_chain(&e), "jail network teardown");
+                }
+                Teardown { child: None }
+            }
+        }
+    }
+
     fn delete(&mut self) -> Result<(), NetError> {
         let mut first = None;
         for index in std::mem::take(&mut self.links) {
@@ -526,6 +556,30 @@ impl JailNet {
             }
         }
         first.map_or(Ok(()), Err)
+    }
+}
+
+/// A teardown running in a child of the monitor ([`JailNet::teardown_forked`]).
+#[derive(Debug)]
+#[must_use = "wait for the teardown, or the links may outlive the monitor's report"]
+pub struct Teardown {
+    child: Option<nix::unistd::Pid>,
+}
+
+impl Teardown {
+    /// Waits until the jail's links are deleted; false if the child failed
+    /// (the namespace's end deletes them anyway, later).
+    pub fn wait(self) -> bool {
+        match self.child {
+            None => true,
+            Some(pid) => loop {
+                match nix::sys::wait::waitpid(pid, None) {
+                    Err(nix::Error::EINTR) => continue,
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => break true,
+                    _ => break false,
+                }
+            },
+        }
     }
 }
 

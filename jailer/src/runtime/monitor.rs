@@ -429,6 +429,10 @@ fn run_instance(
     // reap it, then take what it wrote last (already in the pipe).
     let mut buf = vec![0u8; 64 << 10];
     let (code, signal) = pump_until_exit(log, &console_r, &mut buf, started);
+    // The jail's links go now, through the socket that keeps its network
+    // namespace alive, in a child while the rest is recorded and released:
+    // none is left on a parent once the monitor is done (stop waits for it).
+    let teardown = net.teardown_forked(Path::new(PROC));
     let ran_for = began.elapsed();
     let mut open = pump(log, &console_r, &mut buf, 16 << 20);
     let exit = ExitRecord {
@@ -477,19 +481,16 @@ fn run_instance(
         open = pump(log, &console_r, &mut buf, 16 << 20);
     }
     drop(console_r);
-    // The jail's links go now, through the socket that keeps its network
-    // namespace alive: none is left on a parent once stop returns.
-    if let Err(e) = net.teardown() {
-        log.note(&format!(
-            "jailer-monitor: {name}: {}",
-            escape(&crate::error_chain(&e))
-        ));
-    }
     wait_empty(&cg, Duration::from_secs(10));
     if let Err(e) = cg.delete() {
         log.note(&format!(
             "jailer-monitor: {name}: {}",
             escape(&crate::error_chain(&e))
+        ));
+    }
+    if !teardown.wait() {
+        log.note(&format!(
+            "jailer-monitor: {name}: could not delete the jail's network links; the kernel removes them with its namespace"
         ));
     }
     let how = match (exit.oom_killed, code, signal) {
