@@ -369,7 +369,9 @@ fn child_kind(n: &NetIface) -> ChildKind {
 /// Dropped, it deletes them: nothing is left on the parents.
 #[derive(Debug)]
 pub struct JailNet {
-    jail: Rtnl,
+    /// The socket in the jail's namespace; none for `--net none` (nothing
+    /// to make or remove there).
+    jail: Option<Rtnl>,
     links: Vec<u32>,
 }
 
@@ -398,12 +400,6 @@ impl JailNet {
         };
         let netns = open_ns(format!("/proc/{pid}/ns/net"))?;
         let home = open_ns("/proc/self/ns/net".to_string())?;
-        let jail = Rtnl::open_here_in(netns.as_fd(), home.as_fd())
-            .map_err(step("the namespace", "open a netlink socket in it"))?;
-        let mut net = JailNet {
-            jail,
-            links: Vec::new(),
-        };
         // Unprivileged ping (ICMP datagram sockets) for every id of the
         // jail, as Docker does: in the jail's namespace again, since a
         // sysctl file belongs to the namespace of its opener. The ids are
@@ -422,86 +418,27 @@ impl JailNet {
             })
             .map_err(step("lo", "set net.ipv4.ping_group_range"))?;
         if spec.net.is_none() {
-            return Ok(net);
+            return Ok(JailNet {
+                jail: None,
+                links: Vec::new(),
+            });
         }
-        let mut host = Rtnl::open().map_err(step("the host", "open a netlink socket"))?;
-        let mut routed = false;
-        for (i, n) in spec.net.interfaces.iter().enumerate() {
-            let iface = iface_name(i);
-            let parent = parent_of(spec, i, n)?;
-            let plink = host
-                .link_by_name(parent)
-                .map_err(step(&iface, &format!("look up parent {parent}")))?
-                .ok_or_else(|| NetError::NoParent {
-                    name: name.clone(),
-                    iface: iface.clone(),
-                    parent: parent.to_string(),
-                })?;
-            // A temporary name: `ethN` may be taken until the others are
-            // renamed (never in the host: the link is made in the jail).
-            let tmp = format!("jailer-new{i}");
-            host.add_child(
-                plink.index,
-                &tmp,
-                child_kind(n),
-                effective_mac(&rec.id, i, n).map(|m| m.0),
-                n.mtu,
-                netns.as_fd(),
-            )
-            .map_err(|e| {
-                let what = match n.kind {
-                    LinkKind::Macvlan => format!("make a macvlan link on {parent}"),
-                    LinkKind::Ipvlan => format!("make an ipvlan link on {parent}"),
-                };
-                // The kernel's word for a link type it was built without.
-                let hint = if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
-                    format!(
-                        " (this kernel has no {} support: CONFIG_{})",
-                        n.kind,
-                        n.kind.to_string().to_uppercase()
-                    )
-                } else {
-                    String::new()
-                };
-                step(&iface, &format!("{what}{hint}"))(e)
-            })?;
-            let link = net
-                .jail
-                .link_by_name(&tmp)
-                .map_err(step(&iface, "find the new link"))?
-                .ok_or_else(|| {
-                    step(&iface, "find the new link")(std::io::Error::from_raw_os_error(
-                        libc::ENODEV,
-                    ))
-                })?;
-            net.links.push(link.index);
-            net.jail
-                .set_link(link.index, Some(&iface), None, None)
-                .map_err(step(&iface, "rename it"))?;
-            if let Some((ip, prefix, _)) = n.static_ip() {
-                net.jail
-                    .add_address(link.index, ip, prefix)
-                    .map_err(step(&iface, &format!("add address {ip}/{prefix}")))?;
-            }
-            net.jail
-                .set_up(link.index)
-                .map_err(step(&iface, "bring it up"))?;
-            // One default route: the first interface with a gateway.
-            if let Some((_, _, Some(gw))) = n.static_ip() {
-                if !routed {
-                    net.jail
-                        .add_default_route(link.index, gw)
-                        .map_err(step(&iface, &format!("add the default route via {gw}")))?;
-                    routed = true;
-                }
-            }
-        }
-        Ok(net)
+        let mut jail = Rtnl::open_here_in(netns.as_fd(), home.as_fd())
+            .map_err(step("the namespace", "open a netlink socket in it"))?;
+        let mut links = Vec::new();
+        let made = make_links(rec, netns.as_fd(), &mut jail, &mut links);
+        // On an error, its drop deletes the links made so far.
+        let net = JailNet {
+            jail: Some(jail),
+            links,
+        };
+        made.map(|()| net)
     }
 
-    /// The socket in the jail's namespace (the DHCP client's way in).
-    pub fn socket(&mut self) -> &mut Rtnl {
-        &mut self.jail
+    /// The socket in the jail's namespace (the DHCP client's way in);
+    /// none for `--net none`.
+    pub fn socket(&mut self) -> Option<&mut Rtnl> {
+        self.jail.as_mut()
     }
 
     /// Deletes the links made (the namespace's end would too, but later and
@@ -542,8 +479,11 @@ impl JailNet {
 
     fn delete(&mut self) -> Result<(), NetError> {
         let mut first = None;
+        let Some(jail) = self.jail.as_mut() else {
+            return Ok(());
+        };
         for index in std::mem::take(&mut self.links) {
-            match self.jail.del_link(index) {
+            match jail.del_link(index) {
                 Ok(()) => {}
                 // Already gone (its parent went).
                 Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
@@ -589,6 +529,95 @@ impl Drop for JailNet {
             tracing::warn!(error = %crate::error_chain(&e), "jail network teardown");
         }
     }
+}
+
+/// Makes each interface of `rec`'s spec in the namespace `netns`, over the
+/// host's rtnetlink and `jail` (a socket in that namespace), pushing each
+/// link made onto `links` as soon as it exists.
+fn make_links(
+    rec: &JailRecord,
+    netns: std::os::fd::BorrowedFd<'_>,
+    jail: &mut Rtnl,
+    links: &mut Vec<u32>,
+) -> Result<(), NetError> {
+    let name = rec.name();
+    let spec = &rec.spec;
+    let step = |iface: &str, step: &str| {
+        let (iface, step) = (iface.to_string(), step.to_string());
+        move |source| NetError::Setup {
+            name: name.clone(),
+            iface,
+            step,
+            source,
+        }
+    };
+    let mut host = Rtnl::open().map_err(step("the host", "open a netlink socket"))?;
+    // One default route: the first interface with a gateway.
+    let mut routed = false;
+    for (i, n) in spec.net.interfaces.iter().enumerate() {
+        let iface = iface_name(i);
+        let parent = parent_of(spec, i, n)?;
+        let plink = host
+            .link_by_name(parent)
+            .map_err(step(&iface, &format!("look up parent {parent}")))?
+            .ok_or_else(|| NetError::NoParent {
+                name: name.clone(),
+                iface: iface.clone(),
+                parent: parent.to_string(),
+            })?;
+        // A temporary name: `ethN` may be taken until the others are
+        // renamed (never in the host: the link is made in the jail).
+        let tmp = format!("jailer-new{i}");
+        host.add_child(
+            plink.index,
+            &tmp,
+            child_kind(n),
+            effective_mac(&rec.id, i, n).map(|m| m.0),
+            n.mtu,
+            netns,
+        )
+        .map_err(|e| {
+            let what = match n.kind {
+                LinkKind::Macvlan => format!("make a macvlan link on {parent}"),
+                LinkKind::Ipvlan => format!("make an ipvlan link on {parent}"),
+            };
+            // The kernel's word for a link type it was built without.
+            let hint = if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                format!(
+                    " (this kernel has no {} support: CONFIG_{})",
+                    n.kind,
+                    n.kind.to_string().to_uppercase()
+                )
+            } else {
+                String::new()
+            };
+            step(&iface, &format!("{what}{hint}"))(e)
+        })?;
+        let link = jail
+            .link_by_name(&tmp)
+            .map_err(step(&iface, "find the new link"))?
+            .ok_or_else(|| {
+                step(&iface, "find the new link")(std::io::Error::from_raw_os_error(libc::ENODEV))
+            })?;
+        links.push(link.index);
+        jail.set_link(link.index, Some(&iface), None, None)
+            .map_err(step(&iface, "rename it"))?;
+        if let Some((ip, prefix, _)) = n.static_ip() {
+            jail.add_address(link.index, ip, prefix)
+                .map_err(step(&iface, &format!("add address {ip}/{prefix}")))?;
+        }
+        jail.set_up(link.index)
+            .map_err(step(&iface, "bring it up"))?;
+        // One default route: the first interface with a gateway.
+        if let Some((_, _, Some(gw))) = n.static_ip() {
+            if !routed {
+                jail.add_default_route(link.index, gw)
+                    .map_err(step(&iface, &format!("add the default route via {gw}")))?;
+                routed = true;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `/etc/resolv.conf` for the jail: its `dns=` servers (none: `None`,

@@ -463,6 +463,49 @@ fn stop_leaves_nothing() -> Result<(), String> {
             lan.parent_unicast()?
         ));
     }
+    // A network setup that fails in the kernel (a passthru child on a
+    // parent that has a bridge one: EINVAL) fails the start and leaves no
+    // link and no cgroup.
+    let _pt = jail(&root, "net-sp-pt");
+    lan.ok(
+        &root,
+        &[
+            "create",
+            "net-sp-pt",
+            "--template",
+            "deb",
+            "--net",
+            &format!(
+                "macvlan,parent={},mode=passthru,ip=10.77.0.42/24",
+                lan.parent
+            ),
+            "--",
+            "/bin/sleep",
+            "1000",
+        ],
+    )?;
+    let before = lan.parent_unicast()?;
+    let out = lan.jailer(&root, &["start", "net-sp-pt"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || !err.contains("make a macvlan link") {
+        return Err(format!("a passthru start beside a bridge child: {err}"));
+    }
+    if lan.parent_unicast()? != before {
+        return Err(format!(
+            "a failed setup changed the parent: {}",
+            lan.parent_unicast()?
+        ));
+    }
+    let cgroups = Command::new("sh")
+        .args(["-c", "ls -d /sys/fs/cgroup/jailer/net-sp-pt-* /sys/fs/cgroup/*/jailer/net-sp-pt-* 2>/dev/null"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !cgroups.stdout.is_empty() {
+        return Err(format!(
+            "a failed setup left cgroups: {}",
+            String::from_utf8_lossy(&cgroups.stdout)
+        ));
+    }
     lan.ok(&root, &["stop", "-t", "0", "net-sp"])?;
     // At once: the monitor deleted the link before it exited, which stop
     // waited for (not the namespace's asynchronous cleanup).
