@@ -224,7 +224,7 @@ put() {
     done
 }
 tools=(sh mkfs.btrfs btrfs losetup mount umount blkid unshare setpriv nsenter
-    mkfs.ext4 mke2fs tar zstd ip getcap setcap find xargs)
+    mkfs.ext4 mke2fs tar zstd ip bridge getcap setcap find xargs)
 for tool in "${tools[@]}"; do
     path=$(command -v "$tool") || fail "$tool is not installed on the host"
     put "$path"
@@ -246,7 +246,7 @@ printf 'root:x:0:\nnogroup:x:65534:\n' > "$stage/etc/group"
 # the guest's kernel must have for the test to tell the filter from a
 # kernel without it.
 mods=(crc32c_generic xxhash_generic blake2b_generic zstd_compress raid6_pq xor libcrc32c btrfs
-    dummy macvlan
+    dummy macvlan veth ipvlan
     virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio virtio_pci virtio_blk
     9pnet 9pnet_virtio netfs fscache 9p
     loop crc16 mbcache jbd2 ext4
