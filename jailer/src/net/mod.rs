@@ -410,13 +410,19 @@ impl JailNet {
             ids.gid_base,
             u64::from(ids.gid_base) + u64::from(ids.count.max(1)) - 1
         );
+        // Only a convenience: where it cannot be written (a host whose
+        // /proc/sys is read-only) the jail starts without it, and says so in
+        // its log. Coming back to the host's namespace is not optional.
+        let mut written = Ok(());
         crate::sys::net::enter_netns(netns.as_fd())
             .and_then(|()| {
-                let w = std::fs::write("/proc/sys/net/ipv4/ping_group_range", &range);
-                crate::sys::net::enter_netns(home.as_fd())?;
-                w
+                written = std::fs::write("/proc/sys/net/ipv4/ping_group_range", &range);
+                crate::sys::net::enter_netns(home.as_fd())
             })
-            .map_err(step("lo", "set net.ipv4.ping_group_range"))?;
+            .map_err(step("lo", "enter the jail's network namespace and come back"))?;
+        if let Err(e) = written {
+            tracing::warn!(jail = %name, error = %e, "cannot set net.ipv4.ping_group_range: ping needs CAP_NET_RAW in this jail");
+        }
         if spec.net.is_none() {
             return Ok(JailNet {
                 jail: None,
