@@ -419,7 +419,10 @@ impl JailNet {
                 written = std::fs::write("/proc/sys/net/ipv4/ping_group_range", &range);
                 crate::sys::net::enter_netns(home.as_fd())
             })
-            .map_err(step("lo", "enter the jail's network namespace and come back"))?;
+            .map_err(step(
+                "lo",
+                "enter the jail's network namespace and come back",
+            ))?;
         if let Err(e) = written {
             tracing::warn!(jail = %name, error = %e, "cannot set net.ipv4.ping_group_range: ping needs CAP_NET_RAW in this jail");
         }
