@@ -136,6 +136,7 @@ mod tests {
             "jail_mounts",
             "jail_resources",
             "jail_packages",
+            "jail_interfaces",
         ] {
             assert!(names.contains(&t), "{t} missing from {names:?}");
         }

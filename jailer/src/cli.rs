@@ -71,8 +71,13 @@ pub enum Cmd {
         /// Only re-attach a pool made before (its image, or --device holding
         /// one); where none was made, do nothing and succeed. The boot unit
         /// jailer-pool.service runs this.
-        #[arg(long, conflicts_with_all = ["size", "force"])]
+        #[arg(long, conflicts_with_all = ["size", "force", "net_parent"])]
         attach_only: bool,
+        /// The host interface jails' network interfaces are made on when
+        /// their --net names no parent= (e.g. `--net dhcp`); recorded in
+        /// pool.json. Without it, the interface of the host's default route.
+        #[arg(long = "net-parent", value_name = "IFACE")]
+        net_parent: Option<String>,
     },
     /// Show the pool: device, size, used, free, template and jail counts.
     #[command(visible_alias = "info")]
@@ -251,7 +256,8 @@ pub enum Cmd {
     ///
     /// The tables osquery sees through jailer-extension (jails,
     /// jail_processes, jail_mappings, jail_capabilities, jail_mounts,
-    /// jail_resources; see docs/tables.md), for hosts without osquery.
+    /// jail_resources, jail_interfaces; see docs/tables.md), for hosts without
+    /// osquery.
     /// `WHERE name = ...` on jails and `WHERE jail = ...` on the others read
     /// only that jail. Runs jailer-extension: the one next to jailer, else in
     /// PATH, else /usr/lib/osquery/extensions/jailer.ext. Example: jailer
@@ -410,10 +416,18 @@ pub struct CreateArgs {
     /// Drop a capability from the default set (e.g. chown; ALL).
     #[arg(long = "cap-drop", value_name = "CAP")]
     pub cap_drop: Vec<String>,
-    /// Network: none, macvlan,parent=IFACE,ip=ADDR/PREFIX[,gateway=ADDR] or macvlan,parent=IFACE,dhcp.
-    /// macvlan is recorded but not set up by this version: start refuses it.
+    /// Network interface (repeat for eth0, eth1, ...; default: none, a loopback only).
+    ///
+    /// `macvlan,parent=IFACE[,mode=bridge|private|vepa|passthru],ip=ADDR/PREFIX[,gateway=ADDR]`
+    /// gives the jail its own MAC and address on the parent's LAN (a stable MAC derived from
+    /// the jail; `mac=MAC` sets one; `mtu=N`; `dns=ADDR`, repeatable, fills its
+    /// /etc/resolv.conf). `ipvlan,parent=IFACE[,mode=l2|l3],ip=...` shares the parent's MAC,
+    /// for NICs and virtual switches that drop unknown MACs. `ip=ADDR/PREFIX[,gateway=ADDR]`
+    /// or `dhcp` alone: macvlan on the host's default parent (`jailer init --net-parent`, else
+    /// the link of the default route). Example: --net macvlan,parent=eno1,ip=192.0.2.10/24,gateway=192.0.2.1,dns=192.0.2.1.
+    /// Note: the host cannot reach its own macvlan jails (see docs/network.md).
     #[arg(long, value_name = "SPEC")]
-    pub net: Option<String>,
+    pub net: Vec<String>,
     /// Environment variable for the jail's command (KEY=VALUE).
     #[arg(long, short, value_name = "K=V")]
     pub env: Vec<String>,
@@ -632,7 +646,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
             force,
             image,
             attach_only,
-        } => init(&ctx, size, device, force, (image, attach_only)),
+            net_parent,
+        } => init(
+            &ctx,
+            size,
+            device,
+            force,
+            (image, attach_only),
+            net_parent.as_deref(),
+        ),
         Cmd::Pool => pool_info(&ctx),
         Cmd::Template(t) => template_cmd(&ctx, t),
         Cmd::Create(c) => create(&ctx, c),
@@ -700,6 +722,7 @@ fn init(
     device: Option<PathBuf>,
     force: bool,
     (image, attach_only): (Option<PathBuf>, bool),
+    net_parent: Option<&str>,
 ) -> Result<ExitCode> {
     let opts = InitOptions {
         size: match &size {
@@ -714,9 +737,15 @@ fn init(
         attach_only,
     };
     let (pool, action) = lifecycle::init(&ctx.root, &opts)?;
+    if let Some(p) = net_parent {
+        lifecycle::set_net_parent(&pool, p)?;
+    }
     // --size makes a new image only; say so when it was not used.
     let ignored = size.filter(|_| !matches!(action, InitAction::CreatedImage));
     let mut doc = serde_json::json!({ "root": pool.root(), "action": action });
+    if let Some(p) = net_parent {
+        doc["net_parent"] = p.into();
+    }
     if let Some(s) = &ignored {
         doc["size_ignored"] = s.as_str().into();
     }
@@ -1223,13 +1252,14 @@ fn ls(ctx: &Ctx) -> Result<ExitCode> {
                     r.map(|r| r.spec.template.to_string()).unwrap_or("-".into()),
                     r.map(|r| r.ids.uid_base.to_string()).unwrap_or("-".into()),
                     r.map(|r| time(r.created_at)).unwrap_or("-".into()),
+                    r.map(net_column).unwrap_or("-".into()),
                     detail,
                 ]
             })
             .collect();
         table(
             &[
-                "NAME", "STATE", "STATUS", "TEMPLATE", "UID-BASE", "CREATED", "COMMAND",
+                "NAME", "STATE", "STATUS", "TEMPLATE", "UID-BASE", "CREATED", "NET", "COMMAND",
             ],
             &rows,
         )
@@ -1237,9 +1267,39 @@ fn ls(ctx: &Ctx) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `ls`'s NET: each interface's static address or `dhcp`, `-` for none
+/// (from the spec: `ls` reads no namespace).
+fn net_column(r: &JailRecord) -> String {
+    let s: Vec<String> = jailer::net::summary(r, None)
+        .into_iter()
+        .map(|i| i.address)
+        .collect();
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.join(",")
+    }
+}
+
 fn inspect(ctx: &Ctx, n: &str) -> Result<ExitCode> {
     let rec = lifecycle::inspect(&ctx.pool, &lifecycle::name(n)?)?;
-    print_json(&rec)?;
+    let mut doc = serde_json::to_value(&rec)?;
+    if !rec.spec.net.is_none() {
+        // What each interface has: its MAC, and what the running jail
+        // holds (read in its network namespace).
+        let observed = rec
+            .runtime
+            .as_ref()
+            .filter(|_| {
+                matches!(
+                    rec.state,
+                    jailer::record::State::Running | jailer::record::State::Frozen
+                )
+            })
+            .and_then(|rt| jailer::net::observe(std::path::Path::new("/proc"), rt.init.pid).ok());
+        doc["interfaces"] = serde_json::to_value(jailer::net::summary(&rec, observed.as_deref()))?;
+    }
+    print_json(&doc)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -41,11 +41,14 @@ pub enum ErrorKind {
     /// Anything else: a failed system call, a missing tool, a corrupt
     /// record. The message says what.
     Internal,
+    /// The request is well formed but collides with what another jail
+    /// holds (a MAC, a static address on the same parent).
+    Conflict,
 }
 
 impl ErrorKind {
     /// Every kind, in the order of their exit codes.
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 9] = [
         ErrorKind::Internal,
         ErrorKind::Invalid,
         ErrorKind::NotFound,
@@ -54,10 +57,11 @@ impl ErrorKind {
         ErrorKind::Busy,
         ErrorKind::NoSpace,
         ErrorKind::PoolNotReady,
+        ErrorKind::Conflict,
     ];
 
     /// The stable name: `not_found`, `exists`, `illegal_state`, `invalid`,
-    /// `busy`, `no_space`, `pool_not_ready`, `internal`.
+    /// `busy`, `no_space`, `pool_not_ready`, `internal`, `conflict`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::NotFound => "not_found",
@@ -68,11 +72,12 @@ impl ErrorKind {
             ErrorKind::NoSpace => "no_space",
             ErrorKind::PoolNotReady => "pool_not_ready",
             ErrorKind::Internal => "internal",
+            ErrorKind::Conflict => "conflict",
         }
     }
 
     /// The CLI's exit status for an error of this kind: 1 for `internal`,
-    /// 2 for `invalid` (what clap exits with for a bad command line), 3 to 8
+    /// 2 for `invalid` (what clap exits with for a bad command line), 3 to 9
     /// for the others. `start --wait`, `run` and `exec` exit with the jail
     /// command's own status when they get that far, which may be any
     /// number; a script that must tell the two apart uses `--json`, whose
@@ -87,6 +92,7 @@ impl ErrorKind {
             ErrorKind::Busy => 6,
             ErrorKind::NoSpace => 7,
             ErrorKind::PoolNotReady => 8,
+            ErrorKind::Conflict => 9,
         }
     }
 }
@@ -184,6 +190,22 @@ impl IdsError {
     }
 }
 
+impl crate::net::NetError {
+    pub fn kind(&self) -> ErrorKind {
+        use crate::net::NetError as N;
+        match self {
+            N::MacInUse { .. } | N::AddressInUse { .. } => ErrorKind::Conflict,
+            N::NoParent { .. }
+            | N::ParentDown { .. }
+            | N::NoDefaultParent { .. }
+            | N::MtuTooBig { .. }
+            | N::DhcpUnavailable { .. }
+            | N::BadDefaultParent { .. } => ErrorKind::Invalid,
+            other => classify(other),
+        }
+    }
+}
+
 impl SpecError {
     pub fn kind(&self) -> ErrorKind {
         ErrorKind::Invalid
@@ -216,6 +238,7 @@ impl JailError {
             JailError::Exists { .. } => ErrorKind::Exists,
             JailError::Unknown { .. } => ErrorKind::NotFound,
             JailError::Running { .. } => ErrorKind::IllegalState,
+            JailError::Net(e) => e.kind(),
             other => classify(other),
         }
     }
@@ -262,9 +285,8 @@ impl RuntimeError {
             RuntimeError::Exec { source, .. } => source.kind(),
             RuntimeError::Unknown { .. } => ErrorKind::NotFound,
             RuntimeError::Illegal { .. } => ErrorKind::IllegalState,
-            RuntimeError::NoCommand { .. } | RuntimeError::NetUnsupported { .. } => {
-                ErrorKind::Invalid
-            }
+            RuntimeError::NoCommand { .. } => ErrorKind::Invalid,
+            RuntimeError::Net(e) => e.kind(),
             RuntimeError::StopTimeout { .. } | RuntimeError::MonitorBusy { .. } => ErrorKind::Busy,
             other => classify(other),
         }

@@ -78,6 +78,8 @@ pub enum JailError {
     },
     #[error(transparent)]
     Btrfs(#[from] BtrfsError),
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
 }
 
 impl From<FsError> for JailError {
@@ -278,7 +280,7 @@ pub fn create_with<H, E: From<JailError>>(
 /// lock, the pool lock and its id range. Returns the record to write.
 fn prepare(
     pool: &Pool,
-    spec: JailSpec,
+    mut spec: JailSpec,
 ) -> Result<
     (
         JailRecord,
@@ -321,6 +323,10 @@ fn prepare(
     let pool_lock = pool.lock_pool()?;
     register_ranges(pool, false)?;
     let id = random_id();
+    // Its network against the host and the other jails (under the pool
+    // lock: two creates cannot both take an address), before anything is
+    // made; the default parent is resolved and recorded.
+    crate::net::prepare(pool, &mut spec, &id)?;
     let ids = crate::ids::Registry::host().allocate(pool.root(), name.as_str(), &id)?;
     let dir = pool.jail_dir(&name);
     crate::fsutil::mkdir_private(&dir).map_err(|source| JailError::Remove {

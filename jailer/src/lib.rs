@@ -16,6 +16,7 @@ pub mod ids;
 pub mod jail;
 pub mod lifecycle;
 pub mod name;
+pub mod net;
 pub mod pack;
 pub mod pool;
 pub mod procinfo;

@@ -346,6 +346,15 @@ pub fn run(pool: &Pool, spec: JailSpec, remove_on_failure: bool) -> Result<JailR
     }
 }
 
+/// `jailer init --net-parent IFACE`: the host link jails' interfaces are
+/// made on when they name no parent, checked to exist and recorded in
+/// `pool.json`.
+pub fn set_net_parent(pool: &Pool, parent: &str) -> Result<()> {
+    crate::net::check_default_parent(parent).map_err(|e| Error::Jail(Box::new(e.into())))?;
+    pool::set_net_parent(pool, Some(parent))?;
+    Ok(())
+}
+
 /// `jailer template import NAME PATH [-- COMMAND]`: `command` is recorded
 /// as the default of jails made from it. PATH may be a template package
 /// (`template pack`'s `.deb`), whose default command is kept without one.

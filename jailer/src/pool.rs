@@ -111,6 +111,34 @@ pub struct PoolRecord {
     pub image: Option<PathBuf>,
     pub device: Option<PathBuf>,
     pub created_at: u64,
+    /// `jailer init --net-parent`: the host link jails' interfaces are made
+    /// on when they name no `parent=` (none: the default route's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_parent: Option<String>,
+}
+
+/// The pool's default parent for jail interfaces (`jailer init
+/// --net-parent`), if one is recorded.
+pub fn net_parent(pool: &Pool) -> Option<String> {
+    crate::record::read_json::<PoolRecord>(&pool.record_path())
+        .ok()
+        .and_then(|r| r.net_parent)
+}
+
+/// Records `parent` as the pool's default parent for jail interfaces
+/// (`None` forgets it), in `pool.json`, under the pool lock.
+pub fn set_net_parent(pool: &Pool, parent: Option<&str>) -> Result<(), PoolError> {
+    let _lock = pool.lock_pool()?;
+    let mut rec: PoolRecord = crate::record::read_json(&pool.record_path()).map_err(|e| {
+        PoolError::Fs(FsError::Write {
+            path: pool.record_path(),
+            source: std::io::Error::other(crate::error_chain(&e)),
+        })
+    })?;
+    rec.net_parent = parent.map(str::to_string);
+    let json = serde_json::to_vec_pretty(&rec).unwrap_or_default();
+    atomic_write(&pool.record_path(), &json)?;
+    Ok(())
 }
 
 /// The pool at a root directory. Paths only; nothing is touched until a verb
@@ -525,6 +553,7 @@ pub fn init(root: &Path, opts: &InitOptions) -> Result<(Pool, InitAction), PoolE
                 image: None,
                 device: None,
                 created_at: crate::record::now(),
+                net_parent: None,
             },
         )?;
         return Ok((pool, InitAction::UsedExisting));
@@ -575,6 +604,7 @@ pub fn init(root: &Path, opts: &InitOptions) -> Result<(Pool, InitAction), PoolE
                 image: None,
                 device: Some(device.clone()),
                 created_at: crate::record::now(),
+                net_parent: None,
             },
             action,
         )
@@ -637,6 +667,7 @@ pub fn init(root: &Path, opts: &InitOptions) -> Result<(Pool, InitAction), PoolE
                 image: Some(image),
                 device: None,
                 created_at: crate::record::now(),
+                net_parent: None,
             },
             action,
         )

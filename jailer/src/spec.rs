@@ -206,7 +206,7 @@ pub enum SpecError {
     Env { value: String },
     #[error("invalid hostname {value:?}: {why}; a hostname is dot-separated labels of a-z, A-Z, 0-9 and '-' (each 1 to 63 characters, not starting or ending with '-'), at most {max} characters in all (the kernel's limit, see sethostname(2))", max = MAX_HOSTNAME)]
     Hostname { value: String, why: &'static str },
-    #[error("invalid network {value:?}: {why}; use `none`, `macvlan,parent=IFACE,ip=ADDR/PREFIX[,gateway=ADDR]` or `macvlan,parent=IFACE,dhcp`")]
+    #[error("invalid network {value:?}: {why}; use `none`, `macvlan[,parent=IFACE][,mode=bridge|private|vepa|passthru],ip=ADDR/PREFIX[,gateway=ADDR][,mac=MAC][,mtu=N][,dns=ADDR]`, `ipvlan[,parent=IFACE][,mode=l2|l3],ip=...`, `...,dhcp`, or the short forms `ip=ADDR/PREFIX[,gateway=ADDR]` and `dhcp` (see docs/network.md)")]
     Net { value: String, why: String },
     #[error("{value:?} is not refused by the default seccomp filter, so it cannot be allowed; see `jailer create --help`")]
     Seccomp { value: String },
@@ -541,23 +541,238 @@ impl From<RestartPolicy> for String {
     }
 }
 
-/// How a jail reaches the network.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "mode", rename_all = "lowercase")]
-pub enum NetSpec {
-    /// Only a loopback interface.
-    None,
-    /// A macvlan interface on `parent` with a static address or DHCP.
-    Macvlan {
-        parent: String,
-        address: MacvlanAddress,
-    },
+/// How a jail reaches the network: its interfaces besides `lo`, `eth0`
+/// first (one per `--net`); none is `--net none`, a loopback only.
+///
+/// Recorded as a list of interfaces; records made before several
+/// interfaces existed hold one object (`{"mode": "none"}` or
+/// `{"mode": "macvlan", "parent": ..., "address": ...}`) and read as the
+/// same.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetSpec {
+    pub interfaces: Vec<NetIface>,
 }
 
-/// The address of a macvlan interface.
+impl NetSpec {
+    /// `--net none`: a loopback only.
+    pub const NONE: NetSpec = NetSpec {
+        interfaces: Vec::new(),
+    };
+
+    /// Whether the jail has only its loopback.
+    pub fn is_none(&self) -> bool {
+        self.interfaces.is_empty()
+    }
+
+    /// Parses the `--net` options in order (`eth0` first). No option, or
+    /// one `none`, is no interface; `none` does not mix with others.
+    pub fn parse_all<S: AsRef<str>>(values: &[S]) -> Result<NetSpec, SpecError> {
+        let mut interfaces = Vec::new();
+        for v in values {
+            let v = v.as_ref();
+            if v == "none" {
+                if values.len() > 1 {
+                    return Err(SpecError::Net {
+                        value: v.to_string(),
+                        why: "`none` cannot be combined with other --net options".into(),
+                    });
+                }
+                continue;
+            }
+            interfaces.push(v.parse::<NetIface>()?);
+        }
+        if interfaces.len() > MAX_INTERFACES {
+            return Err(SpecError::Net {
+                value: values
+                    .last()
+                    .map(|v| v.as_ref().to_string())
+                    .unwrap_or_default(),
+                why: format!("a jail has at most {MAX_INTERFACES} interfaces"),
+            });
+        }
+        Ok(NetSpec { interfaces })
+    }
+}
+
+/// The most `--net` options a jail takes (`eth0` to `eth7`).
+pub const MAX_INTERFACES: usize = 8;
+
+/// The kind of link a jail's interface is, made on a host parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkKind {
+    /// Its own MAC on the parent's LAN.
+    Macvlan,
+    /// The parent's MAC, told apart by IP address.
+    Ipvlan,
+}
+
+impl std::fmt::Display for LinkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LinkKind::Macvlan => "macvlan",
+            LinkKind::Ipvlan => "ipvlan",
+        })
+    }
+}
+
+/// How a macvlan or ipvlan child shares its parent (`mode=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkMode {
+    /// macvlan: children reach each other inside the host (the default).
+    Bridge,
+    /// macvlan: children never reach each other, not even through the LAN.
+    Private,
+    /// macvlan: every frame goes out to the switch, which may send it back.
+    Vepa,
+    /// macvlan: the one child takes the parent over (its MAC, promiscuity).
+    Passthru,
+    /// ipvlan: switched at layer 2 (ARP and broadcasts work; the default).
+    L2,
+    /// ipvlan: routed at layer 3 (no ARP, no broadcast, so no DHCP).
+    L3,
+}
+
+impl LinkMode {
+    fn parse(kind: LinkKind, s: &str) -> Option<LinkMode> {
+        match (kind, s) {
+            (LinkKind::Macvlan, "bridge") => Some(LinkMode::Bridge),
+            (LinkKind::Macvlan, "private") => Some(LinkMode::Private),
+            (LinkKind::Macvlan, "vepa") => Some(LinkMode::Vepa),
+            (LinkKind::Macvlan, "passthru") => Some(LinkMode::Passthru),
+            (LinkKind::Ipvlan, "l2") => Some(LinkMode::L2),
+            (LinkKind::Ipvlan, "l3") => Some(LinkMode::L3),
+            _ => None,
+        }
+    }
+
+    /// The mode a kind gets without `mode=`.
+    pub fn default_for(kind: LinkKind) -> LinkMode {
+        match kind {
+            LinkKind::Macvlan => LinkMode::Bridge,
+            LinkKind::Ipvlan => LinkMode::L2,
+        }
+    }
+}
+
+impl std::fmt::Display for LinkMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LinkMode::Bridge => "bridge",
+            LinkMode::Private => "private",
+            LinkMode::Vepa => "vepa",
+            LinkMode::Passthru => "passthru",
+            LinkMode::L2 => "l2",
+            LinkMode::L3 => "l3",
+        })
+    }
+}
+
+/// An Ethernet address, written `02:00:5e:10:00:01`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// Unicast: the group bit (bit 0 of the first octet) clear, and not all
+    /// zeros.
+    pub fn is_unicast(&self) -> bool {
+        self.0[0] & 1 == 0 && self.0 != [0; 6]
+    }
+}
+
+impl std::fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let mut b = [0u8; 6];
+        let mut parts = s.split([':', '-']);
+        for o in &mut b {
+            let p = parts.next().ok_or(())?;
+            if p.len() != 2 {
+                return Err(());
+            }
+            *o = u8::from_str_radix(p, 16).map_err(|_| ())?;
+        }
+        if parts.next().is_some() {
+            return Err(());
+        }
+        Ok(MacAddr(b))
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|()| serde::de::Error::custom(format!("invalid MAC address {s:?}")))
+    }
+}
+
+/// One interface of a jail (`eth0`, `eth1`, ...): a macvlan or ipvlan
+/// child of a host link, with a static address or DHCP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetIface {
+    pub kind: LinkKind,
+    /// The host link it is made on. `None` only before `create` resolved
+    /// the host's default (`jailer init --net-parent`, else the link of
+    /// the default route): a recorded spec always names its parent.
+    pub parent: Option<String>,
+    /// `None`: [`LinkMode::default_for`] its kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<LinkMode>,
+    pub address: IfaceAddress,
+    /// `mac=`; without it a macvlan interface gets a MAC derived from the
+    /// jail's id ([`crate::net::derived_mac`]), the same at every start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    /// `mtu=`; without it the parent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// `dns=` servers, written to the jail's `/etc/resolv.conf`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<Ipv4Addr>,
+}
+
+impl NetIface {
+    /// Its mode, the kind's default when not given.
+    pub fn mode(&self) -> LinkMode {
+        self.mode.unwrap_or(LinkMode::default_for(self.kind))
+    }
+
+    /// Its static address, if it has one.
+    pub fn static_ip(&self) -> Option<(Ipv4Addr, u8, Option<Ipv4Addr>)> {
+        match self.address {
+            IfaceAddress::Static {
+                ip,
+                prefix,
+                gateway,
+            } => Some((ip, prefix, gateway)),
+            IfaceAddress::Dhcp => None,
+        }
+    }
+}
+
+/// The address of a jail's interface.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
-pub enum MacvlanAddress {
+pub enum IfaceAddress {
     Static {
         ip: Ipv4Addr,
         prefix: u8,
@@ -566,69 +781,214 @@ pub enum MacvlanAddress {
     Dhcp,
 }
 
-impl std::fmt::Display for NetSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            NetSpec::None => f.write_str("none"),
-            NetSpec::Macvlan { parent, address } => match address {
-                MacvlanAddress::Dhcp => write!(f, "macvlan,parent={parent},dhcp"),
-                MacvlanAddress::Static {
-                    ip,
-                    prefix,
-                    gateway,
-                } => {
-                    write!(f, "macvlan,parent={parent},ip={ip}/{prefix}")?;
-                    if let Some(g) = gateway {
-                        write!(f, ",gateway={g}")?;
-                    }
-                    Ok(())
-                }
-            },
-        }
+/// The name [`IfaceAddress`] had when only macvlan existed.
+pub type MacvlanAddress = IfaceAddress;
+
+/// The record's shape of [`NetSpec`]: the list, or one object of old.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum NetRepr {
+    List(Vec<NetIface>),
+    Legacy(LegacyNet),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+enum LegacyNet {
+    None,
+    Macvlan {
+        parent: String,
+        address: IfaceAddress,
+    },
+}
+
+impl Serialize for NetSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.interfaces.serialize(s)
     }
 }
 
-impl FromStr for NetSpec {
+impl<'de> Deserialize<'de> for NetSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match NetRepr::deserialize(d)? {
+            NetRepr::List(interfaces) => NetSpec { interfaces },
+            NetRepr::Legacy(LegacyNet::None) => NetSpec::NONE,
+            NetRepr::Legacy(LegacyNet::Macvlan { parent, address }) => NetSpec {
+                interfaces: vec![NetIface {
+                    kind: LinkKind::Macvlan,
+                    parent: Some(parent),
+                    mode: None,
+                    address,
+                    mac: None,
+                    mtu: None,
+                    dns: Vec::new(),
+                }],
+            },
+        })
+    }
+}
+
+impl std::fmt::Display for NetSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.interfaces.is_empty() {
+            return f.write_str("none");
+        }
+        for (i, n) in self.interfaces.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{n}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for NetIface {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.kind)?;
+        if let Some(p) = &self.parent {
+            write!(f, ",parent={p}")?;
+        }
+        if let Some(m) = self.mode {
+            write!(f, ",mode={m}")?;
+        }
+        match &self.address {
+            IfaceAddress::Dhcp => f.write_str(",dhcp")?,
+            IfaceAddress::Static {
+                ip,
+                prefix,
+                gateway,
+            } => {
+                write!(f, ",ip={ip}/{prefix}")?;
+                if let Some(g) = gateway {
+                    write!(f, ",gateway={g}")?;
+                }
+            }
+        }
+        if let Some(m) = self.mac {
+            write!(f, ",mac={m}")?;
+        }
+        if let Some(m) = self.mtu {
+            write!(f, ",mtu={m}")?;
+        }
+        for d in &self.dns {
+            write!(f, ",dns={d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `s` can name a network interface (see `dev_valid_name` in the
+/// kernel): 1 to 15 bytes, no `/`, `:` or white space, not `.` or `..`.
+pub fn valid_iface_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() < 16
+        && !s
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace())
+        && s != "."
+        && s != ".."
+}
+
+/// The least MTU an IPv4 interface takes (RFC 791).
+pub const MIN_MTU: u32 = 68;
+
+impl FromStr for NetIface {
     type Err = SpecError;
     fn from_str(s: &str) -> Result<Self, SpecError> {
         let bad = |why: &str| SpecError::Net {
             value: s.to_string(),
             why: why.to_string(),
         };
-        let mut parts = s.split(',');
-        match parts.next() {
-            Some("none") if s == "none" => return Ok(NetSpec::None),
+        let mut parts = s.split(',').peekable();
+        // `dhcp` and `ip=...` alone: macvlan on the host's default parent.
+        let kind = match parts.peek().copied() {
+            Some("macvlan") => LinkKind::Macvlan,
+            Some("ipvlan") => LinkKind::Ipvlan,
             Some("none") => return Err(bad("`none` takes no options")),
-            Some("macvlan") => {}
+            Some(p) if p == "dhcp" || p.starts_with("ip=") => LinkKind::Macvlan,
             _ => return Err(bad("unknown mode")),
+        };
+        if matches!(parts.peek().copied(), Some("macvlan" | "ipvlan")) {
+            parts.next();
         }
-        let (mut parent, mut ip, mut gateway, mut dhcp) = (None, None, None, false);
+        let (mut parent, mut mode, mut ip, mut gateway, mut dhcp) = (None, None, None, None, false);
+        let (mut mac, mut mtu, mut dns) = (None, None, Vec::new());
+        let once = |slot: &Option<String>, key: &str| -> Result<(), SpecError> {
+            match slot {
+                Some(_) => Err(bad(&format!("{key}= is given twice"))),
+                None => Ok(()),
+            }
+        };
         for p in parts {
             match p.split_once('=') {
-                Some(("parent", v)) => parent = Some(v.to_string()),
-                Some(("ip", v)) => ip = Some(v.to_string()),
-                Some(("gateway", v)) => gateway = Some(v.to_string()),
-                None if p == "dhcp" => dhcp = true,
+                Some(("parent", v)) => {
+                    once(&parent, "parent")?;
+                    parent = Some(v.to_string());
+                }
+                Some(("mode", v)) => {
+                    once(&mode, "mode")?;
+                    mode = Some(v.to_string());
+                }
+                Some(("ip", v)) => {
+                    once(&ip, "ip")?;
+                    ip = Some(v.to_string());
+                }
+                Some(("gateway", v)) => {
+                    once(&gateway, "gateway")?;
+                    gateway = Some(v.to_string());
+                }
+                Some(("mac", v)) => {
+                    once(&mac, "mac")?;
+                    mac = Some(v.to_string());
+                }
+                Some(("mtu", v)) => {
+                    once(&mtu, "mtu")?;
+                    mtu = Some(v.to_string());
+                }
+                Some(("dns", v)) => dns.push(
+                    v.parse::<Ipv4Addr>()
+                        .map_err(|_| bad(&format!("dns {v:?} is not an IPv4 address")))?,
+                ),
+                None if p == "dhcp" => {
+                    if dhcp {
+                        return Err(bad("dhcp is given twice"));
+                    }
+                    dhcp = true;
+                }
                 _ => return Err(bad(&format!("unknown option {p:?}"))),
             }
         }
-        let parent = parent.ok_or_else(|| bad("macvlan needs parent=IFACE"))?;
-        let iface_ok = !parent.is_empty()
-            && parent.len() < 16
-            && !parent.contains(['/', ' ', ':'])
-            && parent != "."
-            && parent != "..";
-        if !iface_ok {
-            return Err(bad("parent is not a valid interface name"));
+        if let Some(p) = &parent {
+            if !valid_iface_name(p) {
+                return Err(bad("parent is not a valid interface name"));
+            }
         }
+        let mode = mode
+            .map(|m| {
+                LinkMode::parse(kind, &m).ok_or_else(|| {
+                    bad(&match kind {
+                        LinkKind::Macvlan => format!(
+                            "macvlan mode {m:?} is not one of bridge, private, vepa, passthru"
+                        ),
+                        LinkKind::Ipvlan => format!("ipvlan mode {m:?} is not one of l2, l3"),
+                    })
+                })
+            })
+            .transpose()?;
         let address = match (ip, dhcp) {
             (Some(_), true) => return Err(bad("give either ip= or dhcp, not both")),
-            (None, false) => return Err(bad("macvlan needs ip=ADDR/PREFIX or dhcp")),
+            (None, false) => return Err(bad("an interface needs ip=ADDR/PREFIX or dhcp")),
             (None, true) => {
                 if gateway.is_some() {
                     return Err(bad("gateway= goes with ip=, DHCP provides its own"));
                 }
-                MacvlanAddress::Dhcp
+                if mode == Some(LinkMode::L3) {
+                    return Err(bad(
+                        "ipvlan mode l3 carries no broadcast, so DHCP cannot work: give ip= or use mode=l2",
+                    ));
+                }
+                IfaceAddress::Dhcp
             }
             (Some(ip), false) => {
                 let (addr, prefix) = ip
@@ -640,17 +1000,79 @@ impl FromStr for NetSpec {
                     .ok()
                     .filter(|p| (1..=32).contains(p))
                     .ok_or_else(|| bad("prefix length must be 1 to 32"))?;
+                if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast()
+                {
+                    return Err(bad("ip must be a unicast address of the LAN"));
+                }
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                let host = u32::from(ip) & !mask;
+                if prefix < 31 && (host == 0 || host == !mask) {
+                    return Err(bad(&format!(
+                        "{ip} is the network or broadcast address of its /{prefix}"
+                    )));
+                }
                 let gateway = gateway
-                    .map(|g| g.parse().map_err(|_| bad("gateway is not an IPv4 address")))
+                    .map(|g| {
+                        let g: Ipv4Addr = g
+                            .parse()
+                            .map_err(|_| bad("gateway is not an IPv4 address"))?;
+                        if u32::from(g) & mask != u32::from(ip) & mask {
+                            return Err(bad(&format!(
+                                "gateway {g} is outside {ip}/{prefix}: the jail could not reach it"
+                            )));
+                        }
+                        if g == ip {
+                            return Err(bad("gateway is the jail's own address"));
+                        }
+                        Ok(g)
+                    })
                     .transpose()?;
-                MacvlanAddress::Static {
+                IfaceAddress::Static {
                     ip,
                     prefix,
                     gateway,
                 }
             }
         };
-        Ok(NetSpec::Macvlan { parent, address })
+        let mac = mac
+            .map(|m| {
+                let mac: MacAddr = m
+                    .parse()
+                    .map_err(|()| bad(&format!("mac {m:?} is not a MAC address like 02:00:00:00:00:01")))?;
+                if !mac.is_unicast() {
+                    return Err(bad(&format!(
+                        "mac {mac} is not unicast (the low bit of its first octet is set, or it is all zeros)"
+                    )));
+                }
+                Ok(mac)
+            })
+            .transpose()?;
+        if mac.is_some() && kind == LinkKind::Ipvlan {
+            return Err(bad(
+                "an ipvlan interface has its parent's MAC: mac= goes with macvlan",
+            ));
+        }
+        let mtu = mtu
+            .map(|m| {
+                m.parse::<u32>()
+                    .ok()
+                    .filter(|m| (MIN_MTU..=65535).contains(m))
+                    .ok_or_else(|| {
+                        bad(&format!(
+                            "mtu {m:?} is not a number from {MIN_MTU} to 65535"
+                        ))
+                    })
+            })
+            .transpose()?;
+        Ok(NetIface {
+            kind,
+            parent,
+            mode,
+            address,
+            mac,
+            mtu,
+            dns,
+        })
     }
 }
 
@@ -715,7 +1137,8 @@ pub struct RawSpec {
     pub io_weight: Option<String>,
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
-    pub net: Option<String>,
+    /// One `--net` per interface (none: `none`).
+    pub net: Vec<String>,
     pub env: Vec<String>,
     pub command: Vec<String>,
     pub seccomp_unconfined: bool,
@@ -820,7 +1243,7 @@ impl RawSpec {
             cap_add,
             cap_drop,
             capabilities,
-            net: self.net.as_deref().unwrap_or("none").parse()?,
+            net: NetSpec::parse_all(&self.net)?,
             env: self
                 .env
                 .iter()
@@ -1300,16 +1723,40 @@ mod tests {
 
     #[test]
     fn networks() {
-        assert_eq!("none".parse::<NetSpec>(), Ok(NetSpec::None));
-        let n: NetSpec = "macvlan,parent=eth1,ip=192.0.2.10/24,gateway=192.0.2.1"
-            .parse()
-            .expect("static");
+        assert_eq!(NetSpec::parse_all(&["none"]), Ok(NetSpec::NONE));
+        assert_eq!(NetSpec::parse_all::<&str>(&[]), Ok(NetSpec::NONE));
+        let one = |s: &str| s.parse::<NetIface>();
+        let n = one("macvlan,parent=eth1,ip=192.0.2.10/24,gateway=192.0.2.1").expect("static");
         assert_eq!(
             n.to_string(),
             "macvlan,parent=eth1,ip=192.0.2.10/24,gateway=192.0.2.1"
         );
-        let d: NetSpec = "macvlan,parent=eth1,dhcp".parse().expect("dhcp");
+        assert_eq!(n.mode(), LinkMode::Bridge);
+        let d = one("macvlan,parent=eth1,dhcp").expect("dhcp");
         assert_eq!(d.to_string(), "macvlan,parent=eth1,dhcp");
+        let full = one(
+            "macvlan,parent=eth1,mode=private,ip=10.1.2.3/16,gateway=10.1.0.1,mac=02:aa:bb:cc:dd:ee,mtu=1400,dns=10.1.0.53,dns=9.9.9.9",
+        )
+        .expect("every option");
+        assert_eq!(full.mode(), LinkMode::Private);
+        assert_eq!(full.mac, Some(MacAddr([2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee])));
+        assert_eq!(full.mtu, Some(1400));
+        assert_eq!(full.dns.len(), 2);
+        assert_eq!(one(&full.to_string()), Ok(full.clone()), "round trip");
+        let ipv = one("ipvlan,parent=ens5,mode=l3,ip=10.0.0.5/24").expect("ipvlan");
+        assert_eq!((ipv.kind, ipv.mode()), (LinkKind::Ipvlan, LinkMode::L3));
+        // The short forms: macvlan on the host's default parent.
+        let short = one("ip=192.0.2.7/24,gateway=192.0.2.1").expect("short static");
+        assert_eq!(
+            (short.kind, short.parent.as_deref()),
+            (LinkKind::Macvlan, None)
+        );
+        let short = one("dhcp").expect("short dhcp");
+        assert_eq!(short.address, IfaceAddress::Dhcp);
+        let two = NetSpec::parse_all(&["ip=192.0.2.7/24", "ipvlan,parent=x,ip=10.0.0.2/8"])
+            .expect("two interfaces");
+        assert_eq!(two.interfaces.len(), 2);
+        assert!(NetSpec::parse_all(&["none", "dhcp"]).is_err());
         for bad in [
             "bridge",
             "none,x=1",
@@ -1317,13 +1764,63 @@ mod tests {
             "macvlan,parent=eth1",
             "macvlan,parent=eth1,ip=10.0.0.1",
             "macvlan,parent=eth1,ip=10.0.0.1/33",
+            "macvlan,parent=eth1,ip=10.0.0.1/0",
             "macvlan,parent=eth1,ip=x/24",
+            "macvlan,parent=eth1,ip=10.0.0.0/24",
+            "macvlan,parent=eth1,ip=10.0.0.255/24",
+            "macvlan,parent=eth1,ip=127.0.0.2/8",
+            "macvlan,parent=eth1,ip=10.0.0.2/24,gateway=10.0.1.1",
+            "macvlan,parent=eth1,ip=10.0.0.2/24,gateway=10.0.0.2",
             "macvlan,parent=eth1,dhcp,ip=10.0.0.1/8",
             "macvlan,parent=../x,dhcp",
             "macvlan,parent=eth1,dhcp,gateway=10.0.0.1",
+            "macvlan,parent=eth1,dhcp,dhcp",
+            "macvlan,parent=eth1,parent=eth2,dhcp",
+            "macvlan,parent=eth1,mode=l2,dhcp",
+            "ipvlan,parent=eth1,mode=bridge,dhcp",
+            "ipvlan,parent=eth1,mode=l3,dhcp",
+            "ipvlan,parent=eth1,dhcp,mac=02:00:00:00:00:01",
+            "macvlan,parent=eth1,dhcp,mac=01:00:5e:00:00:01",
+            "macvlan,parent=eth1,dhcp,mac=00:00:00:00:00:00",
+            "macvlan,parent=eth1,dhcp,mac=02:00:00:00:00",
+            "macvlan,parent=eth1,dhcp,mtu=67",
+            "macvlan,parent=eth1,dhcp,mtu=70000",
+            "macvlan,parent=eth1,dhcp,dns=resolver",
         ] {
-            assert!(bad.parse::<NetSpec>().is_err(), "{bad}");
+            assert!(bad.parse::<NetIface>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn records_from_before_several_interfaces_read() {
+        let none: NetSpec =
+            serde_json::from_value(serde_json::json!({"mode": "none"})).expect("none");
+        assert!(none.is_none());
+        let old: NetSpec = serde_json::from_value(serde_json::json!({
+            "mode": "macvlan", "parent": "eth1",
+            "address": {"kind": "static", "ip": "192.0.2.10", "prefix": 24, "gateway": null}
+        }))
+        .expect("old macvlan");
+        assert_eq!(old.interfaces.len(), 1);
+        assert_eq!(old.interfaces[0].parent.as_deref(), Some("eth1"));
+        assert_eq!(
+            old.interfaces[0].to_string(),
+            "macvlan,parent=eth1,ip=192.0.2.10/24"
+        );
+        let dhcp: NetSpec = serde_json::from_value(serde_json::json!({
+            "mode": "macvlan", "parent": "eth1", "address": {"kind": "dhcp"}
+        }))
+        .expect("old dhcp");
+        assert_eq!(dhcp.interfaces[0].address, IfaceAddress::Dhcp);
+        // What is written now reads back the same.
+        let two = NetSpec::parse_all(&[
+            "macvlan,parent=a,ip=10.0.0.2/24,mac=02:00:00:00:00:09,dns=10.0.0.1",
+            "ipvlan,parent=b,mode=l3,ip=10.1.0.2/24",
+        ])
+        .expect("valid");
+        let json = serde_json::to_value(&two).expect("serializes");
+        assert!(json.is_array());
+        assert_eq!(serde_json::from_value::<NetSpec>(json).expect("reads"), two);
     }
 
     #[test]
@@ -1344,7 +1841,7 @@ mod tests {
             Some(DEFAULT_PIDS),
             "a jail gets a pids limit by default"
         );
-        assert_eq!(s.net, NetSpec::None);
+        assert_eq!(s.net, NetSpec::NONE);
         assert_eq!(s.log_size, 8 << 20);
         let mut bad = raw.clone();
         bad.name = "../x".into();

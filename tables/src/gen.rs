@@ -8,7 +8,7 @@ use jailer::name::Name;
 use jailer::pool::Pool;
 use jailer::procinfo::{self, IdMap, Proc};
 use jailer::record::{self, JailRecord, RecordError, Runtime, State};
-use jailer::spec::{MacvlanAddress, NetSpec};
+use jailer::spec::IfaceAddress;
 use std::cell::OnceCell;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -28,6 +28,7 @@ pub fn generate(
         "jail_mounts" => ctx.mounts(c),
         "jail_resources" => ctx.resources(c),
         "jail_packages" => ctx.packages(c),
+        "jail_interfaces" => ctx.interfaces(c),
         _ => Err(TableError::UnknownTable {
             name: table.to_string(),
         }),
@@ -239,14 +240,13 @@ impl<'a> Ctx<'a> {
         let live = j.live();
         let init = live.map(|rt| i64::from(rt.init.pid));
         let ns = |kind: &str| text(init.and_then(|p| self.proc.ns(p, kind)).unwrap_or_default());
-        let ip = match &spec.net {
-            NetSpec::None => String::new(),
-            NetSpec::Macvlan { address, .. } => match address {
-                MacvlanAddress::Static { ip, .. } => ip.to_string(),
-                MacvlanAddress::Dhcp => init
-                    .and_then(|p| self.proc.local_addresses(p).into_iter().next())
-                    .unwrap_or_default(),
-            },
+        // eth0's address: its static one, else what it holds now.
+        let ip = match spec.net.interfaces.first().map(|n| &n.address) {
+            None => String::new(),
+            Some(IfaceAddress::Static { ip, .. }) => ip.to_string(),
+            Some(IfaceAddress::Dhcp) => init
+                .and_then(|p| self.proc.local_addresses(p).into_iter().next())
+                .unwrap_or_default(),
         };
         let cgroup_path = live
             .and_then(|rt| {
@@ -288,7 +288,14 @@ impl<'a> Ctx<'a> {
             uint(u64::from(rec.ids.count)),
             text(spec.net.to_string()),
             text(ip),
-            text(""),
+            text(
+                spec.net
+                    .interfaces
+                    .first()
+                    .and_then(|n| jailer::net::effective_mac(&rec.id, 0, n))
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
+            ),
             opt(spec.memory),
             Value::Double(spec.cpus.unwrap_or(-1.0)),
             opt(spec.pids),
@@ -528,6 +535,32 @@ impl<'a> Ctx<'a> {
         Ok(rows)
     }
 
+    /// Each jail's interfaces: the spec's, and while it runs what its
+    /// network namespace holds (lo too), read there over netlink.
+    fn interfaces(&self, c: &Constraints) -> Result<Vec<Row>, TableError> {
+        let mut rows = Vec::new();
+        for e in self.load(c, "jail")? {
+            self.cancel.check()?;
+            let Entry::Ok(j) = e else { continue };
+            let observed = j.live().and_then(|rt| {
+                match jailer::net::observe(&self.src.proc_root, rt.init.pid) {
+                    Ok(v) => Some(v),
+                    // Its init just exited: the spec's rows, without counters.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                        tracing::debug!(jail = j.name(), %err, "no network namespace to read");
+                        None
+                    }
+                    Err(err) => {
+                        tracing::warn!(jail = j.name(), %err, "cannot read the jail's interfaces");
+                        None
+                    }
+                }
+            });
+            rows.extend(interface_rows(&j, observed.as_deref()));
+        }
+        Ok(rows)
+    }
+
     fn mounts(&self, c: &Constraints) -> Result<Vec<Row>, TableError> {
         let mut rows = Vec::new();
         for j in self.live(c)? {
@@ -664,4 +697,100 @@ impl<'a> Ctx<'a> {
         }
         Ok(rows)
     }
+}
+
+/// The rows of one jail's interfaces: `lo` and each `ethN` of its spec,
+/// filled from `observed` (its network namespace) when it runs.
+fn interface_rows(j: &Jail, observed: Option<&[jailer::net::IfaceState]>) -> Vec<Row> {
+    use jailer::spec::LinkKind;
+    let spec = &j.rec.spec;
+    let find = |name: &str| observed.and_then(|o| o.iter().find(|i| i.name == name));
+    let counters = |st: Option<&jailer::net::IfaceState>| -> Vec<Value> {
+        match st {
+            Some(s) => {
+                let c = s.counters;
+                [
+                    c.rx_bytes,
+                    c.tx_bytes,
+                    c.rx_packets,
+                    c.tx_packets,
+                    c.rx_errors,
+                    c.tx_errors,
+                    c.rx_dropped,
+                    c.tx_dropped,
+                ]
+                .into_iter()
+                .map(uint)
+                .collect()
+            }
+            None => vec![int(-1); 8],
+        }
+    };
+    let first_addr =
+        |st: Option<&jailer::net::IfaceState>| st.and_then(|s| s.addresses.first().copied());
+    let mut rows = Vec::new();
+    if observed.is_some() {
+        let lo = find("lo");
+        let addr = first_addr(lo);
+        let mut row = vec![
+            text(j.name()),
+            text("lo"),
+            text("loopback"),
+            text(""),
+            text(""),
+            text(""),
+            text(addr.map(|a| a.0.to_string()).unwrap_or_default()),
+            int(addr.map_or(-1, |a| i64::from(a.1))),
+            text(""),
+            text(""),
+            int(lo.map_or(-1, |s| i64::from(s.mtu))),
+            int(0),
+            int(-1),
+        ];
+        row.extend(counters(lo));
+        rows.push(row);
+    }
+    for (i, n) in spec.net.interfaces.iter().enumerate() {
+        let name = jailer::net::iface_name(i);
+        let st = find(&name);
+        let mac = st
+            .and_then(|s| s.mac)
+            .or_else(|| jailer::net::effective_mac(&j.rec.id, i, n));
+        let (ip, prefix) = match (first_addr(st), n.static_ip()) {
+            (Some((a, p)), _) => (a.to_string(), i64::from(p)),
+            (None, Some((a, p, _))) if st.is_none() => (a.to_string(), i64::from(p)),
+            _ => (String::new(), -1),
+        };
+        let gateway = n
+            .static_ip()
+            .and_then(|(_, _, g)| g)
+            .map(|g| g.to_string())
+            .unwrap_or_default();
+        let dns: Vec<String> = n.dns.iter().map(|d| d.to_string()).collect();
+        let mtu = match st {
+            Some(s) => i64::from(s.mtu),
+            None => n.mtu.map_or(-1, i64::from),
+        };
+        let mut row = vec![
+            text(j.name()),
+            text(name),
+            text(match n.kind {
+                LinkKind::Macvlan => "macvlan",
+                LinkKind::Ipvlan => "ipvlan",
+            }),
+            text(n.parent.clone().unwrap_or_default()),
+            text(n.mode().to_string()),
+            text(mac.map(|m| m.to_string()).unwrap_or_default()),
+            text(ip),
+            int(prefix),
+            text(gateway),
+            text(dns.join(",")),
+            int(mtu),
+            int(i64::from(n.address == IfaceAddress::Dhcp)),
+            int(-1),
+        ];
+        row.extend(counters(st));
+        rows.push(row);
+    }
+    rows
 }

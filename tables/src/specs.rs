@@ -31,9 +31,9 @@ pub const JAILS: &[Column] = &[
     big("uid_base", "First host uid of the jail's range (jail uid 0)"),
     big("gid_base", "First host gid of the jail's range (jail gid 0)"),
     big("id_count", "Number of ids in the jail's uid and gid ranges"),
-    text("network", "Network spec: none, macvlan,parent=IFACE,ip=ADDR/PREFIX[,gateway=ADDR] or macvlan,parent=IFACE,dhcp"),
-    text("ip_address", "IPv4 address: the static one from the spec, or for DHCP the one the running jail holds; empty when unknown"),
-    text("mac_address", "MAC address of the jail's interface; empty when unknown"),
+    text("network", "Network spec: none, or its interfaces (macvlan,parent=IFACE,... or ipvlan,...) separated by spaces; see jail_interfaces"),
+    text("ip_address", "IPv4 address of eth0: the static one from the spec, or for DHCP the one the running jail holds; empty when unknown"),
+    text("mac_address", "MAC address of eth0 (macvlan: its mac=, or the one derived from the jail's id); empty when none or ipvlan"),
     big("memory_limit", "Memory limit in bytes from the spec, -1 unlimited"),
     dbl("cpu_limit", "CPU limit in cpus from the spec, -1 unlimited"),
     big("pids_limit", "Process limit from the spec, -1 unlimited"),
@@ -188,6 +188,30 @@ pub const JAIL_RESOURCES: &[Column] = &[
     ),
 ];
 
+pub const JAIL_INTERFACES: &[Column] = &[
+    text("jail", "Jail name").index(),
+    text("interface", "Interface name inside the jail: lo, eth0, eth1, ... (one per --net)"),
+    text("kind", "macvlan, ipvlan or loopback"),
+    text("parent", "Host interface the link is made on; empty for lo"),
+    text("mode", "macvlan: bridge, private, vepa or passthru; ipvlan: l2 or l3; empty for lo"),
+    text("mac", "MAC address: what the running jail's interface has, else what it gets at start (its mac=, or the one derived from the jail's id); empty for ipvlan (its parent's) when not running"),
+    text("address", "IPv4 address: what the running jail's interface holds, else its static one; empty when unknown"),
+    int("prefix", "Prefix length of address, -1 unknown"),
+    text("gateway", "Default gateway from the spec; empty when none"),
+    text("dns", "DNS servers from the spec, comma-separated"),
+    int("mtu", "MTU: the running interface's, else the spec's mtu=; -1 unknown (the parent's at start)"),
+    int("dhcp", "1 when the address comes from DHCP"),
+    big("lease_expires", "DHCP lease expiry, UNIX seconds; -1 without a lease"),
+    big("rx_bytes", "Bytes received, read in the jail's network namespace; -1 when not running"),
+    big("tx_bytes", "Bytes sent; -1 when not running"),
+    big("rx_packets", "Packets received; -1 when not running"),
+    big("tx_packets", "Packets sent; -1 when not running"),
+    big("rx_errors", "Receive errors; -1 when not running"),
+    big("tx_errors", "Transmit errors; -1 when not running"),
+    big("rx_dropped", "Received packets dropped; -1 when not running"),
+    big("tx_dropped", "Packets dropped before sending; -1 when not running"),
+];
+
 pub const TABLES: &[TableSpec] = &[
     TableSpec {
         name: "jails",
@@ -223,5 +247,10 @@ pub const TABLES: &[TableSpec] = &[
         name: "jail_resources",
         description: "Resource use and the limits the kernel enforces, from a running jail's cgroup (v1 or v2) and its rootfs's btrfs quota group.",
         columns: JAIL_RESOURCES,
+    },
+    TableSpec {
+        name: "jail_interfaces",
+        description: "Each network interface of a jail: its spec (parent, mode, MAC, address) and, while it runs, what its interfaces hold and their counters, read over netlink inside the jail's network namespace (not the host's counters of the parent).",
+        columns: JAIL_INTERFACES,
     },
 ];

@@ -177,3 +177,39 @@ fn sql_pushes_constraints_down() {
     let n = jailer::spec::DEFAULT_CAPS.len();
     assert_eq!(caps.unwrap(), vec![vec![json!(2 * 3 * n)]]);
 }
+
+#[test]
+fn jail_packages_rows_come_from_each_jails_dpkg_status() {
+    let fx = scene();
+    let (_, rows) = q(
+        &fx,
+        "SELECT name, version, arch, status, source, installed_size FROM jail_packages \
+         WHERE jail = 'a' ORDER BY name",
+    );
+    let text = |v: &J| match v {
+        J::String(t) => t.clone(),
+        other => other.to_string(),
+    };
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(text).collect()).collect();
+    assert_eq!(
+        rows,
+        [
+            [
+                "dpkg",
+                "1.21.22",
+                "amd64",
+                "deinstall ok config-files",
+                "",
+                "-1"
+            ],
+            [
+                "libssl3",
+                "3.0.15-1~deb12u1",
+                "amd64",
+                "install ok installed",
+                "openssl",
+                "6163"
+            ],
+        ]
+    );
+}

@@ -319,6 +319,37 @@ fn mounts_come_from_the_jails_mountinfo() {
 }
 
 #[test]
+fn interfaces_of_a_stopped_jail_come_from_its_spec() {
+    let fx = scene();
+    let d = rows(&fx, "jail_interfaces", &jail("d"));
+    assert_eq!(d.len(), 1, "a stopped jail has no lo row: {d:?}");
+    let r = &d[0];
+    let t = "jail_interfaces";
+    assert_eq!(txt(get(t, r, "interface")), "eth0");
+    assert_eq!(txt(get(t, r, "kind")), "macvlan");
+    assert_eq!(txt(get(t, r, "parent")), "eth0");
+    assert_eq!(txt(get(t, r, "mode")), "bridge");
+    assert_eq!(txt(get(t, r, "address")), "192.0.2.10");
+    assert_eq!(num(get(t, r, "prefix")), 24);
+    assert_eq!(txt(get(t, r, "gateway")), "192.0.2.1");
+    assert_eq!(num(get(t, r, "dhcp")), 0);
+    assert_eq!(num(get(t, r, "rx_bytes")), -1, "no counters while stopped");
+    // The MAC it gets at start: locally administered unicast, and the
+    // jails row shows the same.
+    let mac = txt(get(t, r, "mac")).to_string();
+    let first = u8::from_str_radix(&mac[..2], 16).unwrap();
+    assert_eq!(first & 3, 2, "{mac}");
+    let jails = rows(&fx, "jails", &Constraints::new().with_eq("name", "d"));
+    assert_eq!(txt(get("jails", &jails[0], "mac_address")), mac);
+    let b = rows(&fx, "jail_interfaces", &jail("b"));
+    assert!(b.iter().any(|r| num(get(t, r, "dhcp")) == 1));
+    assert!(
+        rows(&fx, "jail_interfaces", &jail("c")).is_empty(),
+        "none: no rows"
+    );
+}
+
+#[test]
 fn hostile_names_and_mounts_are_shown_exactly_and_never_fail_a_query() {
     let fx = scene();
     let proc = &fx.src.proc_root;

@@ -224,7 +224,7 @@ put() {
     done
 }
 tools=(sh mkfs.btrfs btrfs losetup mount umount blkid unshare setpriv nsenter
-    mkfs.ext4 mke2fs tar zstd ip getcap setcap find xargs dnsmasq)
+    mkfs.ext4 mke2fs tar zstd ip bridge getcap setcap find xargs dnsmasq)
 for tool in "${tools[@]}"; do
     path=$(command -v "$tool") || fail "$tool is not installed on the host"
     put "$path"

@@ -70,6 +70,9 @@ pub struct Plan {
     /// How many ids the jail's user namespace maps (ids at or above are
     /// not the jail's).
     id_count: u32,
+    /// The network's files (`/etc/resolv.conf`, `/etc/hosts`) and their
+    /// contents, written from inside the root after `pivot_root`.
+    net_files: Vec<(&'static str, String)>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -191,7 +194,20 @@ impl Plan {
             user: None,
             workdir: None,
             id_count: rec.ids.count,
+            net_files: Vec::new(),
         })
+    }
+
+    /// The plan of a jail's init with the files its network asks for
+    /// (none for `--net none`: the template's stay).
+    pub fn with_net_files(mut self, spec: &crate::spec::JailSpec) -> Plan {
+        if let Some(r) = crate::net::resolv_conf(&spec.net) {
+            self.net_files.push(("/etc/resolv.conf", r));
+        }
+        if let Some(h) = crate::net::hosts(spec) {
+            self.net_files.push(("/etc/hosts", h));
+        }
+        self
     }
 }
 
@@ -475,6 +491,12 @@ fn setup(
     step("pivot_root", nix::unistd::pivot_root(".", "."))?;
     step("detach the old root", umount2(".", MntFlags::MNT_DETACH))?;
     step("chdir /", nix::unistd::chdir("/"))?;
+    // 7b. The network's files, from inside the jail's root (never a path
+    // seen from the host; a symlink the jail left there is replaced).
+    step(
+        "write the network files",
+        crate::net::write_jail_files(&plan.net_files),
+    )?;
     // 8. stdio: nothing in; out, one pipe for stdout and stderr (kept in
     // the order written), which the monitor copies into the console log:
     // the jail never holds the host's file.

@@ -77,8 +77,8 @@ pub enum RuntimeError {
     },
     #[error("jail {name} has no command; recreate it with `jailer create {name} --template T -- COMMAND`")]
     NoCommand { name: Name },
-    #[error("jail {name} asks for {net} networking, which this version of jailer cannot set up yet; recreate it with `--net none`")]
-    NetUnsupported { name: Name, net: String },
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
     #[error("jail {name} failed to start: {message}")]
     StartFailed { name: Name, message: String },
     #[error("cannot run the monitor for jail {name}")]
@@ -282,6 +282,9 @@ pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
         }
     }
     check_net(&rec.spec)?;
+    // The host may have changed since create (a parent gone or down), or
+    // another jail taken an address.
+    crate::net::check(pool, &rec.spec, &rec.id)?;
     // The record's id range must be the one the host allocated to this jail
     // (a jail.json edited to `uid_base: 0` would make its root host root).
     crate::ids::Registry::host().verify(pool.root(), name.as_str(), &rec.id, rec.ids)?;
@@ -295,16 +298,10 @@ pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
 }
 
 /// Refuses a network the runtime cannot make: a jail is never started
-/// without the network its spec asks for. (Only `none`, a private loopback,
-/// is made today; macvlan is recorded in the spec for a later version.)
+/// without the network its spec asks for (DHCP is recorded in the spec,
+/// not set up by this version).
 pub(crate) fn check_net(spec: &crate::spec::JailSpec) -> Result<(), RuntimeError> {
-    match &spec.net {
-        crate::spec::NetSpec::None => Ok(()),
-        other => Err(RuntimeError::NetUnsupported {
-            name: spec.name.clone(),
-            net: other.to_string(),
-        }),
-    }
+    Ok(crate::net::check_supported(spec)?)
 }
 
 /// Like `Signal::from_str`, accepting `TERM`, `SIGTERM`, `15`.

@@ -365,7 +365,7 @@ fn run_instance(
             return Err(());
         }
     };
-    let started = match launch(pool, rec, &cg, console_w.as_fd(), first) {
+    let (started, net) = match launch(pool, rec, &cg, console_w.as_fd(), first) {
         Ok(s) => s,
         Err(e) => {
             cg.signal_all(Signal::SIGKILL);
@@ -429,6 +429,10 @@ fn run_instance(
     // reap it, then take what it wrote last (already in the pipe).
     let mut buf = vec![0u8; 64 << 10];
     let (code, signal) = pump_until_exit(log, &console_r, &mut buf, started);
+    // The jail's links go now, through the socket that keeps its network
+    // namespace alive, in a child while the rest is recorded and released:
+    // none is left on a parent once the monitor is done (stop waits for it).
+    let teardown = net.teardown_forked(Path::new(PROC));
     let ran_for = began.elapsed();
     let mut open = pump(log, &console_r, &mut buf, 16 << 20);
     let exit = ExitRecord {
@@ -482,6 +486,11 @@ fn run_instance(
         log.note(&format!(
             "jailer-monitor: {name}: {}",
             escape(&crate::error_chain(&e))
+        ));
+    }
+    if !teardown.wait() {
+        log.note(&format!(
+            "jailer-monitor: {name}: could not delete the jail's network links; the kernel removes them with its namespace"
         ));
     }
     let how = match (exit.oom_killed, code, signal) {
@@ -631,19 +640,22 @@ pub(super) fn pump_until_exit(
 }
 
 /// `console`: the write end of the console pipe, init's stdout and stderr.
+/// Returns init and its network (whose drop removes the jail's links).
 pub(super) fn launch(
     pool: &Pool,
     rec: &JailRecord,
     cg: &JailCgroup,
     console: std::os::fd::BorrowedFd<'_>,
     first: bool,
-) -> Result<nix::unistd::Pid, RuntimeError> {
+) -> Result<(nix::unistd::Pid, crate::net::JailNet), RuntimeError> {
     let name = rec.name();
     let rootfs = pool.jail_rootfs(name);
-    let plan = init::Plan::new(rec, &rootfs, None).map_err(|e| RuntimeError::StartFailed {
-        name: name.clone(),
-        message: e,
-    })?;
+    let plan = init::Plan::new(rec, &rootfs, None)
+        .map(|p| p.with_net_files(&rec.spec))
+        .map_err(|e| RuntimeError::StartFailed {
+            name: name.clone(),
+            message: e,
+        })?;
     let (parent_sock, child_sock) = nix::sys::socket::socketpair(
         nix::sys::socket::AddressFamily::Unix,
         nix::sys::socket::SockType::SeqPacket,
@@ -674,8 +686,11 @@ pub(super) fn launch(
     } else {
         tracing::debug!(jail = %name, pid = %child, "init cloned, moves itself into its cgroup");
     }
-    let setup = (|| -> Result<(), RuntimeError> {
+    let setup = (|| -> Result<crate::net::JailNet, RuntimeError> {
         write_id_maps(name, child, rec)?;
+        // The network, made from here (the host's namespace) into the
+        // jail's, while init waits for the word to go on.
+        let net = crate::net::JailNet::setup(rec, child)?;
         // Under `jailer run` the snapshot is being committed meanwhile (a
         // restart's rootfs is there).
         if first {
@@ -687,13 +702,17 @@ pub(super) fn launch(
         let tree = mountapi::clone_tree(&rootfs)?;
         mountapi::idmap(tree.as_fd(), userns.as_fd(), &rootfs)?;
         init::send_go(&parent_sock, tree.as_fd())
-            .map_err(|e| sys(name, "cannot hand the rootfs to the jail's init")(e.into()))
+            .map_err(|e| sys(name, "cannot hand the rootfs to the jail's init")(e.into()))?;
+        Ok(net)
     })();
-    if let Err(e) = setup {
-        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(child, None);
-        return Err(e);
-    }
+    let net = match setup {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(child, None);
+            return Err(e);
+        }
+    };
     drop(parent_sock);
     // The pipe is close-on-exec: EOF means the command was exec'd; anything
     // else is the setup step that failed.
@@ -702,12 +721,13 @@ pub(super) fn launch(
     let _ = std::io::Read::read_to_string(&mut f, &mut msg);
     if !msg.is_empty() {
         let _ = nix::sys::wait::waitpid(child, None);
+        drop(net);
         return Err(RuntimeError::StartFailed {
             name: name.clone(),
             message: msg,
         });
     }
-    Ok(child)
+    Ok((child, net))
 }
 
 /// Waits for the CLI's word (one byte on stdin) that the rootfs exists.

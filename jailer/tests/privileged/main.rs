@@ -26,6 +26,7 @@ mod lifecycle_instance;
 mod lifecycle_scale;
 mod logs_opts;
 mod ls_status;
+mod network;
 mod pack;
 mod probe;
 mod restart;
@@ -122,6 +123,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(logs_opts::trials());
     trials.extend(ls_status::trials());
     trials.extend(pack::trials());
+    trials.extend(network::trials());
     trials.extend(lifecycle_scale::trials());
     trials.extend(lifecycle_instance::trials());
     trials.extend(restart::trials());

@@ -153,13 +153,16 @@ impl Fx {
         });
     }
 
+    /// Every jail's dpkg status file: two packages, a paragraph without a
+    /// Package field (skipped) and a continuation line.
     pub fn write_record(&self, rec: &JailRecord) {
         let dir = self
             .src
             .pool_root
             .join("jails")
             .join(rec.spec.name.as_str());
-        std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+        std::fs::create_dir_all(dir.join("rootfs/var/lib/dpkg")).unwrap();
+        std::fs::write(dir.join("rootfs/var/lib/dpkg/status"), DPKG_STATUS).unwrap();
         std::fs::write(
             dir.join("jail.json"),
             serde_json::to_vec_pretty(rec).unwrap(),
@@ -494,7 +497,7 @@ pub fn scene() -> Fx {
         RawSpec {
             name: "b".into(),
             template: "bookworm".into(),
-            net: Some("macvlan,parent=eth0,dhcp".into()),
+            net: vec!["macvlan,parent=eth0,dhcp".into()],
             ..Default::default()
         },
         BASE_B,
@@ -539,7 +542,7 @@ pub fn scene() -> Fx {
             memory: Some("512M".into()),
             cpus: Some("1.5".into()),
             pids: Some("64".into()),
-            net: Some("macvlan,parent=eth0,ip=192.0.2.10/24,gateway=192.0.2.1".into()),
+            net: vec!["macvlan,parent=eth0,ip=192.0.2.10/24,gateway=192.0.2.1".into()],
             ..Default::default()
         },
         BASE_B + 2 * 65536,
@@ -550,3 +553,23 @@ pub fn scene() -> Fx {
     fx.write_raw_record("e", b"{\"version\": 1, \"id\": ");
     fx
 }
+
+/// The dpkg status file of every fixture jail.
+pub const DPKG_STATUS: &str = "Package: libssl3\n\
+Status: install ok installed\n\
+Priority: optional\n\
+Installed-Size: 6163\n\
+Maintainer: Debian OpenSSL Team <pkg-openssl-devel@alioth-lists.debian.net>\n\
+Architecture: amd64\n\
+Multi-Arch: same\n\
+Source: openssl\n\
+Version: 3.0.15-1~deb12u1\n\
+Description: Secure Sockets Layer toolkit - shared libraries\n\
+\x20This package is part of the OpenSSL project.\n\
+\n\
+Version: 9\n\
+\n\
+Package: dpkg\n\
+Status: deinstall ok config-files\n\
+Architecture: amd64\n\
+Version: 1.21.22\n";
