@@ -247,7 +247,9 @@ impl RuntimeError {
             RuntimeError::Exec { source, .. } => source.kind(),
             RuntimeError::Unknown { .. } => ErrorKind::NotFound,
             RuntimeError::Illegal { .. } => ErrorKind::IllegalState,
-            RuntimeError::NoCommand { .. } | RuntimeError::NetUnsupported { .. } => {
+            RuntimeError::NoCommand { .. }
+            | RuntimeError::NetUnsupported { .. }
+            | RuntimeError::InstallFailed { .. } => {
                 ErrorKind::Invalid
             }
             RuntimeError::StopTimeout { .. } | RuntimeError::MonitorBusy { .. } => ErrorKind::Busy,

@@ -201,6 +201,20 @@ pub fn create_with<H, E: From<JailError>>(
     spec: JailSpec,
     before_snapshot: impl FnOnce(&JailRecord) -> Result<H, E>,
 ) -> Result<(JailRecord, crate::fsutil::Lock, H), E> {
+    create_with_then(pool, spec, before_snapshot, |_| Ok(()))
+}
+
+/// [`create_with`], running `after_snapshot` once the rootfs is made and
+/// its limit set, with the jail's lock still held and the pool's released
+/// (`create --deb` installs its packages there, which takes seconds: other
+/// creates go on meanwhile). Its error undoes the create like any other:
+/// the snapshot and the record go.
+pub fn create_with_then<H, E: From<JailError>>(
+    pool: &Pool,
+    spec: JailSpec,
+    before_snapshot: impl FnOnce(&JailRecord) -> Result<H, E>,
+    after_snapshot: impl FnOnce(&JailRecord) -> Result<(), E>,
+) -> Result<(JailRecord, crate::fsutil::Lock, H), E> {
     let (rec, lock, pool_lock, quota) = prepare(pool, spec)?;
     let name = rec.name().clone();
     // The record goes in first, unsynced. The snapshot then commits a btrfs
@@ -258,6 +272,7 @@ pub fn create_with<H, E: From<JailError>>(
             Ok(hooked)
         });
     drop(pool_lock);
+    let result = result.and_then(|h| after_snapshot(&rec).map(|()| h));
     match result {
         Ok(h) => {
             // Pools made before the reserve get it here (and one spent on a

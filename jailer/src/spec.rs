@@ -212,6 +212,10 @@ pub enum SpecError {
     Seccomp { value: String },
     #[error("invalid restart policy {value:?}: use no, on-failure, on-failure:N (N at least 1: at most N restarts in a row) or always")]
     Restart { value: String },
+    #[error("invalid user {value:?}: use USER or USER:GROUP (names or numbers of the jail's own /etc/passwd and /etc/group)")]
+    User { value: String },
+    #[error("invalid working directory {value:?}: give an absolute path from the jail's /")]
+    Workdir { value: String },
     #[error("jail {name} has no command and template {template} records no default one: give it after `--` (jailer create {name} --template {template} -- /bin/sleep infinity), or import the template with one (jailer template import {template} PATH -- COMMAND)")]
     NoCommand { name: Name, template: Name },
 }
@@ -695,6 +699,14 @@ pub struct JailSpec {
     /// `--restart`: what the monitor does when the command ends.
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// `--user USER[:GROUP]`: who the command runs as, a user of the
+    /// jail's own `/etc/passwd` resolved inside the jail when it starts
+    /// (`None`: its root). A user other than root holds no capability.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `--workdir DIR`: where the command starts (`None`: `/`).
+    #[serde(default)]
+    pub workdir: Option<String>,
 }
 
 /// `jailer create`'s inputs as strings, before validation.
@@ -718,6 +730,8 @@ pub struct RawSpec {
     pub seccomp_allow: Vec<String>,
     pub log_size: Option<String>,
     pub restart: Option<String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
 }
 
 /// Computes the capability set from the defaults, drops and adds (drops
@@ -845,8 +859,33 @@ impl RawSpec {
                 .map(str::parse)
                 .transpose()?
                 .unwrap_or_default(),
+            user: self.user.as_deref().map(parse_user).transpose()?,
+            workdir: self.workdir.as_deref().map(parse_workdir).transpose()?,
         })
     }
+}
+
+/// Checks `--user USER[:GROUP]`: one or two non-empty parts (names or
+/// numbers), without NUL or line breaks. Whether the jail has that user is
+/// known only inside it, at start.
+pub fn parse_user(s: &str) -> Result<String, SpecError> {
+    let bad = |p: &str| p.is_empty() || p.contains(['\0', '\n', '\r']);
+    if s.split(':').count() > 2 || s.split(':').any(bad) {
+        return Err(SpecError::User {
+            value: s.to_string(),
+        });
+    }
+    Ok(s.to_string())
+}
+
+/// Checks `--workdir DIR`: an absolute path without NUL.
+pub fn parse_workdir(s: &str) -> Result<String, SpecError> {
+    if !s.starts_with('/') || s.contains('\0') {
+        return Err(SpecError::Workdir {
+            value: s.to_string(),
+        });
+    }
+    Ok(s.to_string())
 }
 
 impl JailSpec {

@@ -51,6 +51,12 @@ const READ_ONLY: &[&str] = &[
     "proc/sys",
     "proc/sysrq-trigger",
 ];
+/// Where a maintenance instance (a package install, see
+/// [`super::maintenance`]) finds the host's staging directory: attached
+/// read-only by init after `pivot_root`, so the mount point is made and
+/// resolved inside the jail's own tree, where a symlink can point nowhere
+/// but into the jail.
+pub const INSTALL_DIR: &str = "/run/jailer-install";
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Everything the child needs, prepared before the clone.
@@ -70,6 +76,9 @@ pub struct Plan {
     /// How many ids the jail's user namespace maps (ids at or above are
     /// not the jail's).
     id_count: u32,
+    /// A maintenance instance's staging directory: a detached read-only
+    /// tree, attached at [`INSTALL_DIR`].
+    install: Option<OwnedFd>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -109,7 +118,10 @@ impl Plan {
             .map(|e| crate::spec::parse_env(e).map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
         let mut plan = Plan::build(rec, rootfs, Some(command), &extra)?;
+        // `exec` runs as root of the jail unless told otherwise, whatever
+        // the jail's command runs as; it starts in / unless given -w.
         plan.user = user.map(str::to_string);
+        plan.workdir = None;
         if let Some(w) = workdir {
             if !w.starts_with('/') {
                 return Err(format!(
@@ -188,9 +200,14 @@ impl Plan {
             path,
             caps,
             filters,
-            user: None,
-            workdir: None,
+            user: spec.user.clone(),
+            workdir: spec
+                .workdir
+                .as_deref()
+                .map(cstr)
+                .transpose()?,
             id_count: rec.ids.count,
+            install: None,
         })
     }
 }
@@ -475,6 +492,10 @@ fn setup(
     step("pivot_root", nix::unistd::pivot_root(".", "."))?;
     step("detach the old root", umount2(".", MntFlags::MNT_DETACH))?;
     step("chdir /", nix::unistd::chdir("/"))?;
+    // 7b. A maintenance instance: the staging directory, read-only.
+    if let Some(tree) = &plan.install {
+        attach_install(tree.as_fd())?;
+    }
     // 8. stdio: nothing in; out, one pipe for stdout and stderr (kept in
     // the order written), which the monitor copies into the console log:
     // the jail never holds the host's file.
@@ -498,8 +519,21 @@ fn setup(
         }),
     )?;
     drop(cgroup_dir);
-    // 10. Privileges drop here: capabilities, no_new_privs, seccomp.
-    restrict(&plan.caps, &plan.filters, None)?;
+    // 10. Privileges drop here: the user (`--user`, from the jail's own
+    // /etc/passwd, read through its root now), capabilities,
+    // no_new_privs, seccomp; then the working directory, as that user.
+    let creds = plan
+        .user
+        .as_deref()
+        .map(|u| resolve_user(u, plan.id_count))
+        .transpose()?;
+    restrict(&plan.caps, &plan.filters, creds.as_ref())?;
+    if let Some(w) = &plan.workdir {
+        step(
+            &format!("chdir {}", w.to_string_lossy()),
+            nix::unistd::chdir(w.as_c_str()),
+        )?;
+    }
     // 11. Die with the monitor. Set last: every credential change above
     // clears the parent-death signal.
     step(
@@ -508,6 +542,30 @@ fn setup(
     )?;
     // 12. exec.
     Err(plan.exec())
+}
+
+/// Attaches the staging tree at [`INSTALL_DIR`], after `pivot_root`: the
+/// directory is made (if missing) and opened through the jail's own root,
+/// without following a last symlink.
+fn attach_install(tree: BorrowedFd<'_>) -> Result<(), String> {
+    use nix::fcntl::OFlag;
+    step(
+        &format!("mkdir {INSTALL_DIR}"),
+        std::fs::create_dir_all(INSTALL_DIR),
+    )?;
+    let dir = step(
+        &format!("open {INSTALL_DIR}"),
+        crate::sys::fd::open(
+            INSTALL_DIR,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ),
+    )?;
+    step(
+        &format!("attach the packages at {INSTALL_DIR}"),
+        crate::sys::mountapi::attach_at(tree, dir.as_fd(), Path::new(INSTALL_DIR))
+            .map_err(|e| crate::error_chain(&e)),
+    )
 }
 
 /// A directory of a sysfs mounted just before (never a path the jail's
@@ -636,6 +694,13 @@ impl Plan {
 
     pub fn id_count(&self) -> u32 {
         self.id_count
+    }
+
+    /// Makes this a maintenance instance's plan: `tree` (a detached,
+    /// read-only tree of the host's staging directory) is attached at
+    /// [`INSTALL_DIR`].
+    pub fn set_install(&mut self, tree: OwnedFd) {
+        self.install = Some(tree);
     }
 }
 
