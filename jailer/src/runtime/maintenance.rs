@@ -236,11 +236,17 @@ fn wait_one_thread() {
     }
 }
 
-/// The last lines of what the install printed, bounded.
+/// The last lines of what the install printed (its own progress lines
+/// left out), each escaped, on one line joined by ` | `, bounded.
 fn tail(out: &[u8]) -> String {
     let text = String::from_utf8_lossy(out);
-    let lines: Vec<&str> = text.lines().collect();
-    let mut s = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
+    let lines: Vec<String> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty() && !l.starts_with("jailer-install: "))
+        .map(|l| escape(l).into_owned())
+        .collect();
+    let mut s = lines[lines.len().saturating_sub(TAIL_LINES)..].join(" | ");
     if s.len() > TAIL_BYTES {
         let mut cut = s.len() - TAIL_BYTES;
         while !s.is_char_boundary(cut) {
@@ -379,7 +385,7 @@ fn run(
     Err(RuntimeError::InstallFailed {
         name: name.clone(),
         how,
-        output: escape(&tail(&out)).into_owned(),
+        output: tail(&out),
     })
 }
 
@@ -389,13 +395,8 @@ struct Escaped<'a>(&'a mut dyn Write);
 impl Write for Escaped<'_> {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(b);
-        for line in text.split_inclusive('\n') {
-            let (body, nl) = match line.strip_suffix('\n') {
-                Some(body) => (body, "\n"),
-                None => (line, ""),
-            };
-            write!(self.0, "{}{nl}", escape(body))?;
-        }
+        self.0
+            .write_all(crate::display::escape_text(&text).as_bytes())?;
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -425,8 +426,11 @@ mod tests {
     fn the_error_keeps_only_the_last_lines() {
         let out: String = (0..100).map(|i| format!("line {i}\n")).collect();
         let t = tail(out.as_bytes());
-        assert!(t.starts_with("line 75"), "{t}");
+        assert!(t.starts_with("line 75 | line 76"), "{t}");
         assert!(t.ends_with("line 99"), "{t}");
+        assert!(!t.contains('\n'));
+        let t = tail(b"jailer-install: dpkg -i x\ndpkg: error \x1b[31m\n");
+        assert_eq!(t, "dpkg: error \\x1b[31m");
         let long = "x".repeat(10_000);
         assert_eq!(tail(long.as_bytes()).len(), TAIL_BYTES);
     }

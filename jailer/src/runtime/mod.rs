@@ -124,7 +124,7 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("installing packages into jail {name} failed: the install {how}; its last lines:\n{output}")]
+    #[error("installing packages into jail {name} failed: the install {how}; its output ended: {output}")]
     InstallFailed {
         name: Name,
         how: String,

@@ -11,6 +11,7 @@ mod btrfs;
 mod cgroup_view;
 mod cli;
 mod cli_polish;
+mod deb;
 mod escape_dev;
 mod escape_disk;
 mod escape_exec;
@@ -105,6 +106,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(cgroup_view::trials());
     trials.extend(cli::trials());
     trials.extend(cli_polish::trials());
+    trials.extend(deb::trials());
     trials.extend(escape_host::trials());
     trials.extend(escape_log::trials());
     trials.extend(escape_exec::trials());

@@ -1,0 +1,558 @@
+//! Services as Debian packages: `create --deb`, `--repo`, `install`, and
+//! the package's `jail.toml`, on the debootstrap template, with packages
+//! built here by `dpkg-deb`. Each test uses jails named `deb-*` and removes
+//! them (a guard) also when it fails.
+
+use crate::cli::{fails, jailer, ok};
+use crate::runtime::{init_pid, inspect, jail, wait_until};
+use libtest_mimic::Trial;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+pub fn trials() -> Vec<Trial> {
+    let t = |name: &'static str, f: fn() -> Result<(), String>| {
+        Trial::test(format!("deb::{name}"), move || crate::check(f()))
+    };
+    vec![
+        t(
+            "service_package_installs_inside_the_jail_and_runs_as_its_user_with_its_limit",
+            service,
+        ),
+        t(
+            "failing_postinst_corrupt_deb_and_unmet_dependency_leave_no_jail",
+            failures,
+        ),
+        t("dependency_from_a_local_repo_installs", repo),
+        t(
+            "install_upgrades_a_stopped_jail_and_is_refused_on_a_running_one",
+            upgrade,
+        ),
+        t(
+            "maintainer_script_escape_attempts_change_nothing_on_the_host",
+            escape,
+        ),
+        t("command_line_options_override_the_packages_jail_toml", overrides),
+    ]
+}
+
+/// The echo service: a perl script (perl-base is in minbase) that answers
+/// each line on 127.0.0.1:$ECHO_PORT with the same line.
+const ECHOD: &str = r#"#!/usr/bin/perl
+use strict;
+use IO::Socket::INET;
+my $port = $ENV{ECHO_PORT} || 7007;
+my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port,
+    Listen => 5, ReuseAddr => 1) or die "jailer-echod: listen on $port: $!\n";
+$| = 1;
+print "jailer-echod: listening on $port\n";
+while (my $c = $s->accept) {
+    while (my $l = <$c>) { print $c $l; }
+    close $c;
+}
+"#;
+
+/// Its postinst: a system user, and a marker saying where it ran.
+const POSTINST: &str = r#"#!/bin/sh
+set -e
+if [ "$1" = configure ]; then
+    if ! getent passwd echod >/dev/null; then
+        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin echod
+    fi
+    echo "postinst ran as uid $(id -u)" > /var/lib/jailer-echod.marker
+fi
+"#;
+
+/// Its jail description (docs/packaging.md shows the same).
+const JAIL_TOML: &str = r#"command = ["/usr/bin/jailer-echod"]
+user = "echod"
+env = { ECHO_PORT = "7007" }
+restart = "on-failure"
+
+[limits]
+memory = "96M"
+pids = 64
+"#;
+
+/// A package to build: its control fields beyond the basics, its files,
+/// its maintainer scripts.
+struct Pkg<'a> {
+    name: &'a str,
+    version: &'a str,
+    depends: Option<&'a str>,
+    /// (path below /, contents, mode)
+    files: Vec<(&'a str, String, u32)>,
+    postinst: Option<&'a str>,
+}
+
+impl<'a> Pkg<'a> {
+    fn new(name: &'a str, version: &'a str) -> Pkg<'a> {
+        Pkg {
+            name,
+            version,
+            depends: None,
+            files: Vec::new(),
+            postinst: None,
+        }
+    }
+
+    /// Builds `name_version_all.deb` in `out` with `dpkg-deb`.
+    fn build(&self, out: &Path) -> Result<PathBuf, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let e = |e: std::io::Error| e.to_string();
+        let dir = out.join(format!("{}-{}-src", self.name, self.version));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("DEBIAN")).map_err(e)?;
+        let mut control = format!(
+            "Package: {}\nVersion: {}\nArchitecture: all\nMaintainer: jailer tests <tests@example.org>\nDescription: jailer test package\n",
+            self.name, self.version
+        );
+        if let Some(d) = self.depends {
+            control.push_str(&format!("Depends: {d}\n"));
+        }
+        std::fs::write(dir.join("DEBIAN/control"), control).map_err(e)?;
+        if let Some(p) = self.postinst {
+            let f = dir.join("DEBIAN/postinst");
+            std::fs::write(&f, p).map_err(e)?;
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).map_err(e)?;
+        }
+        for (path, body, mode) in &self.files {
+            let f = dir.join(path);
+            std::fs::create_dir_all(f.parent().unwrap_or(&dir)).map_err(e)?;
+            std::fs::write(&f, body).map_err(e)?;
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(*mode)).map_err(e)?;
+        }
+        let deb = out.join(format!("{}_{}_all.deb", self.name, self.version));
+        run(Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zxz", "--build"])
+            .arg(&dir)
+            .arg(&deb))?;
+        Ok(deb)
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The echo service package, at `version`.
+fn echod(out: &Path, version: &str) -> Result<PathBuf, String> {
+    let mut p = Pkg::new("jailer-echod", version);
+    p.files.push(("usr/bin/jailer-echod", ECHOD.to_string(), 0o755));
+    p.files
+        .push(("usr/share/jailer/jail.toml", JAIL_TOML.to_string(), 0o644));
+    p.files.push((
+        "usr/share/jailer-echod/version",
+        format!("{version}\n"),
+        0o644,
+    ));
+    p.postinst = Some(POSTINST);
+    p.build(out)
+}
+
+fn pool() -> Result<PathBuf, String> {
+    crate::debian_pool()
+}
+
+fn workdir(tag: &str) -> PathBuf {
+    crate::scratch().fresh_plain_dir(tag)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap_or_default()
+}
+
+fn rootfs(root: &Path, name: &str) -> PathBuf {
+    root.join("jails").join(name).join("rootfs")
+}
+
+/// `jailer ls` does not list it and the pool has no directory of it.
+fn gone(root: &Path, name: &str) -> Result<(), String> {
+    let ls = ok(root, &["ls", "--json"])?;
+    if ls.contains(&format!("\"{name}\"")) {
+        return Err(format!("jail {name} is still listed: {ls}"));
+    }
+    let dir = root.join("jails").join(name);
+    if dir.exists() {
+        return Err(format!("{} is left behind", dir.display()));
+    }
+    Ok(())
+}
+
+/// One line sent to the echo service through the jail's network
+/// namespace, and what comes back.
+fn echo_through(pid: i32, line: &str) -> Result<String, String> {
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/7007 && printf '%s\\n' '{line}' >&3 && read -r -t 10 reply <&3 && printf '%s' \"$reply\""
+    );
+    run(Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["bash", "-c", &script]))
+}
+
+fn uid_of(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+}
+
+fn service() -> Result<(), String> {
+    let root = pool()?;
+    let w = workdir("deb-service");
+    let deb = echod(&w, "1.0")?;
+    let name = "deb-echo";
+    let _g = jail(&root, name);
+    ok(&root, &["create", name, "--template", "deb", "--deb", s(&deb)])?;
+    // The postinst ran inside the jail: its user and marker are in the
+    // jail's root, and not on the host.
+    let passwd = std::fs::read_to_string(rootfs(&root, name).join("etc/passwd"))
+        .map_err(|e| e.to_string())?;
+    let line = passwd
+        .lines()
+        .find(|l| l.starts_with("echod:"))
+        .ok_or_else(|| format!("no echod in the jail's /etc/passwd:\n{passwd}"))?;
+    let uid: u64 = line
+        .split(':')
+        .nth(2)
+        .and_then(|u| u.parse().ok())
+        .ok_or("echod has no uid")?;
+    let host_passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| e.to_string())?;
+    if host_passwd.lines().any(|l| l.starts_with("echod:")) {
+        return Err("the host's /etc/passwd has echod".into());
+    }
+    let marker = std::fs::read_to_string(rootfs(&root, name).join("var/lib/jailer-echod.marker"))
+        .map_err(|e| format!("no marker in the jail: {e}"))?;
+    // The script's root is the jail's root (uid 0 inside, its base outside).
+    if marker.trim() != "postinst ran as uid 0" {
+        return Err(format!("marker says {marker:?}"));
+    }
+    if Path::new("/var/lib/jailer-echod.marker").exists() {
+        return Err("the postinst's marker is on the host".into());
+    }
+    // No policy-rc.d, no staging directory, no instance left; created.
+    if rootfs(&root, name)
+        .join("usr/sbin/policy-rc.d")
+        .symlink_metadata()
+        .is_ok()
+    {
+        return Err("the install's policy-rc.d is left in the jail".into());
+    }
+    if root.join("jails").join(name).join("install").exists() {
+        return Err("the staging directory is left".into());
+    }
+    let rec = inspect(&root, name)?;
+    if rec["state"] != "created" {
+        return Err(format!("state after create --deb: {}", rec["state"]));
+    }
+    // The spec is the package's jail.toml.
+    let spec = &rec["spec"];
+    if spec["user"] != "echod" || spec["memory"] != 96u64 << 20 || spec["pids"] != 64 {
+        return Err(format!("spec is not the package's jail.toml: {spec}"));
+    }
+    if spec["command"] != serde_json::json!(["/usr/bin/jailer-echod"]) {
+        return Err(format!("command: {}", spec["command"]));
+    }
+    // The service runs as echod (host uid = base + its uid), with no
+    // capability, and echoes.
+    ok(&root, &["start", name])?;
+    let pid = init_pid(&root, name)?;
+    let base = rec["ids"]["uid_base"].as_u64().ok_or("no uid_base")?;
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    if uid_of(&status) != Some(base + uid) {
+        return Err(format!(
+            "init runs as host uid {:?}, not {} (base {base} + echod's {uid})",
+            uid_of(&status),
+            base + uid
+        ));
+    }
+    let capeff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(str::trim)
+        .unwrap_or_default();
+    if capeff != "0000000000000000" {
+        return Err(format!("echod holds capabilities {capeff}"));
+    }
+    let mut reply = String::new();
+    let up = wait_until(Duration::from_secs(20), || {
+        match echo_through(pid, "hello jail") {
+            Ok(r) => {
+                reply = r;
+                true
+            }
+            Err(_) => false,
+        }
+    });
+    if !up || reply != "hello jail" {
+        return Err(format!("echo answered {reply:?} (up: {up})"));
+    }
+    // The cgroup has the package's limit.
+    let m = ok(&root, &["exec", name, "--", "cat", "/sys/fs/cgroup/memory.max"])?;
+    if m.trim() != (96u64 << 20).to_string() {
+        return Err(format!("memory.max in the jail is {m}"));
+    }
+    Ok(())
+}
+
+fn failures() -> Result<(), String> {
+    let root = pool()?;
+    let w = workdir("deb-failures");
+    // A postinst that fails.
+    let mut p = Pkg::new("jailer-badpostinst", "1.0");
+    p.postinst = Some("#!/bin/sh\necho 'badpostinst: refusing to configure' >&2\nexit 3\n");
+    let bad_postinst = p.build(&w)?;
+    // A file that is no package.
+    let corrupt = w.join("corrupt_1.0_all.deb");
+    std::fs::write(&corrupt, b"!<arch>\nthis is not really a package\n")
+        .map_err(|e| e.to_string())?;
+    // A package whose dependency nothing provides.
+    let mut p = Pkg::new("jailer-needy", "1.0");
+    p.depends = Some("jailer-no-such-package");
+    let needy = p.build(&w)?;
+    for (name, deb, needles) in [
+        (
+            "deb-bad-postinst",
+            &bad_postinst,
+            &["badpostinst: refusing to configure", "exited"][..],
+        ),
+        (
+            "deb-corrupt",
+            &corrupt,
+            &["dpkg-deb", "not a Debian format archive"][..],
+        ),
+        (
+            "deb-needy",
+            &needy,
+            &["jailer-no-such-package", "dependency"][..],
+        ),
+    ] {
+        let _g = jail(&root, name);
+        let out = jailer(&root, &["create", name, "--template", "deb", "--deb", s(deb)]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.success() {
+            return Err(format!("create {name} succeeded"));
+        }
+        for n in needles {
+            if !err.contains(n) {
+                return Err(format!("create {name}: error lacks {n:?}: {err}"));
+            }
+        }
+        gone(&root, name)?;
+    }
+    Ok(())
+}
+
+fn repo() -> Result<(), String> {
+    let root = pool()?;
+    let w = workdir("deb-repo");
+    let repo = w.join("repo");
+    std::fs::create_dir_all(&repo).map_err(|e| e.to_string())?;
+    let mut lib = Pkg::new("jailer-testlib", "1.0");
+    lib.files.push((
+        "usr/share/jailer-testlib/present",
+        "yes\n".to_string(),
+        0o644,
+    ));
+    lib.build(&repo)?;
+    run(Command::new("sh")
+        .arg("-c")
+        .arg("dpkg-scanpackages --multiversion . > Packages")
+        .current_dir(&repo))?;
+    let mut app = Pkg::new("jailer-app", "1.0");
+    app.depends = Some("jailer-testlib (>= 1.0)");
+    let app = app.build(&w)?;
+    let name = "deb-repo";
+    let _g = jail(&root, name);
+    // Without the repository the dependency is unmet, and nothing is left.
+    fails(
+        &root,
+        &["create", name, "--template", "deb", "--deb", s(&app), "--", "/bin/true"],
+        &["jailer-testlib"],
+    )?;
+    gone(&root, name)?;
+    ok(
+        &root,
+        &[
+            "create", name, "--template", "deb", "--deb", s(&app), "--repo", s(&repo), "--",
+            "/bin/true",
+        ],
+    )?;
+    let r = rootfs(&root, name);
+    if !r.join("usr/share/jailer-testlib/present").exists() {
+        return Err("the dependency from the repository is not installed".into());
+    }
+    let status = std::fs::read_to_string(r.join("var/lib/dpkg/status")).map_err(|e| e.to_string())?;
+    for pkg in ["jailer-app", "jailer-testlib"] {
+        let block = status
+            .split("\n\n")
+            .find(|b| b.lines().any(|l| l == format!("Package: {pkg}")))
+            .ok_or_else(|| format!("{pkg} not in the jail's dpkg status"))?;
+        if !block.contains("Status: install ok installed") {
+            return Err(format!("{pkg}: {block}"));
+        }
+    }
+    // The temporary source list is gone with the mount.
+    if r.join("etc/apt/sources.list.d/jailer-install.list").exists() {
+        return Err("a source list is left in the jail".into());
+    }
+    Ok(())
+}
+
+fn upgrade() -> Result<(), String> {
+    let root = pool()?;
+    let w = workdir("deb-upgrade");
+    let v1 = echod(&w, "1.0")?;
+    let v2 = echod(&w, "2.0")?;
+    let name = "deb-upgrade";
+    let _g = jail(&root, name);
+    ok(&root, &["create", name, "--template", "deb", "--deb", s(&v1)])?;
+    let version = || {
+        std::fs::read_to_string(rootfs(&root, name).join("usr/share/jailer-echod/version"))
+            .unwrap_or_default()
+    };
+    if version().trim() != "1.0" {
+        return Err(format!("version after create: {:?}", version()));
+    }
+    ok(&root, &["start", name])?;
+    // Refused while it runs, and nothing changed.
+    fails(
+        &root,
+        &["install", name, s(&v2)],
+        &["running", "stop it first"],
+    )?;
+    if version().trim() != "1.0" {
+        return Err("a refused install changed the jail".into());
+    }
+    ok(&root, &["stop", name])?;
+    ok(&root, &["install", name, s(&v2)])?;
+    if version().trim() != "2.0" {
+        return Err(format!("version after install: {:?}", version()));
+    }
+    // It starts again with its spec, as the upgraded package.
+    ok(&root, &["start", name])?;
+    let pid = init_pid(&root, name)?;
+    let mut reply = String::new();
+    let up = wait_until(Duration::from_secs(20), || {
+        echo_through(pid, "after upgrade").map(|r| reply = r).is_ok()
+    });
+    if !up || reply != "after upgrade" {
+        return Err(format!("echo after the upgrade answered {reply:?}"));
+    }
+    Ok(())
+}
+
+/// A postinst that tries to reach the host: through `/proc/1/root` (the
+/// jail's own init), through symlinks to host paths (made in the jail, and
+/// shipped in the package), and by writing the staging mount. Everything
+/// it writes lands in the jail or fails.
+fn escape() -> Result<(), String> {
+    let root = pool()?;
+    let w = workdir("deb-escape");
+    let host_target = w.join("host-target");
+    std::fs::create_dir_all(&host_target).map_err(|e| e.to_string())?;
+    let t = s(&host_target).to_string();
+    let postinst = format!(
+        r#"#!/bin/sh
+echo pwned > /proc/1/root{t}/via-proc1 2>/dev/null
+mkdir -p /proc/1/root{t} 2>/dev/null && echo pwned > /proc/1/root{t}/via-proc1-mkdir 2>/dev/null
+ln -sfn {t} /tmp/to-host && echo pwned > /tmp/to-host/via-symlink 2>/dev/null
+echo pwned > /usr/share/jailer-evil/link/via-shipped-symlink 2>/dev/null
+echo pwned > /run/jailer-install/via-staging 2>/dev/null
+for d in /run/jailer-install/debs/*.deb; do echo pwned > "$d" 2>/dev/null; done
+mount -o remount,rw /run/jailer-install 2>/dev/null && echo pwned > /run/jailer-install/via-remount
+echo done > /var/lib/jailer-evil.done
+exit 0
+"#
+    );
+    let mut p = Pkg::new("jailer-evil", "1.0");
+    p.postinst = Some(&postinst);
+    p.files.push(("usr/share/jailer-evil/readme", "x\n".into(), 0o644));
+    let deb = p.build(&w)?;
+    // A shipped symlink to the host path: dpkg makes it inside the jail.
+    let src = w.join("jailer-evil-1.0-src");
+    std::os::unix::fs::symlink(&host_target, src.join("usr/share/jailer-evil/link"))
+        .map_err(|e| e.to_string())?;
+    run(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&src)
+        .arg(&deb))?;
+    let before = std::fs::read(&deb).map_err(|e| e.to_string())?;
+    let name = "deb-escape";
+    let _g = jail(&root, name);
+    ok(&root, &["create", name, "--template", "deb", "--deb", s(&deb), "--", "/bin/true"])?;
+    if !rootfs(&root, name).join("var/lib/jailer-evil.done").exists() {
+        return Err("the postinst did not run to its end".into());
+    }
+    let left: Vec<_> = std::fs::read_dir(&host_target)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    if !left.is_empty() {
+        return Err(format!("the postinst wrote on the host: {left:?}"));
+    }
+    if std::fs::read(&deb).map_err(|e| e.to_string())? != before {
+        return Err("the host's .deb was changed".into());
+    }
+    // What went through the jail's symlinks landed in the jail's tree.
+    if !rootfs(&root, name)
+        .join(host_target.strip_prefix("/").unwrap_or(&host_target))
+        .join("via-symlink")
+        .exists()
+    {
+        return Err("the write through the jail's symlink is not in the jail".into());
+    }
+    Ok(())
+}
+
+fn overrides() -> Result<(), String> {
+    let root = pool()?;
+    let w = workdir("deb-overrides");
+    let deb = echod(&w, "1.0")?;
+    let name = "deb-override";
+    let _g = jail(&root, name);
+    ok(
+        &root,
+        &[
+            "create", name, "--template", "deb", "--deb", s(&deb), "--memory", "128M", "--user",
+            "root", "--env", "ECHO_PORT=7008", "--", "/bin/sleep", "infinity",
+        ],
+    )?;
+    let spec = inspect(&root, name)?["spec"].clone();
+    if spec["memory"] != 128u64 << 20 || spec["user"] != "root" || spec["pids"] != 64 {
+        return Err(format!("spec: {spec}"));
+    }
+    if spec["command"] != serde_json::json!(["/bin/sleep", "infinity"]) {
+        return Err(format!("command: {}", spec["command"]));
+    }
+    let env = spec["env"].to_string();
+    if !env.contains("7008") {
+        return Err(format!("env: {env}"));
+    }
+    // An invalid jail.toml is refused before anything is made.
+    let mut p = Pkg::new("jailer-badtoml", "1.0");
+    p.files.push((
+        "usr/share/jailer/jail.toml",
+        "comand = [\"/bin/true\"]\n".into(),
+        0o644,
+    ));
+    let bad = p.build(&w)?;
+    fails(
+        &root,
+        &["create", "deb-badtoml", "--template", "deb", "--deb", s(&bad)],
+        &["jail.toml", "comand"],
+    )?;
+    gone(&root, "deb-badtoml")?;
+    Ok(())
+}
