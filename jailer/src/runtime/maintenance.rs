@@ -310,7 +310,25 @@ pub(crate) fn install_locked(
     };
     let result = run(pool, rec, &dir, args, echo);
     remove_staging(&dir);
-    result
+    result.map_err(|e| match e {
+        RuntimeError::InstallFailed { name, how, output } => RuntimeError::InstallFailed {
+            name,
+            how,
+            output: host_names(&output, &req.debs),
+        },
+        e => e,
+    })
+}
+
+/// The install's output with each staged package's path in the jail
+/// (`/run/jailer-install/debs/2.deb`) given as the file the user named.
+fn host_names(output: &str, debs: &[PathBuf]) -> String {
+    let mut out = output.to_string();
+    for (i, deb) in debs.iter().enumerate().rev() {
+        let staged = format!("{}/debs/{}.deb", init::INSTALL_DIR, i + 1);
+        out = out.replace(&staged, &escape(&deb.display().to_string()));
+    }
+    out
 }
 
 fn run(
