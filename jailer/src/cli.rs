@@ -808,11 +808,12 @@ fn raw_spec(c: CreateArgs) -> RawSpec {
 
 /// The spec of `create`/`run`, and the packages to install (`--deb`),
 /// whose jail description the spec is made over.
-fn create_request(
-    c: CreateArgs,
-) -> Result<(jailer::spec::JailSpec, Option<lifecycle::Install>)> {
+fn create_request(c: CreateArgs) -> Result<(jailer::spec::JailSpec, Option<lifecycle::Install>)> {
     if c.deb.is_empty() {
-        return Ok((raw_spec(c).validate().map_err(lifecycle::Error::from)?, None));
+        return Ok((
+            raw_spec(c).validate().map_err(lifecycle::Error::from)?,
+            None,
+        ));
     }
     let req = lifecycle::Install {
         debs: c.deb.clone(),

@@ -145,12 +145,10 @@ impl JailToml {
             template: "check".into(),
             ..RawSpec::default()
         });
-        alone
-            .validate()
-            .map_err(|source| DebError::JailTomlValue {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        alone.validate().map_err(|source| DebError::JailTomlValue {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(t)
     }
 
@@ -314,7 +312,9 @@ fn decompress<'a>(name: &str, r: impl Read + 'a) -> std::io::Result<Box<dyn Read
 /// `./usr/share/x` and `usr/share/x` are the same path in a package.
 fn member_path(p: &Path) -> String {
     let s = p.to_string_lossy();
-    s.trim_start_matches("./").trim_start_matches('/').to_string()
+    s.trim_start_matches("./")
+        .trim_start_matches('/')
+        .to_string()
 }
 
 fn scan(

@@ -249,9 +249,7 @@ impl RuntimeError {
             RuntimeError::Illegal { .. } => ErrorKind::IllegalState,
             RuntimeError::NoCommand { .. }
             | RuntimeError::NetUnsupported { .. }
-            | RuntimeError::InstallFailed { .. } => {
-                ErrorKind::Invalid
-            }
+            | RuntimeError::InstallFailed { .. } => ErrorKind::Invalid,
             RuntimeError::StopTimeout { .. } | RuntimeError::MonitorBusy { .. } => ErrorKind::Busy,
             other => classify(other),
         }

@@ -201,11 +201,7 @@ impl Plan {
             caps,
             filters,
             user: spec.user.clone(),
-            workdir: spec
-                .workdir
-                .as_deref()
-                .map(cstr)
-                .transpose()?,
+            workdir: spec.workdir.as_deref().map(cstr).transpose()?,
             id_count: rec.ids.count,
             install: None,
         })

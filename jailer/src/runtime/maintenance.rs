@@ -33,30 +33,35 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The capabilities of a maintenance instance, whatever the jail's spec
-/// says: what `dpkg`, `apt-get` and common maintainer scripts need
-/// (measured with the test service and `adduser`/`useradd`, see
-/// `docs/packaging.md`). `cap_chown`, `cap_fowner`, `cap_fsetid` and
-/// `cap_dac_override` to unpack files with their owners and modes over
-/// files of other users; `cap_setuid`, `cap_setgid` for apt's `_apt`
-/// sandbox and scripts that `su`/`runuser`; `cap_kill` for
-/// `start-stop-daemon --stop` in a prerm; `cap_sys_chroot` for the few
-/// scripts that chroot; `cap_setpcap` and `cap_audit_write` as in the
-/// default set. Never `cap_setfcap`: a file capability written through the
-/// idmapped rootfs would be stored for host root (see
-/// [`crate::spec::NEVER_GRANTED`]); `setcap` in a postinst fails, and
-/// packages fall back to setuid bits. Never `cap_sys_admin`,
+/// says: what `dpkg`, `apt-get` and `useradd` were measured to need (each
+/// one left out in turn, installing a package with a postinst that runs
+/// `useradd --system` and one, from a `--repo`, with a setgid file of group
+/// 50 and a directory of uid 42; see docs/packaging.md):
+/// - `cap_chown`: dpkg gives unpacked files their owners; `useradd`
+///   writes `/etc/shadow` (without it: "useradd: failure while writing
+///   changes to /etc/shadow");
+/// - `cap_dac_override`: apt moves its lists in `/var/lib/apt/lists`
+///   (without it: "rename failed, Permission denied");
+/// - `cap_fowner`: apt sets modes on its `_apt`-owned directories (without
+///   it: "chmod 0755 of directory ... Operation not permitted");
+/// - `cap_fsetid`: dpkg keeps a setgid bit on a file of a group root is
+///   not in (without it the bit is silently lost);
+/// - `cap_setuid`, `cap_setgid`: apt's methods drop to `_apt` (without
+///   them: "Failed to setgroups").
+///
+/// Nothing else: not `cap_kill` (a maintenance instance runs no service to
+/// stop: `policy-rc.d` refuses every start), never `cap_setfcap` (a file
+/// capability written through the idmapped rootfs would be stored for host
+/// root, see [`crate::spec::NEVER_GRANTED`]; a postinst's `setcap` fails
+/// and packages fall back to setuid bits), never `cap_sys_admin`,
 /// `cap_net_admin` or `cap_mknod`.
 pub const MAINTENANCE_CAPS: &[&str] = &[
-    "cap_audit_write",
     "cap_chown",
     "cap_dac_override",
     "cap_fowner",
     "cap_fsetid",
-    "cap_kill",
     "cap_setgid",
-    "cap_setpcap",
     "cap_setuid",
-    "cap_sys_chroot",
 ];
 
 /// The install, run by the jail's `/bin/sh` as its root: `$1` is `dpkg`
@@ -358,8 +363,7 @@ fn run(
             kept: Vec::new(),
             echo: escaped.as_mut().map(|e| e as &mut dyn Write),
         };
-        let mut follower =
-            console::Follower::new(pool.jail_dir(name), rec.spec.log_size, from.clone());
+        let mut follower = console::Follower::new(pool.jail_dir(name), rec.spec.log_size, from);
         let mut buf = vec![0u8; 64 << 10];
         let monitor = nix::unistd::Pid::from_raw(rt.monitor.pid);
         loop {
@@ -435,7 +439,13 @@ mod tests {
                 "{c}"
             );
         }
-        for c in ["cap_sys_admin", "cap_net_admin", "cap_mknod", "cap_setfcap"] {
+        for c in [
+            "cap_sys_admin",
+            "cap_net_admin",
+            "cap_mknod",
+            "cap_setfcap",
+            "cap_kill",
+        ] {
             assert!(!MAINTENANCE_CAPS.contains(&c), "{c}");
         }
     }

@@ -331,7 +331,8 @@ pub fn install(
                 name: name.clone(),
                 state: s,
                 verb: "install packages into",
-                hint: "; packages go into a stopped jail: `jailer stop` it first, then start it again",
+                hint:
+                    "; packages go into a stopped jail: `jailer stop` it first, then start it again",
             })
         }
     }

@@ -32,47 +32,23 @@ pub fn trials() -> Vec<Trial> {
             "maintainer_script_escape_attempts_change_nothing_on_the_host",
             escape,
         ),
-        t("command_line_options_override_the_packages_jail_toml", overrides),
+        t(
+            "command_line_options_override_the_packages_jail_toml",
+            overrides,
+        ),
     ]
 }
 
 /// The echo service: a perl script (perl-base is in minbase) that answers
 /// each line on 127.0.0.1:$ECHO_PORT with the same line.
-const ECHOD: &str = r#"#!/usr/bin/perl
-use strict;
-use IO::Socket::INET;
-my $port = $ENV{ECHO_PORT} || 7007;
-my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port,
-    Listen => 5, ReuseAddr => 1) or die "jailer-echod: listen on $port: $!\n";
-$| = 1;
-print "jailer-echod: listening on $port\n";
-while (my $c = $s->accept) {
-    while (my $l = <$c>) { print $c $l; }
-    close $c;
-}
-"#;
+const ECHOD: &str = include_str!("../../../docs/examples/jailer-echod/usr/bin/jailer-echod");
 
 /// Its postinst: a system user, and a marker saying where it ran.
-const POSTINST: &str = r#"#!/bin/sh
-set -e
-if [ "$1" = configure ]; then
-    if ! getent passwd echod >/dev/null; then
-        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin echod
-    fi
-    echo "postinst ran as uid $(id -u)" > /var/lib/jailer-echod.marker
-fi
-"#;
+const POSTINST: &str = include_str!("../../../docs/examples/jailer-echod/DEBIAN/postinst");
 
 /// Its jail description (docs/packaging.md shows the same).
-const JAIL_TOML: &str = r#"command = ["/usr/bin/jailer-echod"]
-user = "echod"
-env = { ECHO_PORT = "7007" }
-restart = "on-failure"
-
-[limits]
-memory = "96M"
-pids = 64
-"#;
+const JAIL_TOML: &str =
+    include_str!("../../../docs/examples/jailer-echod/usr/share/jailer/jail.toml");
 
 /// A package to build: its control fields beyond the basics, its files,
 /// its maintainer scripts.
@@ -143,10 +119,23 @@ fn run(cmd: &mut Command) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The echo service package, at `version`.
+/// The example package of docs/packaging.md, as it is in the tree.
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/examples/jailer-echod");
+
+/// The echo service package, at `version`: 1.0 is docs/packaging.md's
+/// example, built as the document says; others the same files with
+/// another version.
 fn echod(out: &Path, version: &str) -> Result<PathBuf, String> {
+    if version == "1.0" {
+        let deb = out.join("jailer-echod_1.0_all.deb");
+        run(Command::new("dpkg-deb")
+            .args(["--root-owner-group", "--build", EXAMPLE])
+            .arg(&deb))?;
+        return Ok(deb);
+    }
     let mut p = Pkg::new("jailer-echod", version);
-    p.files.push(("usr/bin/jailer-echod", ECHOD.to_string(), 0o755));
+    p.files
+        .push(("usr/bin/jailer-echod", ECHOD.to_string(), 0o755));
     p.files
         .push(("usr/share/jailer/jail.toml", JAIL_TOML.to_string(), 0o644));
     p.files.push((
@@ -212,7 +201,10 @@ fn service() -> Result<(), String> {
     let deb = echod(&w, "1.0")?;
     let name = "deb-echo";
     let _g = jail(&root, name);
-    ok(&root, &["create", name, "--template", "deb", "--deb", s(&deb)])?;
+    ok(
+        &root,
+        &["create", name, "--template", "deb", "--deb", s(&deb)],
+    )?;
     // The postinst ran inside the jail: its user and marker are in the
     // jail's root, and not on the host.
     let passwd = std::fs::read_to_string(rootfs(&root, name).join("etc/passwd"))
@@ -347,7 +339,16 @@ fn failures() -> Result<(), String> {
         let _g = jail(&root, name);
         let out = jailer(
             &root,
-            &["create", name, "--template", "deb", "--deb", s(deb), "--", "/bin/true"],
+            &[
+                "create",
+                name,
+                "--template",
+                "deb",
+                "--deb",
+                s(deb),
+                "--",
+                "/bin/true",
+            ],
         );
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         if out.status.success() {
@@ -387,14 +388,31 @@ fn repo() -> Result<(), String> {
     // Without the repository the dependency is unmet, and nothing is left.
     fails(
         &root,
-        &["create", name, "--template", "deb", "--deb", s(&app), "--", "/bin/true"],
+        &[
+            "create",
+            name,
+            "--template",
+            "deb",
+            "--deb",
+            s(&app),
+            "--",
+            "/bin/true",
+        ],
         &["jailer-testlib"],
     )?;
     gone(&root, name)?;
     ok(
         &root,
         &[
-            "create", name, "--template", "deb", "--deb", s(&app), "--repo", s(&repo), "--",
+            "create",
+            name,
+            "--template",
+            "deb",
+            "--deb",
+            s(&app),
+            "--repo",
+            s(&repo),
+            "--",
             "/bin/true",
         ],
     )?;
@@ -402,7 +420,8 @@ fn repo() -> Result<(), String> {
     if !r.join("usr/share/jailer-testlib/present").exists() {
         return Err("the dependency from the repository is not installed".into());
     }
-    let status = std::fs::read_to_string(r.join("var/lib/dpkg/status")).map_err(|e| e.to_string())?;
+    let status =
+        std::fs::read_to_string(r.join("var/lib/dpkg/status")).map_err(|e| e.to_string())?;
     for pkg in ["jailer-app", "jailer-testlib"] {
         let block = status
             .split("\n\n")
@@ -413,7 +432,9 @@ fn repo() -> Result<(), String> {
         }
     }
     // The temporary source list is gone with the mount.
-    if r.join("etc/apt/sources.list.d/jailer-install.list").exists() {
+    if r.join("etc/apt/sources.list.d/jailer-install.list")
+        .exists()
+    {
         return Err("a source list is left in the jail".into());
     }
     Ok(())
@@ -426,10 +447,20 @@ fn upgrade() -> Result<(), String> {
     let v2 = echod(&w, "2.0")?;
     let name = "deb-upgrade";
     let _g = jail(&root, name);
-    ok(&root, &["create", name, "--template", "deb", "--deb", s(&v1)])?;
+    ok(
+        &root,
+        &["create", name, "--template", "deb", "--deb", s(&v1)],
+    )?;
+    // The version the jail's dpkg records.
     let version = || {
-        std::fs::read_to_string(rootfs(&root, name).join("usr/share/jailer-echod/version"))
+        let status = std::fs::read_to_string(rootfs(&root, name).join("var/lib/dpkg/status"))
+            .unwrap_or_default();
+        status
+            .split("\n\n")
+            .find(|b| b.lines().any(|l| l == "Package: jailer-echod"))
+            .and_then(|b| b.lines().find_map(|l| l.strip_prefix("Version: ")))
             .unwrap_or_default()
+            .to_string()
     };
     if version().trim() != "1.0" {
         return Err(format!("version after create: {:?}", version()));
@@ -454,7 +485,9 @@ fn upgrade() -> Result<(), String> {
     let pid = init_pid(&root, name)?;
     let mut reply = String::new();
     let up = wait_until(Duration::from_secs(20), || {
-        echo_through(pid, "after upgrade").map(|r| reply = r).is_ok()
+        echo_through(pid, "after upgrade")
+            .map(|r| reply = r)
+            .is_ok()
     });
     if !up || reply != "after upgrade" {
         return Err(format!("echo after the upgrade answered {reply:?}"));
@@ -481,13 +514,15 @@ echo pwned > /usr/share/jailer-evil/link/via-shipped-symlink 2>/dev/null
 echo pwned > /run/jailer-install/via-staging 2>/dev/null
 for d in /run/jailer-install/debs/*.deb; do echo pwned > "$d" 2>/dev/null; done
 mount -o remount,rw /run/jailer-install 2>/dev/null && echo pwned > /run/jailer-install/via-remount
+grep CapEff /proc/self/status > /var/lib/jailer-evil.caps
 echo done > /var/lib/jailer-evil.done
 exit 0
 "#
     );
     let mut p = Pkg::new("jailer-evil", "1.0");
     p.postinst = Some(&postinst);
-    p.files.push(("usr/share/jailer-evil/readme", "x\n".into(), 0o644));
+    p.files
+        .push(("usr/share/jailer-evil/readme", "x\n".into(), 0o644));
     let deb = p.build(&w)?;
     // A shipped symlink to the host path: dpkg makes it inside the jail.
     let src = w.join("jailer-evil-1.0-src");
@@ -500,9 +535,31 @@ exit 0
     let before = std::fs::read(&deb).map_err(|e| e.to_string())?;
     let name = "deb-escape";
     let _g = jail(&root, name);
-    ok(&root, &["create", name, "--template", "deb", "--deb", s(&deb), "--", "/bin/true"])?;
-    if !rootfs(&root, name).join("var/lib/jailer-evil.done").exists() {
+    ok(
+        &root,
+        &[
+            "create",
+            name,
+            "--template",
+            "deb",
+            "--deb",
+            s(&deb),
+            "--",
+            "/bin/true",
+        ],
+    )?;
+    if !rootfs(&root, name)
+        .join("var/lib/jailer-evil.done")
+        .exists()
+    {
         return Err("the postinst did not run to its end".into());
+    }
+    // It held the documented maintenance set and nothing more: chown,
+    // dac_override, fowner, fsetid, setgid, setuid (bits 0 1 3 4 6 7).
+    let caps = std::fs::read_to_string(rootfs(&root, name).join("var/lib/jailer-evil.caps"))
+        .map_err(|e| e.to_string())?;
+    if caps.split_whitespace().nth(1) != Some("00000000000000db") {
+        return Err(format!("the maintainer script held {caps}"));
     }
     let left: Vec<_> = std::fs::read_dir(&host_target)
         .map_err(|e| e.to_string())?
@@ -535,8 +592,21 @@ fn overrides() -> Result<(), String> {
     ok(
         &root,
         &[
-            "create", name, "--template", "deb", "--deb", s(&deb), "--memory", "128M", "--user",
-            "root", "--env", "ECHO_PORT=7008", "--", "/bin/sleep", "infinity",
+            "create",
+            name,
+            "--template",
+            "deb",
+            "--deb",
+            s(&deb),
+            "--memory",
+            "128M",
+            "--user",
+            "root",
+            "--env",
+            "ECHO_PORT=7008",
+            "--",
+            "/bin/sleep",
+            "infinity",
         ],
     )?;
     let spec = inspect(&root, name)?["spec"].clone();
@@ -560,7 +630,14 @@ fn overrides() -> Result<(), String> {
     let bad = p.build(&w)?;
     fails(
         &root,
-        &["create", "deb-badtoml", "--template", "deb", "--deb", s(&bad)],
+        &[
+            "create",
+            "deb-badtoml",
+            "--template",
+            "deb",
+            "--deb",
+            s(&bad),
+        ],
         &["jail.toml", "comand"],
     )?;
     gone(&root, "deb-badtoml")?;
