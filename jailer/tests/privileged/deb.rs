@@ -36,6 +36,10 @@ pub fn trials() -> Vec<Trial> {
             "command_line_options_override_the_packages_jail_toml",
             overrides,
         ),
+        t(
+            "user_and_workdir_apply_to_the_jails_command_resolved_inside_it",
+            user_workdir,
+        ),
     ]
 }
 
@@ -641,5 +645,124 @@ fn overrides() -> Result<(), String> {
         &["jail.toml", "comand"],
     )?;
     gone(&root, "deb-badtoml")?;
+    Ok(())
+}
+
+/// `--user` and `--workdir` without any package: the command runs as the
+/// jail's `nobody` in `/tmp`, without capabilities; a user the jail's
+/// passwd lacks fails the start with a message that says so, and a
+/// passwd the jail made a symlink to a host file is read inside the jail.
+fn user_workdir() -> Result<(), String> {
+    let root = pool()?;
+    let name = "deb-user";
+    let _g = jail(&root, name);
+    let out = ok(
+        &root,
+        &[
+            "run",
+            "--rm",
+            name,
+            "--template",
+            "deb",
+            "--user",
+            "nobody",
+            "--workdir",
+            "/tmp",
+            "--",
+            "/bin/sh",
+            "-c",
+            "id -u; id -g; pwd; grep CapEff /proc/self/status",
+        ],
+    )?;
+    let lines: Vec<&str> = out.lines().collect();
+    if lines.len() < 4
+        || lines[0] != "65534"
+        || lines[1] != "65534"
+        || lines[2] != "/tmp"
+        || !lines[3].ends_with("0000000000000000")
+    {
+        return Err(format!("run --user nobody --workdir /tmp printed {out:?}"));
+    }
+    let name = "deb-nouser";
+    let _g2 = jail(&root, name);
+    ok(
+        &root,
+        &[
+            "create",
+            name,
+            "--template",
+            "deb",
+            "--user",
+            "ghost",
+            "--",
+            "/bin/true",
+        ],
+    )?;
+    fails(
+        &root,
+        &["start", name],
+        &["no user \"ghost\"", "/etc/passwd"],
+    )?;
+    // Each jail's /etc/passwd becomes a symlink to an absolute path that,
+    // on the host, is a passwd with user `hostonly`, and in the jail a
+    // copy of the jail's own plus user `jailonly`: the symlink resolves in
+    // the jail's tree, so `hostonly` is unknown and `jailonly` runs.
+    let w = workdir("deb-user");
+    let host_file = w.join("passwd");
+    std::fs::write(&host_file, "hostonly:x:4242:4242::/:/bin/sh\n").map_err(|e| e.to_string())?;
+    let rel = host_file
+        .strip_prefix("/")
+        .map_err(|e| e.to_string())?
+        .to_path_buf();
+    let plant = |jail_name: &str| -> Result<(), String> {
+        let e = |e: std::io::Error| e.to_string();
+        let r = rootfs(&root, jail_name);
+        let copy = r.join(&rel);
+        std::fs::create_dir_all(copy.parent().unwrap_or(&r)).map_err(e)?;
+        let mut own = std::fs::read_to_string(r.join("etc/passwd")).map_err(e)?;
+        own.push_str("jailonly:x:4343:4343::/:/bin/sh\n");
+        std::fs::write(&copy, own).map_err(e)?;
+        std::fs::remove_file(r.join("etc/passwd")).map_err(e)?;
+        std::os::unix::fs::symlink(&host_file, r.join("etc/passwd")).map_err(e)
+    };
+    let name = "deb-hostuser";
+    let _g3 = jail(&root, name);
+    ok(
+        &root,
+        &[
+            "create",
+            name,
+            "--template",
+            "deb",
+            "--user",
+            "hostonly",
+            "--",
+            "/bin/true",
+        ],
+    )?;
+    plant(name)?;
+    fails(&root, &["start", name], &["no user \"hostonly\""])?;
+    let name = "deb-jailuser";
+    let _g4 = jail(&root, name);
+    ok(
+        &root,
+        &[
+            "create",
+            name,
+            "--template",
+            "deb",
+            "--user",
+            "jailonly",
+            "--",
+            "/bin/sh",
+            "-c",
+            "id -u",
+        ],
+    )?;
+    plant(name)?;
+    let out = ok(&root, &["start", "--wait", name])?;
+    if out.trim() != "4343" {
+        return Err(format!("jailonly ran as {out:?}"));
+    }
     Ok(())
 }
