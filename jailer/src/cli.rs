@@ -421,7 +421,8 @@ pub struct CreateArgs {
     /// Default: the jail's root.
     #[arg(long, short, value_name = "USER")]
     pub user: Option<String>,
-    /// The directory the command starts in (default /), as --user.
+    /// The directory the command starts in, inside the jail (absolute;
+    /// default /).
     #[arg(long, short, value_name = "DIR")]
     pub workdir: Option<String>,
     /// Install this Debian package into the jail (repeat for several). The

@@ -37,6 +37,10 @@ pub fn trials() -> Vec<Trial> {
             overrides,
         ),
         t(
+            "create_killed_during_its_install_reads_interrupted_and_rm_clears_it",
+            killed_install,
+        ),
+        t(
             "user_and_workdir_apply_to_the_jails_command_resolved_inside_it",
             user_workdir,
         ),
@@ -765,4 +769,55 @@ fn user_workdir() -> Result<(), String> {
         return Err(format!("jailonly ran as {out:?}"));
     }
     Ok(())
+}
+
+/// A `create --deb` killed while the jail's dpkg runs a slow postinst:
+/// `ls` shows an interrupted create (not a made jail), and `rm --force`
+/// removes everything, the still running install included.
+fn killed_install() -> Result<(), String> {
+    let root = pool()?;
+    let w = workdir("deb-killed");
+    let mut p = Pkg::new("jailer-slow", "1.0");
+    p.postinst = Some("#!/bin/sh\ntouch /var/lib/jailer-slow.started\nexec sleep 600\n");
+    let deb = p.build(&w)?;
+    let name = "deb-killed";
+    let _g = jail(&root, name);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jailer"))
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "create",
+            name,
+            "--template",
+            "deb",
+            "--deb",
+            s(&deb),
+            "--",
+            "/bin/true",
+        ])
+        .env_remove("JAILER_ROOT")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let started = rootfs(&root, name).join("var/lib/jailer-slow.started");
+    let seen = wait_until(Duration::from_secs(60), || started.exists());
+    let _ = child.kill();
+    let _ = child.wait();
+    if !seen {
+        return Err("the postinst never started".into());
+    }
+    let ls = ok(&root, &["ls", "--json"])?;
+    let entries: serde_json::Value = serde_json::from_str(&ls).map_err(|e| e.to_string())?;
+    let entry = entries
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["name"] == name))
+        .ok_or_else(|| format!("{name} not listed: {ls}"))?;
+    let broken = entry["broken"].as_str().unwrap_or_default();
+    if !broken.contains("interrupted create") {
+        return Err(format!("a killed create --deb lists as {entry}"));
+    }
+    ok(&root, &["rm", "--force", name])?;
+    gone(&root, name)
 }
