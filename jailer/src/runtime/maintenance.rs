@@ -20,7 +20,7 @@
 //! removed, the jail's last exit record is put back, and the staging
 //! directory goes.
 
-use super::instance::{claim_monitor_lock, exit_of, run_dir, sweep};
+use super::instance::{claim_monitor_lock, exit_of, exited_within, run_dir, sweep};
 use super::monitor::{finish_report, spawn_monitor_with};
 use super::{console, exit_path, init, release, RuntimeError};
 use crate::display::escape;
@@ -366,14 +366,30 @@ fn run(
         let mut follower = console::Follower::new(pool.jail_dir(name), rec.spec.log_size, from);
         let mut buf = vec![0u8; 64 << 10];
         let monitor = nix::unistd::Pid::from_raw(rt.monitor.pid);
+        // Our unreaped child: its pid is not reused before the waitpid.
+        // Woken by its exit at once; every 100 ms to copy the log.
+        let watched = crate::sys::process::pidfd_open(monitor).ok();
         loop {
             let _ = follower.copy_new(&mut buf, &mut cap, None);
-            match nix::sys::wait::waitpid(monitor, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(nix::Error::EINTR) => {
-                    std::thread::sleep(Duration::from_millis(50))
+            let done = match &watched {
+                Some(fd) => exited_within(fd, Some(Duration::from_millis(100))),
+                None => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    !matches!(
+                        nix::sys::wait::waitpid(
+                            monitor,
+                            Some(nix::sys::wait::WaitPidFlag::WNOHANG)
+                        ),
+                        Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(nix::Error::EINTR)
+                    )
                 }
-                _ => break,
+            };
+            if done {
+                break;
             }
+        }
+        if watched.is_some() {
+            let _ = nix::sys::wait::waitpid(monitor, None);
         }
         let _ = follower.copy_new(&mut buf, &mut cap, None);
         let _ = cap.flush();
