@@ -761,13 +761,21 @@ fn create(ctx: &Ctx, c: CreateArgs) -> Result<ExitCode> {
     let rec = match &req {
         None => lifecycle::create(&ctx.pool, spec)?,
         Some(req) => {
+            let t = std::time::Instant::now();
             let mut echo = install_echo();
-            lifecycle::create_with_packages(
+            let rec = lifecycle::create_with_packages(
                 &ctx.pool,
                 spec,
                 req,
                 echo.as_mut().map(|e| e as &mut dyn std::io::Write),
-            )?
+            )?;
+            progress(&format!(
+                "jail {}: {} package(s) installed in {:.1} s",
+                rec.name(),
+                req.debs.len(),
+                t.elapsed().as_secs_f64()
+            ));
+            rec
         }
     };
     ctx.print(&rec, || {

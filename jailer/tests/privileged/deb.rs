@@ -488,6 +488,12 @@ fn upgrade() -> Result<(), String> {
     if version().trim() != "2.0" {
         return Err(format!("version after install: {:?}", version()));
     }
+    // The install left no trace in the jail's state: still stopped, with
+    // no instance of its own left behind.
+    let after = inspect(&root, name)?;
+    if after["state"] != "stopped" || after["runtime"] != serde_json::Value::Null {
+        return Err(format!("after install: {after}"));
+    }
     // It starts again with its spec, as the upgraded package.
     ok(&root, &["start", name])?;
     let pid = init_pid(&root, name)?;
