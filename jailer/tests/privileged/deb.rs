@@ -37,6 +37,10 @@ pub fn trials() -> Vec<Trial> {
             overrides,
         ),
         t(
+            "jail_toml_is_read_from_xz_zstd_gzip_and_uncompressed_packages",
+            compressions,
+        ),
+        t(
             "create_killed_during_its_install_reads_interrupted_and_rm_clears_it",
             killed_install,
         ),
@@ -826,4 +830,29 @@ fn killed_install() -> Result<(), String> {
     }
     ok(&root, &["rm", "--force", name])?;
     gone(&root, name)
+}
+
+/// The host reads the example's name, version and jail description from
+/// packages built with each compression dpkg-deb offers, as data.
+fn compressions() -> Result<(), String> {
+    let w = workdir("deb-compress");
+    for z in ["xz", "zstd", "gzip", "none"] {
+        let deb = w.join(format!("echod-{z}.deb"));
+        run(Command::new("dpkg-deb")
+            .args(["--root-owner-group", &format!("-Z{z}"), "--build", EXAMPLE])
+            .arg(&deb))?;
+        let info = jailer::deb::read(&deb).map_err(|e| format!("{z}: {e}"))?;
+        let t = info
+            .jail_toml
+            .as_ref()
+            .ok_or_else(|| format!("{z}: no jail.toml found"))?;
+        if info.package.as_deref() != Some("jailer-echod")
+            || info.version.as_deref() != Some("1.0")
+            || t.user.as_deref() != Some("echod")
+            || t.command.as_deref() != Some(&["/usr/bin/jailer-echod".to_string()][..])
+        {
+            return Err(format!("{z}: read {info:?}"));
+        }
+    }
+    Ok(())
 }
