@@ -532,6 +532,8 @@ echo pwned > /usr/share/jailer-evil/link/via-shipped-symlink 2>/dev/null
 echo pwned > /run/jailer-install/via-staging 2>/dev/null
 for d in /run/jailer-install/debs/*.deb; do echo pwned > "$d" 2>/dev/null; done
 mount -o remount,rw /run/jailer-install 2>/dev/null && echo pwned > /run/jailer-install/via-remount
+setsid sleep 600 </dev/null >/dev/null 2>&1 &
+echo $! > /var/lib/jailer-evil.daemon
 grep CapEff /proc/self/status > /var/lib/jailer-evil.caps
 echo done > /var/lib/jailer-evil.done
 exit 0
@@ -586,6 +588,38 @@ exit 0
         .collect();
     if !left.is_empty() {
         return Err(format!("the postinst wrote on the host: {left:?}"));
+    }
+    // The daemon the postinst left behind (it started) died with the
+    // install.
+    let daemon = std::fs::read_to_string(rootfs(&root, name).join("var/lib/jailer-evil.daemon"))
+        .map_err(|e| e.to_string())?;
+    if daemon.trim().parse::<u32>().is_err() {
+        return Err(format!("the postinst's daemon did not start: {daemon:?}"));
+    }
+    let base = inspect(&root, name)?["ids"]["uid_base"]
+        .as_u64()
+        .ok_or("no uid_base")?;
+    let survivors: Vec<String> = std::fs::read_dir("/proc")
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("status"))
+                .ok()
+                .and_then(|st| uid_of(&st))
+                .is_some_and(|u| u == base)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if !survivors.is_empty() {
+        return Err(format!(
+            "processes of the install outlived it: {survivors:?}"
+        ));
     }
     if std::fs::read(&deb).map_err(|e| e.to_string())? != before {
         return Err("the host's .deb was changed".into());
