@@ -488,7 +488,14 @@ fn upgrade() -> Result<(), String> {
         return Err("a refused install changed the jail".into());
     }
     ok(&root, &["stop", name])?;
+    // The jail's own policy-rc.d is put back after the install.
+    let own = "#!/bin/sh\n# the jail's own\nexit 0\n";
+    let prc = rootfs(&root, name).join("usr/sbin/policy-rc.d");
+    std::fs::write(&prc, own).map_err(|e| e.to_string())?;
     ok(&root, &["install", name, s(&v2)])?;
+    if std::fs::read_to_string(&prc).map_err(|e| e.to_string())? != own {
+        return Err("the jail's own policy-rc.d was not put back".into());
+    }
     if version().trim() != "2.0" {
         return Err(format!("version after install: {:?}", version()));
     }
@@ -534,6 +541,7 @@ for d in /run/jailer-install/debs/*.deb; do echo pwned > "$d" 2>/dev/null; done
 mount -o remount,rw /run/jailer-install 2>/dev/null && echo pwned > /run/jailer-install/via-remount
 setsid sleep 600 </dev/null >/dev/null 2>&1 &
 echo $! > /var/lib/jailer-evil.daemon
+invoke-rc.d jailer-evil start 2> /var/lib/jailer-evil.policy
 grep CapEff /proc/self/status > /var/lib/jailer-evil.caps
 echo done > /var/lib/jailer-evil.done
 exit 0
@@ -543,6 +551,12 @@ exit 0
     p.postinst = Some(&postinst);
     p.files
         .push(("usr/share/jailer-evil/readme", "x\n".into(), 0o644));
+    // A service its postinst starts, as packages do (invoke-rc.d).
+    p.files.push((
+        "etc/init.d/jailer-evil",
+        "#!/bin/sh\ntouch /var/lib/jailer-evil.service-started\n".into(),
+        0o755,
+    ));
     let deb = p.build(&w)?;
     // A shipped symlink to the host path: dpkg makes it inside the jail.
     let src = w.join("jailer-evil-1.0-src");
@@ -573,6 +587,19 @@ exit 0
         .exists()
     {
         return Err("the postinst did not run to its end".into());
+    }
+    // invoke-rc.d was refused by the install's policy-rc.d (its 101:
+    // action forbidden by policy), and the service never ran.
+    let policy = std::fs::read_to_string(rootfs(&root, name).join("var/lib/jailer-evil.policy"))
+        .map_err(|e| e.to_string())?;
+    if !policy.contains("policy-rc.d denied") {
+        return Err(format!("invoke-rc.d in the postinst said {policy:?}"));
+    }
+    if rootfs(&root, name)
+        .join("var/lib/jailer-evil.service-started")
+        .exists()
+    {
+        return Err("the postinst started its service during the install".into());
     }
     // It held the documented maintenance set and nothing more: chown,
     // dac_override, fowner, fsetid, setgid, setuid (bits 0 1 3 4 6 7).
