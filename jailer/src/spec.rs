@@ -918,6 +918,55 @@ mod tests {
     }
 
     #[test]
+    fn user_and_workdir_are_checked_at_create() {
+        for good in ["echod", "1000", "www-data:www-data", "0:5"] {
+            assert_eq!(parse_user(good), Ok(good.to_string()));
+        }
+        for bad in ["", ":", "a:", ":b", "a:b:c", "a\nb", "a\0"] {
+            assert!(
+                matches!(parse_user(bad), Err(SpecError::User { .. })),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(parse_workdir("/srv"), Ok("/srv".to_string()));
+        for bad in ["srv", "", "/a\0b"] {
+            assert!(
+                matches!(parse_workdir(bad), Err(SpecError::Workdir { .. })),
+                "{bad:?}"
+            );
+        }
+        let spec = RawSpec {
+            name: "a".into(),
+            template: "t".into(),
+            user: Some("echod".into()),
+            workdir: Some("/var/lib/echod".into()),
+            ..RawSpec::default()
+        }
+        .validate_for(&BIG_HOST)
+        .expect("valid");
+        assert_eq!(spec.user.as_deref(), Some("echod"));
+        assert_eq!(spec.workdir.as_deref(), Some("/var/lib/echod"));
+    }
+
+    #[test]
+    fn records_without_user_or_workdir_read_as_root_in_slash() {
+        let spec = RawSpec {
+            name: "a".into(),
+            template: "t".into(),
+            ..RawSpec::default()
+        }
+        .validate_for(&BIG_HOST)
+        .expect("valid");
+        let mut v = serde_json::to_value(&spec).expect("serializes");
+        let o = v.as_object_mut().expect("an object");
+        o.remove("user");
+        o.remove("workdir");
+        let back: JailSpec = serde_json::from_value(v).expect("an older record reads");
+        assert_eq!(back.user, None);
+        assert_eq!(back.workdir, None);
+    }
+
+    #[test]
     fn restart_policies_parse_print_and_decide() {
         for (text, p) in [
             ("no", RestartPolicy::No),
