@@ -36,6 +36,8 @@ echo "== cargo test"
 cargo test --workspace --locked -- --test-threads=2
 echo "== osquery extension protocol tests (Thrift, against a Python stand-in core)"
 tests/osquery/run.sh
+echo "== Debian package: dpkg-buildpackage -b, dpkg -i, checks, dpkg --purge (tests/packaging/run.sh)"
+tests/packaging/run.sh
 for layout in v2 v1; do
     echo "== VM lane: Debian 12's kernel 6.1 with cgroup $layout (JAILER_VM_CGROUP=$layout tests/vm/run.sh)"
     if [ "$(id -u)" != 0 ] && [ "${CI:-}" != true ]; then

@@ -135,6 +135,7 @@ mod tests {
             "jail_capabilities",
             "jail_mounts",
             "jail_resources",
+            "jail_packages",
         ] {
             assert!(names.contains(&t), "{t} missing from {names:?}");
         }

@@ -68,6 +68,11 @@ pub enum Cmd {
         /// Where the image file lives (default: ROOT.img).
         #[arg(long, value_name = "PATH", conflicts_with = "device")]
         image: Option<PathBuf>,
+        /// Only re-attach a pool made before (its image, or --device holding
+        /// one); where none was made, do nothing and succeed. The boot unit
+        /// jailer-pool.service runs this.
+        #[arg(long, conflicts_with_all = ["size", "force"])]
+        attach_only: bool,
     },
     /// Show the pool: device, size, used, free, template and jail counts.
     #[command(visible_alias = "info")]
@@ -113,13 +118,26 @@ pub enum Cmd {
     /// be). A per-jail monitor stays behind as init's parent: it keeps the
     /// output in `jailer logs`, records the exit status and releases the
     /// cgroup when init exits.
+    ///
+    /// Several jails are started one after another; `--autostart` starts
+    /// every jail created with `--autostart` that is not running (what the
+    /// jailer-autostart.service unit runs at boot).
     Start {
-        /// The jail.
-        name: String,
+        /// The jails.
+        #[arg(
+            value_name = "NAME",
+            required_unless_present = "autostart",
+            conflicts_with = "autostart"
+        )]
+        names: Vec<String>,
+        /// Start every jail marked to start at boot (create --autostart);
+        /// one already running is no error.
+        #[arg(long)]
+        autostart: bool,
         /// Wait for the command to exit and exit with its status, showing
         /// its output (stdout and stderr, as the console log gets them) on
-        /// stdout, or on stderr with --json.
-        #[arg(long, short)]
+        /// stdout, or on stderr with --json. One jail only.
+        #[arg(long, short, conflicts_with = "autostart")]
         wait: bool,
     },
     /// Stop jails: SIGTERM to each one's init, then SIGKILL to every process.
@@ -128,8 +146,16 @@ pub enum Cmd {
     /// no error: it is already stopped.
     Stop {
         /// The jails.
-        #[arg(required = true, value_name = "NAME")]
+        #[arg(
+            value_name = "NAME",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
         names: Vec<String>,
+        /// Stop every running jail of the pool (what the
+        /// jailer-autostart.service unit runs at shutdown).
+        #[arg(long)]
+        all: bool,
         /// Seconds to wait after SIGTERM before SIGKILL.
         #[arg(long, short, default_value = "10")]
         timeout: f64,
@@ -441,6 +467,11 @@ pub struct CreateArgs {
     /// jail read-only, for the install only.
     #[arg(long, value_name = "DIR", requires = "deb")]
     pub repo: Option<PathBuf>,
+    /// Start it at boot: `jailer start --autostart`, which the
+    /// jailer-autostart.service unit runs once the pool is attached, starts
+    /// every jail created with this.
+    #[arg(long)]
+    pub autostart: bool,
     /// The command run as the jail's init; without one, the template's
     /// default command (a jail with neither is refused).
     #[arg(last = true, value_name = "COMMAND")]
@@ -622,12 +653,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
             device,
             force,
             image,
-        } => init(&ctx, size, device, force, image),
+            attach_only,
+        } => init(&ctx, size, device, force, (image, attach_only)),
         Cmd::Pool => pool_info(&ctx),
         Cmd::Template(t) => template_cmd(&ctx, t),
         Cmd::Create(c) => create(&ctx, c),
-        Cmd::Start { name, wait } => start(&ctx, &name, wait),
-        Cmd::Stop { names, timeout } => stop(&ctx, &names, timeout),
+        Cmd::Start {
+            names,
+            autostart,
+            wait,
+        } => start(&ctx, names, autostart, wait),
+        Cmd::Stop {
+            names,
+            all,
+            timeout,
+        } => stop(&ctx, names, all, timeout),
         Cmd::Kill { name, signal } => kill(&ctx, &name, &signal),
         Cmd::Freeze { name } => freeze(&ctx, &name),
         Cmd::Thaw { name } => thaw(&ctx, &name),
@@ -682,7 +722,7 @@ fn init(
     size: Option<String>,
     device: Option<PathBuf>,
     force: bool,
-    image: Option<PathBuf>,
+    (image, attach_only): (Option<PathBuf>, bool),
 ) -> Result<ExitCode> {
     let opts = InitOptions {
         size: match &size {
@@ -694,6 +734,7 @@ fn init(
         device,
         force,
         image,
+        attach_only,
     };
     let (pool, action) = lifecycle::init(&ctx.root, &opts)?;
     // --size makes a new image only; say so when it was not used.
@@ -717,6 +758,9 @@ fn init(
             InitAction::ReattachedImage => "re-attached the existing image".into(),
             InitAction::FormattedDevice => "formatted the device and mounted it".into(),
             InitAction::MountedDevice => "mounted the existing pool device".into(),
+            InitAction::NothingToAttach => {
+                "no pool was made here, nothing to attach (make one with `jailer init`)".into()
+            }
         };
         let note = match &ignored {
             Some(s) => format!(
@@ -812,6 +856,7 @@ fn raw_spec(c: CreateArgs) -> RawSpec {
         restart: c.restart,
         user: c.user,
         workdir: c.workdir,
+        autostart: c.autostart,
     }
 }
 
@@ -890,14 +935,17 @@ fn install(ctx: &Ctx, name: &str, debs: Vec<PathBuf>, repo: Option<PathBuf>) -> 
 
 /// Prints a lifecycle verb's outcome.
 fn report(ctx: &Ctx, rec: &JailRecord, verb: &str) -> Result<()> {
-    ctx.print(rec, || {
-        match (&rec.runtime, rec.exit_code) {
-            (Some(rt), _) => outln!("{verb} jail {} (init pid {})", rec.name(), rt.init.pid),
-            (None, Some(code)) => outln!("{verb} jail {} (exit status {code})", rec.name()),
-            (None, None) => outln!("{verb} jail {}", rec.name()),
-        }
-        Ok(())
-    })
+    ctx.print(rec, || report_human(rec, verb))
+}
+
+/// A lifecycle verb's outcome in one line.
+fn report_human(rec: &JailRecord, verb: &str) -> Result<()> {
+    match (&rec.runtime, rec.exit_code) {
+        (Some(rt), _) => outln!("{verb} jail {} (init pid {})", rec.name(), rt.init.pid),
+        (None, Some(code)) => outln!("{verb} jail {} (exit status {code})", rec.name()),
+        (None, None) => outln!("{verb} jail {}", rec.name()),
+    }
+    Ok(())
 }
 
 /// Waits for a started jail's command, copying its output (the console log
@@ -963,7 +1011,37 @@ impl Forwarder {
     }
 }
 
-fn start(ctx: &Ctx, n: &str, wait: bool) -> Result<ExitCode> {
+fn start(ctx: &Ctx, names: Vec<String>, autostart: bool, wait: bool) -> Result<ExitCode> {
+    if autostart {
+        let marked = lifecycle::autostart_candidates(&ctx.pool)?;
+        if marked.is_empty() && !ctx.json {
+            outln!("no jail marked --autostart is waiting to start");
+        }
+        // One after another: each start forks a monitor, which needs this
+        // process to have a single thread.
+        let results: Vec<_> = marked
+            .iter()
+            .map(|n| lifecycle::start(&ctx.pool, n))
+            .collect();
+        return report_each(ctx, &marked, &results, |rec| report_human(rec, "started"));
+    }
+    let [n] = names.as_slice() else {
+        if wait {
+            return Err(lifecycle::Error::Invalid(
+                "start --wait takes one jail (start the others first)".into(),
+            )
+            .into());
+        }
+        let names = names
+            .iter()
+            .map(|n| lifecycle::name(n))
+            .collect::<lifecycle::Result<Vec<_>>>()?;
+        let results: Vec<_> = names
+            .iter()
+            .map(|n| lifecycle::start(&ctx.pool, n))
+            .collect();
+        return report_each(ctx, &names, &results, |rec| report_human(rec, "started"));
+    };
     let n = lifecycle::name(n)?;
     let from = lifecycle::log_position(&ctx.pool, &n);
     let rec = lifecycle::start(&ctx.pool, &n)?;
@@ -997,6 +1075,7 @@ fn note_end(done: &JailRecord) {
 fn each<T: serde::Serialize + Send>(
     ctx: &Ctx,
     names: &[String],
+    list: bool,
     verb: impl Fn(&jailer::name::Name) -> lifecycle::Result<T> + Sync,
     human: impl Fn(&T) -> Result<()>,
 ) -> Result<ExitCode> {
@@ -1004,7 +1083,7 @@ fn each<T: serde::Serialize + Send>(
         .iter()
         .map(|n| lifecycle::name(n))
         .collect::<lifecycle::Result<Vec<_>>>()?;
-    if let [one] = names.as_slice() {
+    if let ([one], false) = (names.as_slice(), list) {
         let done = verb(one)?;
         ctx.print(&done, || human(&done))?;
         return Ok(ExitCode::SUCCESS);
@@ -1022,13 +1101,24 @@ fn each<T: serde::Serialize + Send>(
             })
             .collect()
     });
+    report_each(ctx, &names, &results, human)
+}
+
+/// Prints the outcomes of a verb on several jails, in the order given (see
+/// [`each`]), and exits with the first failure's kind.
+fn report_each<T: serde::Serialize>(
+    ctx: &Ctx,
+    names: &[jailer::name::Name],
+    results: &[lifecycle::Result<T>],
+    human: impl Fn(&T) -> Result<()>,
+) -> Result<ExitCode> {
     let first_failure = results
         .iter()
         .find_map(|r| r.as_ref().err().map(lifecycle::Error::kind));
     if ctx.json {
         let docs: Vec<serde_json::Value> = names
             .iter()
-            .zip(&results)
+            .zip(results)
             .map(|(n, r)| match r {
                 Ok(t) => serde_json::to_value(t).unwrap_or_default(),
                 Err(e) => serde_json::json!({
@@ -1039,7 +1129,7 @@ fn each<T: serde::Serialize + Send>(
             .collect();
         print_json(&docs)?;
     } else {
-        for r in &results {
+        for r in results {
             match r {
                 Ok(t) => human(t)?,
                 Err(e) => eprintln!(
@@ -1060,11 +1150,28 @@ fn waiting(what: std::fmt::Arguments) {
     }
 }
 
-fn stop(ctx: &Ctx, names: &[String], timeout: f64) -> Result<ExitCode> {
+fn stop(ctx: &Ctx, names: Vec<String>, all: bool, timeout: f64) -> Result<ExitCode> {
     let timeout = lifecycle::timeout(timeout)?;
+    let names = if all {
+        lifecycle::running(&ctx.pool)?
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    } else {
+        names
+    };
+    if all && names.is_empty() {
+        let none: [(); 0] = [];
+        ctx.print(&none, || {
+            outln!("no jail is running");
+            Ok(())
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
     each(
         ctx,
-        names,
+        &names,
+        all,
         |n| {
             waiting(format_args!(
                 "stopping jail {n}: SIGTERM, then SIGKILL after {} s",
@@ -1270,6 +1377,7 @@ fn rm(ctx: &Ctx, names: &[String], force: bool, timeout: f64) -> Result<ExitCode
     each(
         ctx,
         names,
+        false,
         |n| {
             lifecycle::rm(&ctx.pool, n, force, timeout)?;
             Ok(serde_json::json!({ "removed": n }))

@@ -377,6 +377,27 @@ pub fn ls(pool: &Pool) -> Result<Vec<JailEntry>> {
     Ok(jail::list(pool, &|r| runtime::observe(pool, r))?)
 }
 
+/// `jailer start --autostart`: the jails created with `--autostart` that
+/// are not running, frozen or restarting (created or stopped), by name.
+pub fn autostart_candidates(pool: &Pool) -> Result<Vec<Name>> {
+    Ok(ls(pool)?
+        .into_iter()
+        .filter_map(|e| e.record)
+        .filter(|r| r.spec.autostart && matches!(r.state, State::Created | State::Stopped))
+        .map(|r| r.spec.name)
+        .collect())
+}
+
+/// `jailer stop --all`: the jails that are running, frozen or restarting.
+pub fn running(pool: &Pool) -> Result<Vec<Name>> {
+    Ok(ls(pool)?
+        .into_iter()
+        .filter_map(|e| e.record)
+        .filter(|r| matches!(r.state, State::Running | State::Frozen | State::Restarting))
+        .map(|r| r.spec.name)
+        .collect())
+}
+
 /// `jailer inspect NAME`: the record, its state derived from its instance.
 pub fn inspect(pool: &Pool, name: &Name) -> Result<JailRecord> {
     Ok(runtime::observe(pool, jail::read(pool, name)?))

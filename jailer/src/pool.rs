@@ -298,6 +298,9 @@ pub struct InitOptions {
     pub force: bool,
     /// Where the image lives (default: `ROOT.img`).
     pub image: Option<PathBuf>,
+    /// Only re-attach a pool made before (the boot unit): never make an
+    /// image, format a device or lay out a filesystem.
+    pub attach_only: bool,
 }
 
 impl Default for InitOptions {
@@ -307,6 +310,7 @@ impl Default for InitOptions {
             device: None,
             force: false,
             image: None,
+            attach_only: false,
         }
     }
 }
@@ -327,6 +331,8 @@ pub enum InitAction {
     FormattedDevice,
     /// A device already holding a pool was mounted.
     MountedDevice,
+    /// `attach_only`, and no pool was made here: nothing was done.
+    NothingToAttach,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PoolError + '_ {
@@ -509,6 +515,9 @@ pub fn init(root: &Path, opts: &InitOptions) -> Result<(Pool, InitAction), PoolE
             harden(&pool)?;
             return Ok((pool, InitAction::AlreadyReady));
         }
+        if opts.attach_only {
+            return Ok((pool, InitAction::NothingToAttach));
+        }
         lay_out(
             &pool,
             PoolRecord {
@@ -540,6 +549,7 @@ pub fn init(root: &Path, opts: &InitOptions) -> Result<(Pool, InitAction), PoolE
             Some((t, label)) if t == "btrfs" && label == LABEL && !opts.force => {
                 InitAction::MountedDevice
             }
+            _ if opts.attach_only => return Ok((pool, InitAction::NothingToAttach)),
             Some((t, _)) if !opts.force => {
                 return Err(PoolError::DeviceInUse {
                     device: device.clone(),
@@ -580,6 +590,8 @@ pub fn init(root: &Path, opts: &InitOptions) -> Result<(Pool, InitAction), PoolE
                     })
                 }
             }
+        } else if opts.attach_only {
+            return Ok((pool, InitAction::NothingToAttach));
         } else {
             let made = (|| {
                 use std::os::unix::fs::OpenOptionsExt;

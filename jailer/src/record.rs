@@ -223,11 +223,23 @@ pub fn derive(
         rec.oom_killed = false;
     } else {
         // The exit of this instance (a later one's is not its).
-        let e = read_json::<InstanceExit>(&dir.join(EXIT_FILE))
-            .ok()
-            .filter(|x| x.instance == rt.instance)
-            .map(|x| x.exit)
-            .or_else(pool_exit);
+        let own = || {
+            read_json::<InstanceExit>(&dir.join(EXIT_FILE))
+                .ok()
+                .filter(|x| x.instance == rt.instance)
+                .map(|x| x.exit)
+        };
+        // Init is dead (or a zombie) and its monitor, alive, is reaping it
+        // and recording how it ended: that record is moments away, and a
+        // reader that did not wait for it would show an exit without a
+        // code or an OOM kill.
+        let mut e = own();
+        let t = std::time::Instant::now();
+        while e.is_none() && same_boot && t.elapsed() < EXIT_WAIT && monitor_holds_lock(&dir) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            e = own();
+        }
+        let e = e.or_else(pool_exit);
         // Dead without an exit record (its monitor was killed): it stopped
         // no later than now, never "not finished".
         if e.is_none() && rec.finished_at.map_or(true, |f| f < inst.started_at) {
@@ -244,6 +256,11 @@ pub fn derive(
     }
     rec
 }
+
+/// How long a reader waits for a live monitor to record the exit of an
+/// init it found dead: the monitor does it right after reaping, so this is
+/// reached only by a monitor that is stopped or starved.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Whether a monitor holds the run directory's lock (it does for exactly
 /// its life).

@@ -707,6 +707,10 @@ pub struct JailSpec {
     /// `--workdir DIR`: where the command starts (`None`: `/`).
     #[serde(default)]
     pub workdir: Option<String>,
+    /// `--autostart`: `jailer start --autostart` (the boot unit
+    /// `jailer-autostart.service`) starts it.
+    #[serde(default)]
+    pub autostart: bool,
 }
 
 /// `jailer create`'s inputs as strings, before validation.
@@ -732,6 +736,7 @@ pub struct RawSpec {
     pub restart: Option<String>,
     pub user: Option<String>,
     pub workdir: Option<String>,
+    pub autostart: bool,
 }
 
 /// Computes the capability set from the defaults, drops and adds (drops
@@ -861,6 +866,7 @@ impl RawSpec {
                 .unwrap_or_default(),
             user: self.user.as_deref().map(parse_user).transpose()?,
             workdir: self.workdir.as_deref().map(parse_workdir).transpose()?,
+            autostart: self.autostart,
         })
     }
 }

@@ -11,6 +11,7 @@ use jailer::record::{self, JailRecord, RecordError, Runtime, State};
 use jailer::spec::{MacvlanAddress, NetSpec};
 use std::cell::OnceCell;
 use std::collections::BTreeSet;
+use std::path::Path;
 
 pub fn generate(
     table: &str,
@@ -26,10 +27,30 @@ pub fn generate(
         "jail_capabilities" => ctx.capabilities(c),
         "jail_mounts" => ctx.mounts(c),
         "jail_resources" => ctx.resources(c),
+        "jail_packages" => ctx.packages(c),
         _ => Err(TableError::UnknownTable {
             name: table.to_string(),
         }),
     }
+}
+
+/// dpkg's status file, relative to a jail's root.
+const DPKG_STATUS: &str = "var/lib/dpkg/status";
+/// The largest status file read (a full Debian desktop's is about 5 MiB).
+const STATUS_MAX: u64 = 64 << 20;
+/// The longest field value kept (a jail writes its own status file).
+const FIELD_MAX: usize = 4096;
+
+/// `v` cut to at most [`FIELD_MAX`] bytes, at a character boundary.
+fn cut(v: &str) -> &str {
+    if v.len() <= FIELD_MAX {
+        return v;
+    }
+    let mut end = FIELD_MAX;
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    &v[..end]
 }
 
 fn text(s: impl Into<String>) -> Value {
@@ -285,6 +306,7 @@ impl<'a> Ctx<'a> {
             ns("cgroup"),
             text(spec.restart.to_string()),
             int(i64::from(rec.restarts)),
+            int(i64::from(spec.autostart)),
         ]
     }
 
@@ -303,7 +325,7 @@ impl<'a> Ctx<'a> {
         row.extend([int(-1), Value::Double(-1.0), int(-1), text("")]);
         row.extend((0..4).map(|_| int(-1))); // times, exit_code
         row.extend((0..8).map(|_| text(""))); // namespaces, restart_policy
-        row.push(int(-1)); // restarts
+        row.extend([int(-1), int(-1)]); // restarts, autostart
         row
     }
 
@@ -528,6 +550,68 @@ impl<'a> Ctx<'a> {
                     text(m.fstype),
                     text(m.options),
                     int(i64::from(ro)),
+                ]);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Every jail's packages (running or not), from its dpkg status file.
+    /// The jail's root owns that file and every directory above it: it is
+    /// opened resolved inside the root, refused when not a regular file or
+    /// larger than [`STATUS_MAX`] (a jail whose status cannot be read has
+    /// no rows, and a warning says why), and each field is cut at
+    /// [`FIELD_MAX`] bytes. A malformed paragraph is skipped.
+    fn packages(&self, c: &Constraints) -> Result<Vec<Row>, TableError> {
+        use std::io::Read;
+        let wanted = c.eq("name");
+        let mut rows = Vec::new();
+        for e in self.load(c, "jail")? {
+            let Entry::Ok(j) = e else { continue };
+            self.cancel.check()?;
+            let root = self.pool.jail_rootfs(&j.rec.spec.name);
+            let read = jailer::sys::inroot::open_file_in_root(&root, Path::new(DPKG_STATUS))
+                .and_then(|f| {
+                    let mut buf = Vec::new();
+                    f.take(STATUS_MAX + 1).read_to_end(&mut buf)?;
+                    if buf.len() as u64 > STATUS_MAX {
+                        return Err(std::io::Error::other(format!(
+                            "larger than {} MiB",
+                            STATUS_MAX >> 20
+                        )));
+                    }
+                    Ok(buf)
+                });
+            let buf = match read {
+                Ok(b) => b,
+                // No dpkg in the jail (not a Debian tree): no packages.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    tracing::warn!(jail = j.name(), error = %e, "cannot read the jail's /{DPKG_STATUS}");
+                    continue;
+                }
+            };
+            let text_all = String::from_utf8_lossy(&buf);
+            for p in deb822_fast::ParagraphReader::new(std::io::Cursor::new(text_all.as_bytes())) {
+                let Ok(p) = p else { continue };
+                let field = |k: &str| p.get(k).map(|v| cut(v.trim()).to_string());
+                let Some(name) = field("Package") else {
+                    continue;
+                };
+                if wanted.is_some_and(|w| !w.contains(&name)) {
+                    continue;
+                }
+                rows.push(vec![
+                    text(j.name()),
+                    text(name),
+                    text(field("Version").unwrap_or_default()),
+                    text(field("Architecture").unwrap_or_default()),
+                    text(field("Status").unwrap_or_default()),
+                    text(field("Source").unwrap_or_default()),
+                    text(field("Maintainer").unwrap_or_default()),
+                    field("Installed-Size")
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map_or(int(-1), uint),
                 ]);
             }
         }

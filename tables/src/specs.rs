@@ -51,6 +51,7 @@ pub const JAILS: &[Column] = &[
     text("cgroup_namespace", "Inode of init's cgroup namespace; empty when not running"),
     text("restart_policy", "Restart policy from the spec: no, on-failure, on-failure:N or always"),
     int("restarts", "Restarts by the restart policy since the last start"),
+    int("autostart", "1 if the jail starts at boot (create --autostart), else 0"),
 ];
 
 pub const JAIL_PROCESSES: &[Column] = &[
@@ -117,6 +118,26 @@ pub const JAIL_MOUNTS: &[Column] = &[
     text("fstype", "Filesystem type"),
     text("options", "Per-mount options"),
     int("read_only", "1 when mounted or its filesystem is read-only"),
+];
+
+pub const JAIL_PACKAGES: &[Column] = &[
+    text("jail", "Jail name").index(),
+    text("name", "Package name (dpkg's Package)"),
+    text("version", "Package version"),
+    text("arch", "Architecture"),
+    text(
+        "status",
+        "dpkg's Status: want, flag and state, e.g. `install ok installed`",
+    ),
+    text(
+        "source",
+        "Source package (and its version, when it differs), empty when the same as the name",
+    ),
+    text("maintainer", "Maintainer"),
+    big(
+        "installed_size",
+        "Installed size in KiB, as the package declares it; -1 unknown",
+    ),
 ];
 
 pub const JAIL_RESOURCES: &[Column] = &[
@@ -192,6 +213,11 @@ pub const TABLES: &[TableSpec] = &[
         name: "jail_mounts",
         description: "The mounts of a running jail, from its init's mountinfo (paths as seen inside).",
         columns: JAIL_MOUNTS,
+    },
+    TableSpec {
+        name: "jail_packages",
+        description: "The Debian packages in each jail's root, from its dpkg status file (running or not; read as the jail's dpkg would, never through a path the jail could point at the host).",
+        columns: JAIL_PACKAGES,
     },
     TableSpec {
         name: "jail_resources",

@@ -60,6 +60,7 @@ def test_registers_every_table_in_one_call_with_its_columns(registered, spec):
         "jail_capabilities": ["jail", "pid", "capability", "cap_set", "expected", "actual", "status"],
         "jail_mounts": ["jail", "mount_point", "source", "fstype", "options", "read_only"],
         "jail_resources": ["jail", "cgroup_version", "memory_current", "pids_limit", "frozen"],
+        "jail_packages": ["jail", "name", "version", "arch", "status", "source", "maintainer", "installed_size"],
     }.items():
         names = [r["name"] for r in tables[table]]
         for c in cols:

@@ -8,6 +8,7 @@ pub mod btrfs;
 mod clone3;
 pub mod fd;
 pub mod fork;
+pub mod inroot;
 pub mod loopdev;
 pub mod mount;
 pub mod mountapi;

@@ -477,6 +477,25 @@ fn upgrade() -> Result<(), String> {
     if version().trim() != "1.0" {
         return Err(format!("version after create: {:?}", version()));
     }
+    // The fleet view agrees: `jail_packages` lists it with its version.
+    let listed = || -> Result<String, String> {
+        let out = ok(
+            &root,
+            &[
+                "query",
+                &format!(
+                    "SELECT version FROM jail_packages WHERE jail = '{name}' \
+                     AND name = 'jailer-echod' AND status = 'install ok installed'"
+                ),
+                "--json",
+            ],
+        )?;
+        let rows: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+        Ok(rows[0]["version"].as_str().unwrap_or_default().to_string())
+    };
+    if listed()? != "1.0" {
+        return Err(format!("jail_packages after create: {:?}", listed()));
+    }
     ok(&root, &["start", name])?;
     // Refused while it runs, and nothing changed.
     fails(
@@ -496,8 +515,12 @@ fn upgrade() -> Result<(), String> {
     if std::fs::read_to_string(&prc).map_err(|e| e.to_string())? != own {
         return Err("the jail's own policy-rc.d was not put back".into());
     }
-    if version().trim() != "2.0" {
-        return Err(format!("version after install: {:?}", version()));
+    if version().trim() != "2.0" || listed()? != "2.0" {
+        return Err(format!(
+            "version after install: {:?}, jail_packages {:?}",
+            version(),
+            listed()
+        ));
     }
     // The install left no trace in the jail's state: still stopped, with
     // no instance of its own left behind.

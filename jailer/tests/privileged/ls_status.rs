@@ -6,10 +6,81 @@ use crate::runtime::jail;
 use libtest_mimic::Trial;
 
 pub fn trials() -> Vec<Trial> {
-    vec![Trial::test(
-        "ls_status::oom_is_said_on_stderr_and_ls_shows_how_jails_ended",
-        || crate::check(oom_and_status()),
-    )]
+    vec![
+        Trial::test(
+            "ls_status::oom_is_said_on_stderr_and_ls_shows_how_jails_ended",
+            || crate::check(oom_and_status()),
+        ),
+        Trial::test(
+            "ls_status::a_reader_never_shows_an_exit_before_the_monitor_recorded_it",
+            || crate::check(exit_not_shown_before_recorded()),
+        ),
+    ]
+}
+
+/// Sends SIGCONT to a stopped process when dropped, so a failing test
+/// never leaves a monitor stopped.
+struct Continue(i32);
+
+impl Drop for Continue {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+    }
+}
+
+/// Between init's death and the monitor's `exit.json` (it reaps init,
+/// reads the OOM counter, drains the pipe), a reader that did not wait for
+/// the monitor showed `stopped` with no exit code and no OOM kill: CI saw
+/// an OOM-killed jail reported as such. The monitor is held stopped here
+/// to make that window as long as the test needs.
+fn exit_not_shown_before_recorded() -> Result<(), String> {
+    use std::time::Duration;
+    let root = crate::debian_pool()?;
+    let _j = jail(&root, "ls-window");
+    crate::runtime::start_sh(
+        &root,
+        "ls-window",
+        &[],
+        "while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 7",
+    )?;
+    let rec = crate::runtime::inspect(&root, "ls-window")?;
+    let monitor = rec["runtime"]["monitor"]["pid"]
+        .as_i64()
+        .ok_or_else(|| format!("no monitor pid: {rec}"))? as i32;
+    let init = crate::runtime::init_pid(&root, "ls-window")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .map_err(|e| format!("SIGSTOP monitor {monitor}: {e}"))?;
+    let cont = Continue(monitor);
+    ok(&root, &["exec", "ls-window", "touch", "/tmp/go"])?;
+    // Init exits and stays a zombie: its parent, the monitor, is stopped.
+    let zombie = || {
+        std::fs::read_to_string(format!("/proc/{init}/stat"))
+            .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+    };
+    if !crate::runtime::wait_until(Duration::from_secs(10), zombie) {
+        return Err("init did not exit".into());
+    }
+    let reader = {
+        let root = root.clone();
+        std::thread::spawn(move || crate::runtime::inspect(&root, "ls-window"))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    drop(cont);
+    let rec = reader
+        .join()
+        .map_err(|_| "inspect thread panicked".to_string())??;
+    if rec["state"] != "stopped" || rec["exit_code"] != 7 {
+        return Err(format!(
+            "inspect while the monitor recorded the exit: {rec}"
+        ));
+    }
+    Ok(())
 }
 
 fn oom_and_status() -> Result<(), String> {

@@ -7,6 +7,7 @@
 //! exercise `jailer init` make their own images and release them by exact
 //! name. The scratch pool is released after all tests ran, pass or fail.
 
+mod boot;
 mod btrfs;
 mod cgroup_view;
 mod cli;
@@ -102,6 +103,7 @@ fn main() -> std::process::ExitCode {
     probe::dispatch();
     let args = Arguments::from_args();
     let mut trials: Vec<Trial> = Vec::new();
+    trials.extend(boot::trials());
     trials.extend(btrfs::trials());
     trials.extend(cgroup_view::trials());
     trials.extend(cli::trials());

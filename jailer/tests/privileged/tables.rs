@@ -27,6 +27,10 @@ pub fn trials() -> Vec<Trial> {
         ),
         t("jail_mounts_match_the_jails_mountinfo", mounts),
         t("jail_resources_match_limits_and_freezer", resources),
+        t(
+            "jail_packages_match_the_jails_dpkg_and_never_read_a_host_path",
+            packages,
+        ),
         t("query_cli_prints_tables_and_one_line_errors", query_cli),
         t(
             "query_without_the_extension_says_how_to_build_it",
@@ -912,6 +916,117 @@ fn exec_session() -> Result<(), String> {
     exec.wait()?;
     if !bad.is_empty() {
         return Err(format!("processes with unexpected capabilities: {bad:?}"));
+    }
+    Ok(())
+}
+
+/// A host file removed on drop.
+struct HostFile(std::path::PathBuf);
+
+impl Drop for HostFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn packages() -> Result<(), String> {
+    let root = pool()?;
+    let name = "tb-pkgs";
+    let _j = jail(&root, name);
+    start_sh(&root, name, &[], "sleep 1000")?;
+    let sql = format!(
+        "SELECT name, version, arch, installed_size FROM jail_packages \
+         WHERE jail = '{name}' AND status = 'install ok installed'"
+    );
+    let listed = |root: &Path| -> Result<std::collections::BTreeSet<String>, String> {
+        Ok(query(root, &sql)?
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {}",
+                    r["name"].as_str().unwrap_or(""),
+                    r["version"].as_str().unwrap_or(""),
+                    r["arch"].as_str().unwrap_or("")
+                )
+            })
+            .collect())
+    };
+    // What the jail's own dpkg says is installed.
+    let inside: std::collections::BTreeSet<String> = sh_ok(
+        &root,
+        name,
+        "dpkg-query -W -f='${db:Status-Status} ${Package} ${Version} ${Architecture}\\n' | sed -n 's/^installed //p'",
+    )?
+    .lines()
+    .map(str::to_string)
+    .collect();
+    let rows = listed(&root)?;
+    if inside.len() < 50 || rows != inside {
+        return Err(format!(
+            "jail_packages and the jail's dpkg differ: only in the table {:?}, only in dpkg {:?}",
+            rows.difference(&inside).collect::<Vec<_>>(),
+            inside.difference(&rows).collect::<Vec<_>>()
+        ));
+    }
+    let dpkg = one(
+        &root,
+        &format!("SELECT installed_size, maintainer FROM jail_packages WHERE jail = '{name}' AND name = 'dpkg'"),
+    )?;
+    if dpkg["installed_size"].as_i64().unwrap_or(-1) <= 0
+        || !dpkg["maintainer"].as_str().unwrap_or("").contains('@')
+    {
+        return Err(format!("dpkg's row: {dpkg}"));
+    }
+    // A stopped jail's packages are listed too (they are its files).
+    ok(&root, &["stop", "--timeout", "1", name])?;
+    if listed(&root)? != inside {
+        return Err("a stopped jail's packages differ from its dpkg's".into());
+    }
+    ok(&root, &["start", name])?;
+    // The jail points its status file at a host path: the table reads the
+    // jail's file of that name (absent, then the jail's own), never the host's.
+    let host = HostFile(std::path::PathBuf::from(format!(
+        "/var/tmp/jailer-host-status-{}",
+        std::process::id()
+    )));
+    std::fs::write(
+        &host.0,
+        "Package: hostleak\nVersion: 1\nStatus: install ok installed\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let path = host.0.display().to_string();
+    sh_ok(
+        &root,
+        name,
+        &format!("cd /var/lib/dpkg && mv status status.real && ln -s {path} status"),
+    )?;
+    let all = format!("SELECT name FROM jail_packages WHERE jail = '{name}'");
+    let rows = query(&root, &all)?;
+    if !rows.is_empty() {
+        return Err(format!(
+            "a status symlink to a path missing in the jail gave rows: {rows:?}"
+        ));
+    }
+    sh_ok(
+        &root,
+        name,
+        &format!("mkdir -p /var/tmp && printf 'Package: jailown\\nVersion: 2\\n' > {path}"),
+    )?;
+    let rows = query(&root, &all)?;
+    if rows.len() != 1 || rows[0]["name"] != "jailown" {
+        return Err(format!(
+            "a status symlink resolved outside the jail's root: {rows:?}"
+        ));
+    }
+    // A FIFO in its place is refused unread (a read would wait forever).
+    sh_ok(
+        &root,
+        name,
+        "cd /var/lib/dpkg && rm status && mkfifo status",
+    )?;
+    let rows = query(&root, &all)?;
+    if !rows.is_empty() {
+        return Err(format!("rows from a FIFO: {rows:?}"));
     }
     Ok(())
 }
