@@ -1,6 +1,8 @@
 //! Services as Debian packages: `create --deb`, `--repo`, `install`, and
 //! the package's `jail.toml`, on the debootstrap template, with packages
-//! built here by `dpkg-deb`. Each test uses jails named `deb-*` and removes
+//! built here by the template's own `dpkg-deb`, in a builder jail (so every
+//! lane builds them the same way: the VM lane's guest has no dpkg). Each
+//! test uses jails named `deb-*` and removes
 //! them (a guard) also when it fails.
 
 use crate::cli::{fails, jailer, ok};
@@ -85,7 +87,7 @@ impl<'a> Pkg<'a> {
     }
 
     /// Builds `name_version_all.deb` in `out` with `dpkg-deb`.
-    fn build(&self, out: &Path) -> Result<PathBuf, String> {
+    fn build(&self, out: &Path, b: &Builder) -> Result<PathBuf, String> {
         use std::os::unix::fs::PermissionsExt;
         let e = |e: std::io::Error| e.to_string();
         let dir = out.join(format!("{}-{}-src", self.name, self.version));
@@ -111,24 +113,112 @@ impl<'a> Pkg<'a> {
             std::fs::set_permissions(&f, std::fs::Permissions::from_mode(*mode)).map_err(e)?;
         }
         let deb = out.join(format!("{}_{}_all.deb", self.name, self.version));
-        run(Command::new("dpkg-deb")
-            .args(["--root-owner-group", "-Zxz", "--build"])
-            .arg(&dir)
-            .arg(&deb))?;
+        b.build(&dir, &deb, &["-Zxz"])?;
         Ok(deb)
     }
 }
 
-fn run(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
+/// A jail of the template that builds packages with its own `dpkg-deb`:
+/// the host copies a source tree into its root, `jailer exec` builds, and
+/// the host copies the `.deb` out. Removed when dropped.
+struct Builder<'a> {
+    root: &'a Path,
+    name: String,
+    n: std::cell::Cell<u32>,
+    _guard: crate::runtime::Jail<'a>,
+}
+
+impl Drop for Builder<'_> {
+    fn drop(&mut self) {
+        // Its init (sleep) ignores SIGTERM as a pid 1 does: no grace time.
+        let _ = jailer(self.root, &["rm", "--force", "--timeout", "0", &self.name]);
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl<'a> Builder<'a> {
+    fn new(root: &'a Path, tag: &str) -> Result<Builder<'a>, String> {
+        let name = format!("deb-b-{tag}");
+        let guard = jail(root, &name);
+        crate::runtime::start_sh(root, &name, &[], "exec sleep infinity")?;
+        Ok(Builder {
+            root,
+            name,
+            n: std::cell::Cell::new(0),
+            _guard: guard,
+        })
+    }
+
+    /// A fresh directory in the builder's root: (host path, jail path).
+    fn fresh(&self) -> Result<(PathBuf, String), String> {
+        self.n.set(self.n.get() + 1);
+        let rel = format!("build/{}", self.n.get());
+        let host = rootfs(self.root, &self.name).join(&rel);
+        std::fs::create_dir_all(&host).map_err(|e| e.to_string())?;
+        Ok((host, format!("/{rel}")))
+    }
+
+    /// `dpkg-deb --root-owner-group OPTS --build SRC DEB`.
+    fn build(&self, src: &Path, deb: &Path, opts: &[&str]) -> Result<(), String> {
+        let (host, inside) = self.fresh()?;
+        copy_tree(src, &host.join("src"))?;
+        let mut args = vec!["exec", &self.name, "--", "dpkg-deb", "--root-owner-group"];
+        args.extend_from_slice(opts);
+        let (src_in, out_in) = (format!("{inside}/src"), format!("{inside}/out.deb"));
+        args.extend_from_slice(&["--build", &src_in, &out_in]);
+        ok(self.root, &args)?;
+        std::fs::copy(host.join("out.deb"), deb).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Writes `repo/Packages` for the `.deb` files in `repo` (what
+    /// `dpkg-scanpackages` makes: each control file, with `Filename`,
+    /// `Size` and `SHA256`), made in the builder by its `dpkg-deb`.
+    fn index(&self, repo: &Path) -> Result<(), String> {
+        let (host, inside) = self.fresh()?;
+        for e in std::fs::read_dir(repo)
+            .map_err(|e| e.to_string())?
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "deb") {
+                std::fs::copy(e.path(), host.join(e.file_name())).map_err(|e| e.to_string())?;
+            }
+        }
+        let script = format!(
+            "cd {inside} && for d in *.deb; do dpkg-deb -f \"$d\"; \
+             echo \"Filename: ./$d\"; echo \"Size: $(stat -c %s \"$d\")\"; \
+             echo \"SHA256: $(sha256sum \"$d\" | cut -d' ' -f1)\"; echo; done > Packages"
+        );
+        ok(
+            self.root,
+            &["exec", &self.name, "--", "/bin/sh", "-c", &script],
+        )?;
+        std::fs::copy(host.join("Packages"), repo.join("Packages")).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+/// Copies a package source tree: directories, regular files with their
+/// modes, symlinks as they are.
+fn copy_tree(src: &Path, dst: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let e = |e: std::io::Error| format!("copy {}: {e}", src.display());
+    std::fs::create_dir_all(dst).map_err(e)?;
+    for entry in std::fs::read_dir(src).map_err(e)?.flatten() {
+        let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        let t = entry.file_type().map_err(e)?;
+        if t.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&from).map_err(e)?, &to).map_err(e)?;
+        } else if t.is_dir() {
+            copy_tree(&from, &to)?;
+        } else {
+            std::fs::copy(&from, &to).map_err(e)?;
+        }
+        if !t.is_symlink() {
+            let mode = std::fs::metadata(&from).map_err(e)?.permissions().mode();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).map_err(e)?;
+        }
+    }
+    Ok(())
 }
 
 /// The example package of docs/packaging.md, as it is in the tree.
@@ -137,12 +227,10 @@ const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/examples/jai
 /// The echo service package, at `version`: 1.0 is docs/packaging.md's
 /// example, built as the document says; others the same files with
 /// another version.
-fn echod(out: &Path, version: &str) -> Result<PathBuf, String> {
+fn echod(out: &Path, version: &str, b: &Builder) -> Result<PathBuf, String> {
     if version == "1.0" {
         let deb = out.join("jailer-echod_1.0_all.deb");
-        run(Command::new("dpkg-deb")
-            .args(["--root-owner-group", "--build", EXAMPLE])
-            .arg(&deb))?;
+        b.build(Path::new(EXAMPLE), &deb, &[])?;
         return Ok(deb);
     }
     let mut p = Pkg::new("jailer-echod", version);
@@ -156,7 +244,7 @@ fn echod(out: &Path, version: &str) -> Result<PathBuf, String> {
         0o644,
     ));
     p.postinst = Some(POSTINST);
-    p.build(out)
+    p.build(out, b)
 }
 
 fn pool() -> Result<PathBuf, String> {
@@ -189,14 +277,28 @@ fn gone(root: &Path, name: &str) -> Result<(), String> {
 }
 
 /// One line sent to the echo service through the jail's network
-/// namespace, and what comes back.
+/// namespace, and what comes back: a thread of the test joins the
+/// namespace (`setns` of a network namespace is per thread) and connects
+/// to the jail's loopback.
 fn echo_through(pid: i32, line: &str) -> Result<String, String> {
-    let script = format!(
-        "exec 3<>/dev/tcp/127.0.0.1/7007 && printf '%s\\n' '{line}' >&3 && read -r -t 10 reply <&3 && printf '%s' \"$reply\""
-    );
-    run(Command::new("nsenter")
-        .arg(format!("--net=/proc/{pid}/ns/net"))
-        .args(["bash", "-c", &script]))
+    let line = line.to_string();
+    std::thread::spawn(move || -> Result<String, String> {
+        use std::io::{BufRead, Write};
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| e.to_string())?;
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("setns: {e}"))?;
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", 7007)).map_err(|e| e.to_string())?;
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        writeln!(c, "{line}").map_err(|e| e.to_string())?;
+        let mut reply = String::new();
+        std::io::BufReader::new(c)
+            .read_line(&mut reply)
+            .map_err(|e| e.to_string())?;
+        Ok(reply.trim_end().to_string())
+    })
+    .join()
+    .map_err(|_| "the client thread panicked".to_string())?
 }
 
 fn uid_of(status: &str) -> Option<u64> {
@@ -210,7 +312,8 @@ fn uid_of(status: &str) -> Option<u64> {
 fn service() -> Result<(), String> {
     let root = pool()?;
     let w = workdir("deb-service");
-    let deb = echod(&w, "1.0")?;
+    let b = Builder::new(&root, "service")?;
+    let deb = echod(&w, "1.0", &b)?;
     let name = "deb-echo";
     let _g = jail(&root, name);
     ok(
@@ -319,10 +422,11 @@ fn service() -> Result<(), String> {
 fn failures() -> Result<(), String> {
     let root = pool()?;
     let w = workdir("deb-failures");
+    let b = Builder::new(&root, "failures")?;
     // A postinst that fails.
     let mut p = Pkg::new("jailer-badpostinst", "1.0");
     p.postinst = Some("#!/bin/sh\necho 'badpostinst: refusing to configure' >&2\nexit 3\n");
-    let bad_postinst = p.build(&w)?;
+    let bad_postinst = p.build(&w, &b)?;
     // A file that is no package.
     let corrupt = w.join("corrupt_1.0_all.deb");
     std::fs::write(&corrupt, b"!<arch>\nthis is not really a package\n")
@@ -330,7 +434,7 @@ fn failures() -> Result<(), String> {
     // A package whose dependency nothing provides.
     let mut p = Pkg::new("jailer-needy", "1.0");
     p.depends = Some("jailer-no-such-package");
-    let needy = p.build(&w)?;
+    let needy = p.build(&w, &b)?;
     for (name, deb, needles) in [
         (
             "deb-bad-postinst",
@@ -379,6 +483,7 @@ fn failures() -> Result<(), String> {
 fn repo() -> Result<(), String> {
     let root = pool()?;
     let w = workdir("deb-repo");
+    let b = Builder::new(&root, "repo")?;
     let repo = w.join("repo");
     std::fs::create_dir_all(&repo).map_err(|e| e.to_string())?;
     let mut lib = Pkg::new("jailer-testlib", "1.0");
@@ -387,14 +492,11 @@ fn repo() -> Result<(), String> {
         "yes\n".to_string(),
         0o644,
     ));
-    lib.build(&repo)?;
-    run(Command::new("sh")
-        .arg("-c")
-        .arg("dpkg-scanpackages --multiversion . > Packages")
-        .current_dir(&repo))?;
+    lib.build(&repo, &b)?;
+    b.index(&repo)?;
     let mut app = Pkg::new("jailer-app", "1.0");
     app.depends = Some("jailer-testlib (>= 1.0)");
-    let app = app.build(&w)?;
+    let app = app.build(&w, &b)?;
     let name = "deb-repo";
     let _g = jail(&root, name);
     // Without the repository the dependency is unmet, and nothing is left.
@@ -455,8 +557,9 @@ fn repo() -> Result<(), String> {
 fn upgrade() -> Result<(), String> {
     let root = pool()?;
     let w = workdir("deb-upgrade");
-    let v1 = echod(&w, "1.0")?;
-    let v2 = echod(&w, "2.0")?;
+    let b = Builder::new(&root, "upgrade")?;
+    let v1 = echod(&w, "1.0", &b)?;
+    let v2 = echod(&w, "2.0", &b)?;
     let name = "deb-upgrade";
     let _g = jail(&root, name);
     ok(
@@ -550,6 +653,7 @@ fn upgrade() -> Result<(), String> {
 fn escape() -> Result<(), String> {
     let root = pool()?;
     let w = workdir("deb-escape");
+    let b = Builder::new(&root, "escape")?;
     let host_target = w.join("host-target");
     std::fs::create_dir_all(&host_target).map_err(|e| e.to_string())?;
     let t = s(&host_target).to_string();
@@ -580,15 +684,12 @@ exit 0
         "#!/bin/sh\ntouch /var/lib/jailer-evil.service-started\n".into(),
         0o755,
     ));
-    let deb = p.build(&w)?;
+    let deb = p.build(&w, &b)?;
     // A shipped symlink to the host path: dpkg makes it inside the jail.
     let src = w.join("jailer-evil-1.0-src");
     std::os::unix::fs::symlink(&host_target, src.join("usr/share/jailer-evil/link"))
         .map_err(|e| e.to_string())?;
-    run(Command::new("dpkg-deb")
-        .args(["--root-owner-group", "--build"])
-        .arg(&src)
-        .arg(&deb))?;
+    b.build(&src, &deb, &[])?;
     let before = std::fs::read(&deb).map_err(|e| e.to_string())?;
     let name = "deb-escape";
     let _g = jail(&root, name);
@@ -688,7 +789,8 @@ exit 0
 fn overrides() -> Result<(), String> {
     let root = pool()?;
     let w = workdir("deb-overrides");
-    let deb = echod(&w, "1.0")?;
+    let b = Builder::new(&root, "overrides")?;
+    let deb = echod(&w, "1.0", &b)?;
     let name = "deb-override";
     let _g = jail(&root, name);
     ok(
@@ -729,7 +831,7 @@ fn overrides() -> Result<(), String> {
         "comand = [\"/bin/true\"]\n".into(),
         0o644,
     ));
-    let bad = p.build(&w)?;
+    let bad = p.build(&w, &b)?;
     fails(
         &root,
         &[
@@ -871,9 +973,10 @@ fn user_workdir() -> Result<(), String> {
 fn killed_install() -> Result<(), String> {
     let root = pool()?;
     let w = workdir("deb-killed");
+    let b = Builder::new(&root, "killed")?;
     let mut p = Pkg::new("jailer-slow", "1.0");
     p.postinst = Some("#!/bin/sh\ntouch /var/lib/jailer-slow.started\nexec sleep 600\n");
-    let deb = p.build(&w)?;
+    let deb = p.build(&w, &b)?;
     let name = "deb-killed";
     let _g = jail(&root, name);
     let mut child = Command::new(env!("CARGO_BIN_EXE_jailer"))
@@ -919,12 +1022,12 @@ fn killed_install() -> Result<(), String> {
 /// The host reads the example's name, version and jail description from
 /// packages built with each compression dpkg-deb offers, as data.
 fn compressions() -> Result<(), String> {
+    let root = pool()?;
     let w = workdir("deb-compress");
+    let b = Builder::new(&root, "compress")?;
     for z in ["xz", "zstd", "gzip", "none"] {
         let deb = w.join(format!("echod-{z}.deb"));
-        run(Command::new("dpkg-deb")
-            .args(["--root-owner-group", &format!("-Z{z}"), "--build", EXAMPLE])
-            .arg(&deb))?;
+        b.build(Path::new(EXAMPLE), &deb, &[&format!("-Z{z}")])?;
         let info = jailer::deb::read(&deb).map_err(|e| format!("{z}: {e}"))?;
         let t = info
             .jail_toml
