@@ -609,7 +609,7 @@ fn upgrade() -> Result<(), String> {
     if version().trim() != "1.0" {
         return Err("a refused install changed the jail".into());
     }
-    ok(&root, &["stop", name])?;
+    ok(&root, &["stop", "--timeout", "1", name])?;
     // The jail's own policy-rc.d is put back after the install.
     let own = "#!/bin/sh\n# the jail's own\nexit 0\n";
     let prc = rootfs(&root, name).join("usr/sbin/policy-rc.d");
@@ -643,6 +643,26 @@ fn upgrade() -> Result<(), String> {
     if !up || reply != "after upgrade" {
         return Err(format!("echo after the upgrade answered {reply:?}"));
     }
+    // A failing install into the stopped jail says why with dpkg's words
+    // and keeps the jail (as dpkg left it; the upgrade stays).
+    ok(&root, &["stop", "--timeout", "1", name])?;
+    let mut p = Pkg::new("jailer-badpostinst", "1.0");
+    p.postinst = Some("#!/bin/sh\necho 'badpostinst: no' >&2\nexit 1\n");
+    let bad = p.build(&w, &b)?;
+    fails(
+        &root,
+        &["install", name, s(&bad)],
+        &["badpostinst: no", "jailer-badpostinst_1.0_all.deb"],
+    )?;
+    let rec = inspect(&root, name)?;
+    if rec["state"] != "stopped" || version().trim() != "2.0" {
+        return Err(format!(
+            "after a failed install: {} {:?}",
+            rec["state"],
+            version()
+        ));
+    }
+    ok(&root, &["start", name])?;
     Ok(())
 }
 
