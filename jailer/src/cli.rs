@@ -1306,8 +1306,9 @@ fn run_jail(ctx: &Ctx, c: CreateArgs, rm: bool) -> Result<ExitCode> {
         .into());
     }
     let n = spec.name.clone();
-    let rec = match &req {
-        None => lifecycle::run(&ctx.pool, spec, rm)?,
+    // With packages, the command's output begins after the install's.
+    let (rec, from) = match &req {
+        None => (lifecycle::run(&ctx.pool, spec, rm)?, None),
         Some(req) => {
             let mut echo = install_echo();
             lifecycle::run_with_packages(
@@ -1323,7 +1324,7 @@ fn run_jail(ctx: &Ctx, c: CreateArgs, rm: bool) -> Result<ExitCode> {
         report(ctx, &rec, "started")?;
         return Ok(ExitCode::SUCCESS);
     }
-    let done = wait_echo(ctx, &rec, None)?;
+    let done = wait_echo(ctx, &rec, from)?;
     note_end(&done);
     lifecycle::rm(&ctx.pool, &n, true, std::time::Duration::from_secs(10))?;
     if ctx.json {

@@ -192,7 +192,9 @@ pub fn create_with_packages(
 
 /// `jailer run --deb FILE..`: [`create_with_packages`], then start. A
 /// start that fails removes the jail when `remove_on_failure` (`--rm`),
-/// and otherwise leaves it created, packages installed.
+/// and otherwise leaves it created, packages installed. Returns the
+/// started jail and where its command's output begins in the console log
+/// (after the install's).
 ///
 /// The calling process must have one thread: the monitors are forked from
 /// it.
@@ -202,15 +204,16 @@ pub fn run_with_packages(
     req: &Install,
     remove_on_failure: bool,
     echo: Option<&mut dyn std::io::Write>,
-) -> Result<JailRecord> {
+) -> Result<(JailRecord, Option<console::Position>)> {
     let spec = template::with_defaults(pool, spec)?;
     if spec.command.is_empty() {
         return Err(RuntimeError::NoCommand { name: spec.name }.into());
     }
     let name = spec.name.clone();
     create_with_packages(pool, spec, req, echo)?;
+    let from = runtime::log_position(pool, &name);
     match runtime::start(pool, &name) {
-        Ok(rec) => Ok(rec),
+        Ok(rec) => Ok((rec, from)),
         Err(e) => {
             if remove_on_failure {
                 if let Err(cleanup) = rm(pool, &name, true, Duration::from_secs(10)) {

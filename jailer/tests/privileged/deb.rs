@@ -39,6 +39,10 @@ pub fn trials() -> Vec<Trial> {
             overrides,
         ),
         t(
+            "run_rm_deb_shows_only_the_commands_output_not_the_install",
+            run_rm,
+        ),
+        t(
             "jail_toml_is_read_from_xz_zstd_gzip_and_uncompressed_packages",
             compressions,
         ),
@@ -1061,5 +1065,37 @@ fn compressions() -> Result<(), String> {
             return Err(format!("{z}: read {info:?}"));
         }
     }
+    Ok(())
+}
+
+/// `run --rm --deb`: installed, started as the package's user (with the
+/// command given here), only the command's output shown (not the
+/// install's, which went before it into the same console log), removed.
+fn run_rm() -> Result<(), String> {
+    let root = pool()?;
+    let w = workdir("deb-runrm");
+    let b = Builder::new(&root, "runrm")?;
+    let deb = echod(&w, "1.0", &b)?;
+    let _g = jail(&root, "deb-run");
+    let out = ok(
+        &root,
+        &[
+            "run",
+            "--rm",
+            "deb-run",
+            "--template",
+            "deb",
+            "--deb",
+            s(&deb),
+            "--",
+            "/bin/sh",
+            "-c",
+            "id -un; cat /var/lib/jailer-echod.marker",
+        ],
+    )?;
+    if out != "echod\npostinst ran as uid 0\n" {
+        return Err(format!("run --rm --deb printed {out:?}"));
+    }
+    gone(&root, "deb-run")?;
     Ok(())
 }
