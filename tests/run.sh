@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_pkgs=(btrfs-progs debootstrap zstd libcap2-bin e2fsprogs util-linux tar python3 python3-venv)
+need_pkgs=(btrfs-progs debootstrap zstd libcap2-bin e2fsprogs util-linux tar python3 python3-venv
+    iproute2 dnsmasq-base)
 missing=()
 for p in "${need_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

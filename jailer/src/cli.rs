@@ -316,7 +316,7 @@ pub enum Cmd {
 
 #[derive(Debug, Subcommand)]
 pub enum TemplateCmd {
-    /// Import a directory or a tar archive (.tar, .tar.gz, .tar.zst) as a template.
+    /// Import a directory, a tar archive (.tar, .tar.gz, .tar.zst) or a template package (.deb from `template pack`) as a template.
     ///
     /// Owners, modes, symlinks, hard links and extended attributes (file
     /// capabilities too) are kept. A command after `--` is recorded as the
@@ -324,7 +324,7 @@ pub enum TemplateCmd {
     Import {
         /// The new template's name.
         name: String,
-        /// A directory or a tar archive.
+        /// A directory, a tar archive or a template package.
         path: PathBuf,
         /// The default command of jails made from it (e.g. -- /bin/sleep infinity).
         #[arg(last = true, value_name = "COMMAND")]
@@ -350,6 +350,29 @@ pub enum TemplateCmd {
         /// (whatever it was made from), so that a setup script can run twice.
         #[arg(long)]
         if_missing: bool,
+    },
+    /// Make a Debian package of a template, to ship it through apt.
+    ///
+    /// The package (jailer-template-NAME, `_` made `-`) holds the root as
+    /// /usr/share/jailer/templates/NAME/rootfs.tar.zst (owners, modes,
+    /// times, links, devices, extended attributes and file capabilities)
+    /// and template.json; installing it imports the template (postinst:
+    /// `jailer template import`, into /etc/default/jailer's JAILER_ROOT),
+    /// removing it removes the template (refused while jails use it). An
+    /// upgrade replaces the template where no jail uses it.
+    /// `jailer template import NAME FILE.deb` reads one without dpkg.
+    ///
+    /// Example: jailer template pack bookworm -o jailer-template-bookworm.deb
+    Pack {
+        /// The template.
+        name: String,
+        /// The package file to write (refused if it exists).
+        #[arg(long, short, value_name = "FILE.deb")]
+        output: PathBuf,
+        /// The package's version (default: the template's creation time,
+        /// YYYYMMDD.HHMMSS, so a newer template is a newer package).
+        #[arg(long = "pkg-version", value_name = "VERSION")]
+        pkg_version: Option<String>,
     },
     /// List templates.
     #[command(visible_alias = "list")]
@@ -1596,6 +1619,34 @@ fn template_cmd(ctx: &Ctx, cmd: TemplateCmd) -> Result<ExitCode> {
             };
             let rec = lifecycle::template_debootstrap(pool, &n, &opts, &progress)?;
             show(&rec)?;
+        }
+        TemplateCmd::Pack {
+            name: n,
+            output,
+            pkg_version: version,
+        } => {
+            let n = lifecycle::name(&n)?;
+            use std::io::IsTerminal as _;
+            let terminal = !ctx.json && std::io::stderr().is_terminal();
+            let mut progress = |line: &str| {
+                if terminal {
+                    eprintln!("  {line}");
+                }
+            };
+            let done =
+                lifecycle::template_pack(pool, &n, &output, version.as_deref(), &mut progress)?;
+            ctx.print(&done, || {
+                outln!(
+                    "packed template {} as {} {} ({}, {} entries): {}",
+                    done.template,
+                    done.package,
+                    done.version,
+                    human_bytes(done.size),
+                    done.entries,
+                    done.path.display()
+                );
+                Ok(())
+            })?;
         }
         TemplateCmd::Ls => {
             let list = lifecycle::template_ls(pool)?;

@@ -140,6 +140,7 @@ pub fn classify(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
 }
 
 use crate::cgroup::CgroupError;
+use crate::dhcp::DhcpError;
 use crate::fsutil::FsError;
 use crate::ids::IdsError;
 use crate::jail::JailError;
@@ -225,6 +226,20 @@ impl CgroupError {
         match self {
             CgroupError::Busy { .. } => ErrorKind::Busy,
             other => classify(other),
+        }
+    }
+}
+
+impl DhcpError {
+    /// A timeout or a NAK may pass on a retry (`busy`); several servers
+    /// and no trusted one, or a bad argument, need the spec changed
+    /// (`invalid`); the finer, stable word is [`DhcpError::dhcp_kind`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DhcpError::Timeout { .. } | DhcpError::Refused { .. } => ErrorKind::Busy,
+            DhcpError::Ambiguous { .. } | DhcpError::Invalid { .. } => ErrorKind::Invalid,
+            DhcpError::Stopped { .. } => ErrorKind::IllegalState,
+            DhcpError::Io { source, .. } => classify(source),
         }
     }
 }

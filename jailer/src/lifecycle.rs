@@ -17,6 +17,7 @@ use crate::deb::{DebError, DebInfo};
 use crate::error::ErrorKind;
 use crate::jail::{self, JailEntry, JailError};
 use crate::name::{Name, NameError};
+use crate::pack::{self, PackError, Packed};
 use crate::pool::{self, InitAction, InitOptions, Pool, PoolError, PoolInfo};
 use crate::record::{JailRecord, State, TemplateRecord};
 use crate::runtime::exec::{ExecOptions, ProcessInfo};
@@ -38,6 +39,8 @@ pub enum Error {
     Runtime(Box<RuntimeError>),
     #[error(transparent)]
     Template(Box<TemplateError>),
+    #[error(transparent)]
+    Pack(Box<PackError>),
     #[error(transparent)]
     Pool(Box<PoolError>),
     #[error(transparent)]
@@ -64,6 +67,7 @@ boxed_from!(
     Jail(JailError),
     Runtime(RuntimeError),
     Template(TemplateError),
+    Pack(PackError),
     Pool(PoolError),
     Spec(SpecError),
     Deb(DebError)
@@ -76,6 +80,7 @@ impl Error {
             Error::Jail(e) => e.kind(),
             Error::Runtime(e) => e.kind(),
             Error::Template(e) => e.kind(),
+            Error::Pack(e) => e.kind(),
             Error::Pool(e) => e.kind(),
             Error::Spec(e) => e.kind(),
             Error::Deb(e) => e.kind(),
@@ -468,14 +473,30 @@ pub fn run(pool: &Pool, spec: JailSpec, remove_on_failure: bool) -> Result<JailR
 }
 
 /// `jailer template import NAME PATH [-- COMMAND]`: `command` is recorded
-/// as the default of jails made from it.
+/// as the default of jails made from it. PATH may be a template package
+/// (`template pack`'s `.deb`), whose default command is kept without one.
 pub fn template_import(
     pool: &Pool,
     name: &Name,
     path: &Path,
     command: &[String],
 ) -> Result<TemplateRecord> {
+    if pack::is_deb(path) {
+        return Ok(pack::import_deb(pool, name, path, command)?);
+    }
     Ok(template::import(pool, name, path, command)?)
+}
+
+/// `jailer template pack NAME -o FILE.deb [--version V]`: the template as
+/// a Debian package (see [`crate::pack`]); `progress` gets a line per stage.
+pub fn template_pack(
+    pool: &Pool,
+    name: &Name,
+    out: &Path,
+    version: Option<&str>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Packed> {
+    Ok(pack::pack(pool, name, out, version, progress)?)
 }
 
 /// `jailer template debootstrap NAME`: `progress` is given each line

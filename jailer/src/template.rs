@@ -214,24 +214,38 @@ pub fn import(
             })
         })
     } else if meta.is_file() {
-        // Refuse a non-archive before touching the pool.
-        archive::detect(&abs).map_err(|source| TemplateError::Archive {
-            name: name.clone(),
-            path: abs.clone(),
-            source,
-        })?;
-        create_with(pool, name, source, command, |dst| {
-            archive::unpack(&abs, dst).map_err(|source| TemplateError::Archive {
-                name: name.clone(),
-                path: abs.clone(),
-                source,
-            })
-        })
+        import_archive_as(pool, name, &abs, command, source)
     } else {
         Err(TemplateError::BadSource {
             path: path.to_path_buf(),
         })
     }
+}
+
+/// Imports the tar archive `abs` as template `name`, recording `source` as
+/// where it came from (a template package names itself, not the temporary
+/// file its root archive was read into).
+pub fn import_archive_as(
+    pool: &Pool,
+    name: &Name,
+    abs: &Path,
+    command: Vec<String>,
+    source: String,
+) -> Result<TemplateRecord, TemplateError> {
+    check_command(name, &command)?;
+    // Refuse a non-archive before touching the pool.
+    archive::detect(abs).map_err(|source| TemplateError::Archive {
+        name: name.clone(),
+        path: abs.to_path_buf(),
+        source,
+    })?;
+    create_with(pool, name, source, command, |dst| {
+        archive::unpack(abs, dst).map_err(|source| TemplateError::Archive {
+            name: name.clone(),
+            path: abs.to_path_buf(),
+            source,
+        })
+    })
 }
 
 /// Options of `jailer template debootstrap`.

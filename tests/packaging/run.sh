@@ -40,8 +40,13 @@ work=$(mktemp -d /var/tmp/jailer-pkg-test.XXXXXX)
 pool=$work/pool
 dev_jailer=$repo/target/debug/jailer
 installed=false
+tpl_installed=false
 cleanup() {
     set +e
+    if $tpl_installed; then
+        "$dev_jailer" --root "$pool" rm pkg-j3 >/dev/null 2>&1
+        JAILER_ROOT=$pool dpkg --purge jailer-template-pkg-run >/dev/null 2>&1
+    fi
     if $installed; then dpkg --purge jailer >/dev/null 2>&1; fi
     if mountpoint -q "$pool" 2>/dev/null; then
         "$dev_jailer" --root "$pool" rm --force pkg-j >/dev/null 2>&1
@@ -131,6 +136,34 @@ echo pkg > "$work/tree/etc/hostname"
 umount "$pool"
 out=$(/usr/bin/jailer --root "$pool" init --attach-only)
 echo "$out" | grep -q "re-attached" || fail "init --attach-only after unmount said: $out"
+
+echo "== a template package: jailer template pack, dpkg -i, a jail runs from it, dpkg -r"
+# A template that can run /bin/true: the binary and the libraries it loads.
+rt=$work/runnable
+mkdir -p "$rt/bin" "$rt/etc"
+cp -L /bin/true "$rt/bin/true"
+for lib in $(ldd /bin/true | grep -o '/[^ ]*'); do
+    mkdir -p "$rt$(dirname "$lib")"
+    cp -L "$lib" "$rt$lib"
+done
+/usr/bin/jailer --root "$pool" template import pkg-run "$rt" -- /bin/true >/dev/null
+/usr/bin/jailer --root "$pool" template pack pkg-run -o "$work/tpl.deb" >/dev/null
+/usr/bin/jailer --root "$pool" template rm pkg-run >/dev/null
+JAILER_ROOT=$pool dpkg -i "$work/tpl.deb" >"$work/tpl-install.log" 2>&1 || { cat "$work/tpl-install.log"; fail "dpkg -i of the template package"; }
+tpl_installed=true
+/usr/bin/jailer --root "$pool" template ls | grep -q "^pkg-run " || fail "the template package's postinst did not import pkg-run"
+out=$(/usr/bin/jailer --root "$pool" run --rm pkg-j2 --template pkg-run 2>&1) || fail "a jail of the packaged template: $out"
+# Removal is refused while a jail uses the template, and the package stays.
+/usr/bin/jailer --root "$pool" create pkg-j3 --template pkg-run >/dev/null
+if JAILER_ROOT=$pool dpkg -r jailer-template-pkg-run >"$work/tpl-rm.log" 2>&1; then
+    fail "dpkg -r of a template in use succeeded"
+fi
+grep -q "used by jail(s) pkg-j3" "$work/tpl-rm.log" || { cat "$work/tpl-rm.log"; fail "dpkg -r of a template in use does not say why"; }
+dpkg-query -W -f='${Status}' jailer-template-pkg-run | grep -q "install ok installed" || fail "the template package is not installed after a refused removal"
+/usr/bin/jailer --root "$pool" rm pkg-j3 >/dev/null
+JAILER_ROOT=$pool dpkg -r jailer-template-pkg-run >"$work/tpl-rm.log" 2>&1 || { cat "$work/tpl-rm.log"; fail "dpkg -r of an unused template"; }
+tpl_installed=false
+if /usr/bin/jailer --root "$pool" template ls | grep -q "^pkg-run "; then fail "dpkg -r left template pkg-run"; fi
 
 echo "== dpkg --purge leaves pools, templates and jails"
 dpkg --purge jailer >"$work/purge.log" 2>&1 || { cat "$work/purge.log"; fail "dpkg --purge"; }

@@ -73,7 +73,7 @@ flock -n 9 || fail "another tests/vm/run.sh uses $cache"
 # -- Host packages: the tools copied into the guest, debootstrap, and the
 #    tools this script uses. Installed like tests/run.sh does.
 host_pkgs=(btrfs-progs debootstrap zstd libcap2-bin e2fsprogs util-linux tar
-    findutils iproute2 dash coreutils)
+    findutils iproute2 dash coreutils dnsmasq-base)
 missing=()
 for p in "${host_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2> /dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -224,7 +224,7 @@ put() {
     done
 }
 tools=(sh mkfs.btrfs btrfs losetup mount umount blkid unshare setpriv nsenter
-    mkfs.ext4 mke2fs tar zstd ip getcap setcap find xargs)
+    mkfs.ext4 mke2fs tar zstd ip getcap setcap find xargs dnsmasq)
 for tool in "${tools[@]}"; do
     path=$(command -v "$tool") || fail "$tool is not installed on the host"
     put "$path"
@@ -246,7 +246,7 @@ printf 'root:x:0:\nnogroup:x:65534:\n' > "$stage/etc/group"
 # the guest's kernel must have for the test to tell the filter from a
 # kernel without it.
 mods=(crc32c_generic xxhash_generic blake2b_generic zstd_compress raid6_pq xor libcrc32c btrfs
-    dummy macvlan
+    dummy macvlan veth ipvlan
     virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio virtio_pci virtio_blk
     9pnet 9pnet_virtio netfs fscache 9p
     loop crc16 mbcache jbd2 ext4

@@ -6,6 +6,7 @@
 pub mod bpf;
 pub mod btrfs;
 mod clone3;
+pub mod dhcpsock;
 pub mod fd;
 pub mod fork;
 pub mod inroot;

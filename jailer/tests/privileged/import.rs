@@ -111,7 +111,7 @@ fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), String> {
 }
 
 /// Builds the template tree the brief asks for in `root`.
-fn fixture(root: &Path) -> Result<(), String> {
+pub(crate) fn fixture(root: &Path) -> Result<(), String> {
     let p = |rel: &str| root.join(rel);
     fs::create_dir_all(p("a/b/c")).map_err(e("mkdir a/b/c"))?;
     write(&p("a/b/c/deep.txt"), b"deep\n")?;
@@ -187,7 +187,7 @@ fn expect(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
 }
 
 /// Checks, in a copy or an unpacked archive, every property the fixture was built with.
-fn check_fixture(root: &Path) -> Result<(), String> {
+pub(crate) fn check_fixture(root: &Path) -> Result<(), String> {
     let p = |rel: &str| root.join(rel);
     let m = meta(&p("bin/suid"))?;
     expect(m.is_file() && (m.uid(), m.gid()) == OWNER, || {
