@@ -79,6 +79,9 @@ pub struct Plan {
     /// A maintenance instance's staging directory: a detached read-only
     /// tree, attached at [`INSTALL_DIR`].
     install: Option<OwnedFd>,
+    /// Whether the spec or `exec -e` set `HOME` (else a `--user`'s home
+    /// from the jail's passwd replaces the default `/root`).
+    home_given: bool,
 }
 
 impl std::fmt::Debug for Plan {
@@ -153,6 +156,7 @@ impl Plan {
             ("TERM".to_string(), "xterm".to_string()),
             ("container".to_string(), "jailer".to_string()),
         ];
+        let home_given = spec.env.iter().chain(extra_env).any(|(k, _)| k == "HOME");
         for (k, v) in spec.env.iter().chain(extra_env) {
             env.retain(|(ek, _)| ek != k);
             env.push((k.clone(), v.clone()));
@@ -204,6 +208,7 @@ impl Plan {
             workdir: spec.workdir.as_deref().map(cstr).transpose()?,
             id_count: rec.ids.count,
             install: None,
+            home_given,
         })
     }
 }
@@ -537,7 +542,7 @@ fn setup(
         process::set_parent_death_signal(nix::sys::signal::Signal::SIGKILL),
     )?;
     // 12. exec.
-    Err(plan.exec())
+    Err(plan.exec_as(creds.as_ref()))
 }
 
 /// Attaches the staging tree at [`INSTALL_DIR`], after `pivot_root`: the
@@ -660,11 +665,32 @@ impl Plan {
     /// The command starts with default signal actions and none blocked,
     /// whatever jailer's processes had.
     pub fn exec(&self) -> String {
+        self.exec_as(None)
+    }
+
+    /// [`Plan::exec`] as `user` (the ids already switched to): `HOME` is
+    /// the user's home from the jail's passwd, unless the spec or `-e` set
+    /// it.
+    pub fn exec_as(&self, user: Option<&Creds>) -> String {
         if let Err(e) = process::reset_signals() {
             return crate::error_chain(&e);
         }
         std::env::set_var("PATH", &self.path);
-        let e = nix::unistd::execvpe(&self.argv[0], &self.argv, &self.env).err();
+        let home = user
+            .and_then(|c| c.home.as_deref())
+            .filter(|_| !self.home_given)
+            .and_then(|h| CString::new(format!("HOME={h}")).ok());
+        let env: Vec<CString> = match home {
+            Some(h) => self
+                .env
+                .iter()
+                .filter(|e| !e.as_bytes().starts_with(b"HOME="))
+                .cloned()
+                .chain(std::iter::once(h))
+                .collect(),
+            None => self.env.clone(),
+        };
+        let e = nix::unistd::execvpe(&self.argv[0], &self.argv, &env).err();
         format!(
             "exec {}: {}",
             self.argv[0].to_string_lossy(),
@@ -707,6 +733,8 @@ pub struct Creds {
     pub gid: u32,
     /// Supplementary groups.
     pub groups: Vec<u32>,
+    /// The user's home directory in the jail's passwd (a known user's).
+    pub home: Option<String>,
 }
 
 /// Reads one of the jail's account files (`/etc/passwd`, `/etc/group`)
@@ -772,6 +800,11 @@ fn parse_user(spec: &str, passwd: &str, group: &str, count: u32) -> Result<Creds
     let entry = by_name.or_else(|| {
         num(user).and_then(|u| pw.iter().find(|r| r.len() >= 4 && num(&r[2]) == Some(u)))
     });
+    // Field 6, when the user is in the passwd and it names a directory.
+    let home = entry
+        .and_then(|r| r.get(5))
+        .filter(|h| h.starts_with('/'))
+        .cloned();
     let (uid, mut gid, name) = match (entry, num(user)) {
         (Some(r), _) => {
             let uid = num(&r[2]).ok_or_else(|| {
@@ -827,7 +860,12 @@ fn parse_user(spec: &str, passwd: &str, group: &str, count: u32) -> Result<Creds
             ));
         }
     }
-    Ok(Creds { uid, gid, groups })
+    Ok(Creds {
+        uid,
+        gid,
+        groups,
+        home,
+    })
 }
 
 /// Cuts the capability sets to `keep` (bounding, permitted, effective;
@@ -894,4 +932,30 @@ pub fn restrict(
     )?;
     step("set no_new_privs", process::set_no_new_privs())?;
     step("install the seccomp filter", seccomp::install(filters))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
+                          echod:x:999:999::/var/lib/echod:/usr/sbin/nologin\n\
+                          odd:x:998:998::relative:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nechod:x:999:\nstaff:x:50:echod\n";
+
+    #[test]
+    fn a_known_user_gets_its_home_groups_and_ids() {
+        let c = parse_user("echod", PASSWD, GROUP, 65536).expect("known");
+        assert_eq!((c.uid, c.gid), (999, 999));
+        assert_eq!(c.groups, vec![999, 50]);
+        assert_eq!(c.home.as_deref(), Some("/var/lib/echod"));
+    }
+
+    #[test]
+    fn a_bare_number_or_a_relative_home_gets_no_home() {
+        let c = parse_user("4242", PASSWD, GROUP, 65536).expect("a number");
+        assert_eq!((c.uid, c.gid, c.home), (4242, 0, None));
+        let c = parse_user("odd", PASSWD, GROUP, 65536).expect("known");
+        assert_eq!(c.home, None);
+    }
 }

@@ -408,6 +408,24 @@ fn service() -> Result<(), String> {
     if !up || reply != "hello jail" {
         return Err(format!("echo answered {reply:?} (up: {up})"));
     }
+    // `exec -u` as the service's user gets its home too; root's stays.
+    let home = ok(
+        &root,
+        &[
+            "exec",
+            "-u",
+            "echod",
+            name,
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo $HOME",
+        ],
+    )?;
+    let root_home = ok(&root, &["exec", name, "--", "/bin/sh", "-c", "echo $HOME"])?;
+    if home.trim() != "/nonexistent" || root_home.trim() != "/root" {
+        return Err(format!("HOME: echod {home:?}, root {root_home:?}"));
+    }
     // The cgroup has the package's limit.
     let running = inspect(&root, name)?;
     let paths = &running["runtime"]["cgroup"]["paths"];
@@ -895,15 +913,17 @@ fn user_workdir() -> Result<(), String> {
             "--",
             "/bin/sh",
             "-c",
-            "id -u; id -g; pwd; grep CapEff /proc/self/status",
+            "id -u; id -g; pwd; grep CapEff /proc/self/status; echo \"$HOME\"",
         ],
     )?;
     let lines: Vec<&str> = out.lines().collect();
-    if lines.len() < 4
+    // HOME is the user's, from the jail's passwd.
+    if lines.len() < 5
         || lines[0] != "65534"
         || lines[1] != "65534"
         || lines[2] != "/tmp"
         || !lines[3].ends_with("0000000000000000")
+        || lines[4] != "/nonexistent"
     {
         return Err(format!("run --user nobody --workdir /tmp printed {out:?}"));
     }
