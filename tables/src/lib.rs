@@ -410,7 +410,7 @@ mod tests {
             );
         }
         let spec = spec_json();
-        assert_eq!(spec.as_array().map(Vec::len), Some(6));
+        assert_eq!(spec.as_array().map(Vec::len), Some(7));
         assert_eq!(spec[1]["name"], "jail_processes");
         assert_eq!(spec[1]["columns"][1]["name"], "pid");
         assert_eq!(spec[1]["columns"][1]["options"]["index"], true);
