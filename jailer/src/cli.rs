@@ -90,6 +90,25 @@ pub enum Cmd {
     /// Example: jailer create web --template bookworm --memory 512M --cpus 1.5
     /// --pids 256 --cap-add net_raw --env PORT=8080 -- /usr/bin/python3 -m http.server
     Create(CreateArgs),
+    /// Install or upgrade Debian packages in a stopped jail.
+    ///
+    /// The jail's own dpkg installs them inside the jail, as `create --deb`
+    /// does (its root, its limits and seccomp filter, no service started
+    /// meanwhile); refused while the jail runs. The packages' jail.toml is
+    /// not read: the jail keeps its spec. Example: jailer stop echo &&
+    /// jailer install echo echod_2.0_all.deb && jailer start echo
+    Install {
+        /// The jail.
+        name: String,
+        /// The .deb files.
+        #[arg(required = true, value_name = "FILE.deb")]
+        debs: Vec<PathBuf>,
+        /// A local apt repository for their dependencies (a directory of
+        /// .debs with its Packages index), shown read-only to the jail for
+        /// the install only.
+        #[arg(long, value_name = "DIR")]
+        repo: Option<PathBuf>,
+    },
     /// List jails (broken ones too, with the reason).
     #[command(visible_alias = "list")]
     Ls,
@@ -459,6 +478,32 @@ pub struct CreateArgs {
     /// `start --wait` waits until it gives up.
     #[arg(long, value_name = "POLICY")]
     pub restart: Option<String>,
+    /// Run the command as this user (USER or USER:GROUP, names or numbers)
+    /// of the jail's own /etc/passwd and /etc/group, looked up inside the
+    /// jail at each start. A user other than root holds no capability.
+    /// Default: the jail's root.
+    #[arg(long, short, value_name = "USER")]
+    pub user: Option<String>,
+    /// The directory the command starts in, inside the jail (absolute;
+    /// default /).
+    #[arg(long, short, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Install this Debian package into the jail (repeat for several). The
+    /// jail's own dpkg installs it inside the jail, as the jail's root,
+    /// under its limits and seccomp filter, with no service started
+    /// meanwhile; maintainer scripts never run on the host. A package may
+    /// carry /usr/share/jailer/jail.toml (command, user, limits, ...; see
+    /// docs/packaging.md), read before the install; options given here
+    /// override it. A failed install removes the jail.
+    /// Example: jailer create echo --template bookworm --deb echod_1.0_all.deb
+    #[arg(long = "deb", value_name = "FILE")]
+    pub deb: Vec<PathBuf>,
+    /// With --deb: a local apt repository (a directory of .debs and its
+    /// Packages index, from `dpkg-scanpackages . > Packages`) that the
+    /// jail's apt resolves the packages' dependencies from. Shown to the
+    /// jail read-only, for the install only.
+    #[arg(long, value_name = "DIR", requires = "deb")]
+    pub repo: Option<PathBuf>,
     /// Start it at boot: `jailer start --autostart`, which the
     /// jailer-autostart.service unit runs once the pool is attached, starts
     /// every jail created with this.
@@ -707,6 +752,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Cmd::Completions { shell } => completions(&ctx, shell),
         Cmd::Man { out } => man_pages(&ctx, &out),
         Cmd::Ls => ls(&ctx),
+        Cmd::Install { name, debs, repo } => install(&ctx, &name, debs, repo),
         Cmd::Inspect { name } => inspect(&ctx, &name),
         Cmd::Rm {
             names,
@@ -807,8 +853,27 @@ fn pool_info(ctx: &Ctx) -> Result<ExitCode> {
 }
 
 fn create(ctx: &Ctx, c: CreateArgs) -> Result<ExitCode> {
-    let spec = raw_spec(c).validate().map_err(lifecycle::Error::from)?;
-    let rec = lifecycle::create(&ctx.pool, spec)?;
+    let (spec, req) = create_request(c)?;
+    let rec = match &req {
+        None => lifecycle::create(&ctx.pool, spec)?,
+        Some(req) => {
+            let t = std::time::Instant::now();
+            let mut echo = install_echo();
+            let rec = lifecycle::create_with_packages(
+                &ctx.pool,
+                spec,
+                req,
+                echo.as_mut().map(|e| e as &mut dyn std::io::Write),
+            )?;
+            progress(&format!(
+                "jail {}: {} package(s) installed in {:.1} s",
+                rec.name(),
+                req.debs.len(),
+                t.elapsed().as_secs_f64()
+            ));
+            rec
+        }
+    };
     ctx.print(&rec, || {
         outln!(
             "created jail {} from template {} (host ids {}-{})",
@@ -841,8 +906,83 @@ fn raw_spec(c: CreateArgs) -> RawSpec {
         seccomp_allow: c.seccomp_allow,
         log_size: c.log_size,
         restart: c.restart,
+        user: c.user,
+        workdir: c.workdir,
         autostart: c.autostart,
     }
+}
+
+/// The spec of `create`/`run`, and the packages to install (`--deb`),
+/// whose jail description the spec is made over.
+fn create_request(c: CreateArgs) -> Result<(jailer::spec::JailSpec, Option<lifecycle::Install>)> {
+    if c.deb.is_empty() {
+        return Ok((
+            raw_spec(c).validate().map_err(lifecycle::Error::from)?,
+            None,
+        ));
+    }
+    let req = lifecycle::Install {
+        debs: c.deb.clone(),
+        repo: c.repo.clone(),
+    };
+    let (spec, infos) = lifecycle::packaged_spec(&raw_spec(c), &req)?;
+    let labels: Vec<String> = infos
+        .iter()
+        .zip(&req.debs)
+        .map(|(i, p)| i.label(p))
+        .collect();
+    progress(&format!(
+        "jail {}: installing {} with the jail's own dpkg",
+        spec.name,
+        labels.join(", ")
+    ));
+    Ok((spec, Some(req)))
+}
+
+/// A progress line on stderr, when it is a terminal.
+fn progress(line: &str) {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!("{}", jailer::display::escape(line));
+    }
+}
+
+/// Where a package install's output goes as it comes: stderr, when it is a
+/// terminal.
+fn install_echo() -> Option<std::io::Stderr> {
+    std::io::IsTerminal::is_terminal(&std::io::stderr()).then(std::io::stderr)
+}
+
+fn install(ctx: &Ctx, name: &str, debs: Vec<PathBuf>, repo: Option<PathBuf>) -> Result<ExitCode> {
+    let name = lifecycle::name(name)?;
+    let req = lifecycle::Install { debs, repo };
+    let (infos, _) = jailer::deb::read_all(&req.debs).map_err(lifecycle::Error::from)?;
+    let labels: Vec<String> = infos
+        .iter()
+        .zip(&req.debs)
+        .map(|(i, p)| i.label(p))
+        .collect();
+    progress(&format!(
+        "jail {name}: installing {} with the jail's own dpkg",
+        labels.join(", ")
+    ));
+    let t = std::time::Instant::now();
+    let mut echo = install_echo();
+    let rec = lifecycle::install(
+        &ctx.pool,
+        &name,
+        &req,
+        echo.as_mut().map(|e| e as &mut dyn std::io::Write),
+    )?;
+    ctx.print(&rec, || {
+        outln!(
+            "installed {} into jail {} in {:.1} s",
+            labels.join(", "),
+            rec.name(),
+            t.elapsed().as_secs_f64()
+        );
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints a lifecycle verb's outcome.
@@ -1208,7 +1348,7 @@ fn logs(ctx: &Ctx, n: &str, opts: lifecycle::LogOptions) -> Result<ExitCode> {
 }
 
 fn run_jail(ctx: &Ctx, c: CreateArgs, rm: bool) -> Result<ExitCode> {
-    let spec = raw_spec(c).validate().map_err(lifecycle::Error::from)?;
+    let (spec, req) = create_request(c)?;
     if rm && spec.restart == spec::RestartPolicy::Always {
         return Err(lifecycle::Error::Invalid(
             "run --rm with --restart always would wait forever (only stop ends it): \
@@ -1218,12 +1358,25 @@ fn run_jail(ctx: &Ctx, c: CreateArgs, rm: bool) -> Result<ExitCode> {
         .into());
     }
     let n = spec.name.clone();
-    let rec = lifecycle::run(&ctx.pool, spec, rm)?;
+    // With packages, the command's output begins after the install's.
+    let (rec, from) = match &req {
+        None => (lifecycle::run(&ctx.pool, spec, rm)?, None),
+        Some(req) => {
+            let mut echo = install_echo();
+            lifecycle::run_with_packages(
+                &ctx.pool,
+                spec,
+                req,
+                rm,
+                echo.as_mut().map(|e| e as &mut dyn std::io::Write),
+            )?
+        }
+    };
     if !rm {
         report(ctx, &rec, "started")?;
         return Ok(ExitCode::SUCCESS);
     }
-    let done = wait_echo(ctx, &rec, None)?;
+    let done = wait_echo(ctx, &rec, from)?;
     note_end(&done);
     lifecycle::rm(&ctx.pool, &n, true, std::time::Duration::from_secs(10))?;
     if ctx.json {

@@ -285,7 +285,9 @@ impl RuntimeError {
             RuntimeError::Exec { source, .. } => source.kind(),
             RuntimeError::Unknown { .. } => ErrorKind::NotFound,
             RuntimeError::Illegal { .. } => ErrorKind::IllegalState,
-            RuntimeError::NoCommand { .. } => ErrorKind::Invalid,
+            RuntimeError::NoCommand { .. } | RuntimeError::InstallFailed { .. } => {
+                ErrorKind::Invalid
+            }
             RuntimeError::Net(e) => e.kind(),
             RuntimeError::StopTimeout { .. } | RuntimeError::MonitorBusy { .. } => ErrorKind::Busy,
             other => classify(other),

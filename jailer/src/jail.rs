@@ -144,7 +144,10 @@ fn clear_files(pool: &Pool, name: &Name) -> Result<(), JailError> {
 /// state `creating`, or without its rootfs snapshot yet) or to a removal
 /// that has begun.
 fn is_incomplete(pool: &Pool, r: &JailRecord) -> bool {
-    r.state == State::Creating || !pool.jail_rootfs(r.name()).is_dir() || removing(pool, r.name())
+    r.state == State::Creating
+        || !pool.jail_rootfs(r.name()).is_dir()
+        || removing(pool, r.name())
+        || pool.jail_dir(r.name()).join(FINISHING).exists()
 }
 
 /// `jails/NAME/removing`: left by an `rm` that began deleting the jail, so
@@ -203,6 +206,37 @@ pub fn create_with<H, E: From<JailError>>(
     spec: JailSpec,
     before_snapshot: impl FnOnce(&JailRecord) -> Result<H, E>,
 ) -> Result<(JailRecord, crate::fsutil::Lock, H), E> {
+    create_inner(pool, spec, before_snapshot, None)
+}
+
+/// [`create_with`], running `after_snapshot` once the rootfs is made and
+/// its limit set, with the jail's lock still held and the pool's released
+/// (`create --deb` installs its packages there, which takes seconds: other
+/// creates go on meanwhile). Its error undoes the create like any other:
+/// the snapshot and the record go. While it runs the jail's directory
+/// holds [`FINISHING`], so that a create killed in the hook leaves a jail
+/// `ls` shows as an interrupted create (and the next `create` clears).
+pub fn create_with_then<H, E: From<JailError>>(
+    pool: &Pool,
+    spec: JailSpec,
+    before_snapshot: impl FnOnce(&JailRecord) -> Result<H, E>,
+    after_snapshot: impl FnOnce(&JailRecord) -> Result<(), E>,
+) -> Result<(JailRecord, crate::fsutil::Lock, H), E> {
+    create_inner(pool, spec, before_snapshot, Some(Box::new(after_snapshot)))
+}
+
+/// `jails/NAME/finishing`: a create's last step (a package install) is
+/// under way; the jail is not made until it is gone.
+pub const FINISHING: &str = "finishing";
+
+type After<'a, E> = Box<dyn FnOnce(&JailRecord) -> Result<(), E> + 'a>;
+
+fn create_inner<H, E: From<JailError>>(
+    pool: &Pool,
+    spec: JailSpec,
+    before_snapshot: impl FnOnce(&JailRecord) -> Result<H, E>,
+    after_snapshot: Option<After<'_, E>>,
+) -> Result<(JailRecord, crate::fsutil::Lock, H), E> {
     let (rec, lock, pool_lock, quota) = prepare(pool, spec)?;
     let name = rec.name().clone();
     // The record goes in first, unsynced. The snapshot then commits a btrfs
@@ -260,6 +294,32 @@ pub fn create_with<H, E: From<JailError>>(
             Ok(hooked)
         });
     drop(pool_lock);
+    let result = match after_snapshot {
+        None => result,
+        Some(after) => result.and_then(|h| {
+            let marker = pool.jail_dir(&name).join(FINISHING);
+            std::fs::write(&marker, b"").map_err(|source| {
+                E::from(JailError::Record {
+                    name: name.clone(),
+                    source: FsError::Write {
+                        path: marker.clone(),
+                        source,
+                    },
+                })
+            })?;
+            after(&rec)?;
+            std::fs::remove_file(&marker).map_err(|source| {
+                E::from(JailError::Record {
+                    name: name.clone(),
+                    source: FsError::Write {
+                        path: marker.clone(),
+                        source,
+                    },
+                })
+            })?;
+            Ok(h)
+        }),
+    };
     match result {
         Ok(h) => {
             // Pools made before the reserve get it here (and one spent on a

@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod cgroup;
 pub mod copy;
+pub mod deb;
 pub mod dhcp;
 pub mod display;
 pub mod error;

@@ -13,6 +13,7 @@
 //! that need both (`ls`, `inspect`, `rm`, `run`) are composed here, which is
 //! also what keeps the two modules from importing each other.
 
+use crate::deb::{DebError, DebInfo};
 use crate::error::ErrorKind;
 use crate::jail::{self, JailEntry, JailError};
 use crate::name::{Name, NameError};
@@ -21,7 +22,7 @@ use crate::pool::{self, InitAction, InitOptions, Pool, PoolError, PoolInfo};
 use crate::record::{JailRecord, State, TemplateRecord};
 use crate::runtime::exec::{ExecOptions, ProcessInfo};
 use crate::runtime::{self, console, RuntimeError};
-use crate::spec::{JailSpec, SpecError};
+use crate::spec::{JailSpec, RawSpec, SpecError};
 use crate::template::{self, DebootstrapOptions, TemplateEntry, TemplateError};
 use nix::sys::signal::Signal;
 use std::path::Path;
@@ -45,6 +46,8 @@ pub enum Error {
     #[error(transparent)]
     Spec(Box<SpecError>),
     #[error(transparent)]
+    Deb(Box<DebError>),
+    #[error(transparent)]
     Name(#[from] NameError),
     /// A request that is wrong in itself (a timeout, a signal name).
     #[error("{0}")]
@@ -66,7 +69,8 @@ boxed_from!(
     Template(TemplateError),
     Pack(PackError),
     Pool(PoolError),
-    Spec(SpecError)
+    Spec(SpecError),
+    Deb(DebError)
 );
 
 impl Error {
@@ -79,6 +83,7 @@ impl Error {
             Error::Pack(e) => e.kind(),
             Error::Pool(e) => e.kind(),
             Error::Spec(e) => e.kind(),
+            Error::Deb(e) => e.kind(),
             Error::Name(_) | Error::Invalid(_) => ErrorKind::Invalid,
         }
     }
@@ -131,6 +136,127 @@ pub fn pool_info(pool: &Pool) -> Result<PoolInfo> {
 pub fn create(pool: &Pool, spec: JailSpec) -> Result<JailRecord> {
     let spec = template::with_defaults(pool, spec)?;
     Ok(jail::create(pool, spec)?)
+}
+
+pub use crate::runtime::maintenance::Install;
+
+/// A service jail's spec: the jail description (`jail.toml`) one of the
+/// `.deb` files carries, under what the command line gave (`raw`, which
+/// wins; see [`crate::deb::JailToml::under`]), validated. Reads the
+/// packages on the host as data, running nothing; returns what it read of
+/// each, for progress lines.
+pub fn packaged_spec(raw: &RawSpec, req: &Install) -> Result<(JailSpec, Vec<DebInfo>)> {
+    if req.debs.is_empty() {
+        return Err(Error::Invalid(
+            "no package given: name at least one .deb file with --deb FILE".into(),
+        ));
+    }
+    if let Some(repo) = &req.repo {
+        crate::deb::check_repo(repo)?;
+    }
+    let (infos, toml) = crate::deb::read_all(&req.debs)?;
+    let raw = match &toml {
+        Some(t) => t.under(raw),
+        None => raw.clone(),
+    };
+    Ok((raw.validate()?, infos))
+}
+
+/// `jailer create --deb FILE.. [--repo DIR]`: [`create`], then the
+/// packages installed by the jail's own `dpkg`, inside it (see
+/// [`crate::runtime::maintenance`]). A failed install (an unmet
+/// dependency, a corrupt package, a failing maintainer script) removes the
+/// jail: its snapshot and its record. `echo`: where the install's output
+/// goes as it comes.
+///
+/// The calling process must have one thread: the install's monitor is
+/// forked from it.
+pub fn create_with_packages(
+    pool: &Pool,
+    spec: JailSpec,
+    req: &Install,
+    echo: Option<&mut dyn std::io::Write>,
+) -> Result<JailRecord> {
+    if let Some(repo) = &req.repo {
+        crate::deb::check_repo(repo)?;
+    }
+    for d in &req.debs {
+        crate::deb::read(d)?;
+    }
+    let spec = template::with_defaults(pool, spec)?;
+    pool.ensure_confined()?;
+    runtime::check_net(&spec)?;
+    let (rec, _lock, ()) = jail::create_with_then(
+        pool,
+        spec,
+        |_| Ok::<_, Error>(()),
+        |rec| Ok(runtime::install_new(pool, rec, req, echo)?),
+    )?;
+    Ok(rec)
+}
+
+/// `jailer run --deb FILE..`: [`create_with_packages`], then start. A
+/// start that fails removes the jail when `remove_on_failure` (`--rm`),
+/// and otherwise leaves it created, packages installed. Returns the
+/// started jail and where its command's output begins in the console log
+/// (after the install's).
+///
+/// The calling process must have one thread: the monitors are forked from
+/// it.
+pub fn run_with_packages(
+    pool: &Pool,
+    spec: JailSpec,
+    req: &Install,
+    remove_on_failure: bool,
+    echo: Option<&mut dyn std::io::Write>,
+) -> Result<(JailRecord, Option<console::Position>)> {
+    let spec = template::with_defaults(pool, spec)?;
+    if spec.command.is_empty() {
+        return Err(RuntimeError::NoCommand { name: spec.name }.into());
+    }
+    let name = spec.name.clone();
+    create_with_packages(pool, spec, req, echo)?;
+    let from = runtime::log_position(pool, &name);
+    match runtime::start(pool, &name) {
+        Ok(rec) => Ok((rec, from)),
+        Err(e) => {
+            if remove_on_failure {
+                if let Err(cleanup) = rm(pool, &name, true, Duration::from_secs(10)) {
+                    tracing::warn!(jail = %name, error = %crate::error_chain(&cleanup),
+                        "cannot remove the jail this run created after its start failed");
+                }
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// `jailer install NAME FILE.deb.. [--repo DIR]`: adds or upgrades
+/// packages in a jail that is not running (refused while it runs), the
+/// same way as `create --deb`. A failed install leaves the jail as the
+/// failing `dpkg` left it (`jailer logs` shows the install's output).
+///
+/// The calling process must have one thread: the install's monitor is
+/// forked from it.
+pub fn install(
+    pool: &Pool,
+    name: &Name,
+    req: &Install,
+    echo: Option<&mut dyn std::io::Write>,
+) -> Result<JailRecord> {
+    if req.debs.is_empty() {
+        return Err(Error::Invalid(
+            "no package given: name at least one .deb file".into(),
+        ));
+    }
+    if let Some(repo) = &req.repo {
+        crate::deb::check_repo(repo)?;
+    }
+    let (_, toml) = crate::deb::read_all(&req.debs)?;
+    if toml.is_some() {
+        tracing::info!(jail = %name, "the package's jail.toml is read at create only; the jail keeps its spec");
+    }
+    Ok(runtime::install(pool, name, req, echo)?)
 }
 
 /// `jailer start NAME`: returns once the jail's command is exec'd.

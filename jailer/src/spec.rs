@@ -212,6 +212,10 @@ pub enum SpecError {
     Seccomp { value: String },
     #[error("invalid restart policy {value:?}: use no, on-failure, on-failure:N (N at least 1: at most N restarts in a row) or always")]
     Restart { value: String },
+    #[error("invalid user {value:?}: use USER or USER:GROUP (names or numbers of the jail's own /etc/passwd and /etc/group)")]
+    User { value: String },
+    #[error("invalid working directory {value:?}: give an absolute path from the jail's /")]
+    Workdir { value: String },
     #[error("jail {name} has no command and template {template} records no default one: give it after `--` (jailer create {name} --template {template} -- /bin/sleep infinity), or import the template with one (jailer template import {template} PATH -- COMMAND)")]
     NoCommand { name: Name, template: Name },
 }
@@ -1117,6 +1121,14 @@ pub struct JailSpec {
     /// `--restart`: what the monitor does when the command ends.
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// `--user USER[:GROUP]`: who the command runs as, a user of the
+    /// jail's own `/etc/passwd` resolved inside the jail when it starts
+    /// (`None`: its root). A user other than root holds no capability.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `--workdir DIR`: where the command starts (`None`: `/`).
+    #[serde(default)]
+    pub workdir: Option<String>,
     /// `--autostart`: `jailer start --autostart` (the boot unit
     /// `jailer-autostart.service`) starts it.
     #[serde(default)]
@@ -1145,6 +1157,8 @@ pub struct RawSpec {
     pub seccomp_allow: Vec<String>,
     pub log_size: Option<String>,
     pub restart: Option<String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
     pub autostart: bool,
 }
 
@@ -1273,9 +1287,34 @@ impl RawSpec {
                 .map(str::parse)
                 .transpose()?
                 .unwrap_or_default(),
+            user: self.user.as_deref().map(parse_user).transpose()?,
+            workdir: self.workdir.as_deref().map(parse_workdir).transpose()?,
             autostart: self.autostart,
         })
     }
+}
+
+/// Checks `--user USER[:GROUP]`: one or two non-empty parts (names or
+/// numbers), without NUL or line breaks. Whether the jail has that user is
+/// known only inside it, at start.
+pub fn parse_user(s: &str) -> Result<String, SpecError> {
+    let bad = |p: &str| p.is_empty() || p.contains(['\0', '\n', '\r']);
+    if s.split(':').count() > 2 || s.split(':').any(bad) {
+        return Err(SpecError::User {
+            value: s.to_string(),
+        });
+    }
+    Ok(s.to_string())
+}
+
+/// Checks `--workdir DIR`: an absolute path without NUL.
+pub fn parse_workdir(s: &str) -> Result<String, SpecError> {
+    if !s.starts_with('/') || s.contains('\0') {
+        return Err(SpecError::Workdir {
+            value: s.to_string(),
+        });
+    }
+    Ok(s.to_string())
 }
 
 impl JailSpec {
@@ -1305,6 +1344,55 @@ mod tests {
 
     fn size(s: &str) -> Result<u64, SpecError> {
         parse_size("--memory", s)
+    }
+
+    #[test]
+    fn user_and_workdir_are_checked_at_create() {
+        for good in ["echod", "1000", "www-data:www-data", "0:5"] {
+            assert_eq!(parse_user(good), Ok(good.to_string()));
+        }
+        for bad in ["", ":", "a:", ":b", "a:b:c", "a\nb", "a\0"] {
+            assert!(
+                matches!(parse_user(bad), Err(SpecError::User { .. })),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(parse_workdir("/srv"), Ok("/srv".to_string()));
+        for bad in ["srv", "", "/a\0b"] {
+            assert!(
+                matches!(parse_workdir(bad), Err(SpecError::Workdir { .. })),
+                "{bad:?}"
+            );
+        }
+        let spec = RawSpec {
+            name: "a".into(),
+            template: "t".into(),
+            user: Some("echod".into()),
+            workdir: Some("/var/lib/echod".into()),
+            ..RawSpec::default()
+        }
+        .validate_for(&BIG_HOST)
+        .expect("valid");
+        assert_eq!(spec.user.as_deref(), Some("echod"));
+        assert_eq!(spec.workdir.as_deref(), Some("/var/lib/echod"));
+    }
+
+    #[test]
+    fn records_without_user_or_workdir_read_as_root_in_slash() {
+        let spec = RawSpec {
+            name: "a".into(),
+            template: "t".into(),
+            ..RawSpec::default()
+        }
+        .validate_for(&BIG_HOST)
+        .expect("valid");
+        let mut v = serde_json::to_value(&spec).expect("serializes");
+        let o = v.as_object_mut().expect("an object");
+        o.remove("user");
+        o.remove("workdir");
+        let back: JailSpec = serde_json::from_value(v).expect("an older record reads");
+        assert_eq!(back.user, None);
+        assert_eq!(back.workdir, None);
     }
 
     #[test]

@@ -654,7 +654,7 @@ fn command(plan: &Plan, slave: Option<&OwnedFd>, user: Option<&super::init::Cred
         super::init::restrict(plan.caps(), plan.filters(), user)
     })();
     let msg = match r {
-        Ok(()) => plan.exec(),
+        Ok(()) => plan.exec_as(user),
         Err(m) => m,
     };
     eprintln!("jailer: error: {}", crate::display::escape(&msg));

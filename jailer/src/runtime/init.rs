@@ -51,6 +51,12 @@ const READ_ONLY: &[&str] = &[
     "proc/sys",
     "proc/sysrq-trigger",
 ];
+/// Where a maintenance instance (a package install, see
+/// [`super::maintenance`]) finds the host's staging directory: attached
+/// read-only by init after `pivot_root`, so the mount point is made and
+/// resolved inside the jail's own tree, where a symlink can point nowhere
+/// but into the jail.
+pub const INSTALL_DIR: &str = "/run/jailer-install";
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Everything the child needs, prepared before the clone.
@@ -73,6 +79,12 @@ pub struct Plan {
     /// The network's files (`/etc/resolv.conf`, `/etc/hosts`) and their
     /// contents, written from inside the root after `pivot_root`.
     net_files: Vec<(&'static str, String)>,
+    /// A maintenance instance's staging directory: a detached read-only
+    /// tree, attached at [`INSTALL_DIR`].
+    install: Option<OwnedFd>,
+    /// Whether the spec or `exec -e` set `HOME` (else a `--user`'s home
+    /// from the jail's passwd replaces the default `/root`).
+    home_given: bool,
 }
 
 impl std::fmt::Debug for Plan {
@@ -112,7 +124,10 @@ impl Plan {
             .map(|e| crate::spec::parse_env(e).map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
         let mut plan = Plan::build(rec, rootfs, Some(command), &extra)?;
+        // `exec` runs as root of the jail unless told otherwise, whatever
+        // the jail's command runs as; it starts in / unless given -w.
         plan.user = user.map(str::to_string);
+        plan.workdir = None;
         if let Some(w) = workdir {
             if !w.starts_with('/') {
                 return Err(format!(
@@ -144,6 +159,7 @@ impl Plan {
             ("TERM".to_string(), "xterm".to_string()),
             ("container".to_string(), "jailer".to_string()),
         ];
+        let home_given = spec.env.iter().chain(extra_env).any(|(k, _)| k == "HOME");
         for (k, v) in spec.env.iter().chain(extra_env) {
             env.retain(|(ek, _)| ek != k);
             env.push((k.clone(), v.clone()));
@@ -191,10 +207,12 @@ impl Plan {
             path,
             caps,
             filters,
-            user: None,
-            workdir: None,
+            user: spec.user.clone(),
+            workdir: spec.workdir.as_deref().map(cstr).transpose()?,
             id_count: rec.ids.count,
             net_files: Vec::new(),
+            install: None,
+            home_given,
         })
     }
 
@@ -497,6 +515,10 @@ fn setup(
         "write the network files",
         crate::net::write_jail_files(&plan.net_files),
     )?;
+    // 7c. A maintenance instance: the staging directory, read-only.
+    if let Some(tree) = &plan.install {
+        attach_install(tree.as_fd())?;
+    }
     // 8. stdio: nothing in; out, one pipe for stdout and stderr (kept in
     // the order written), which the monitor copies into the console log:
     // the jail never holds the host's file.
@@ -520,8 +542,21 @@ fn setup(
         }),
     )?;
     drop(cgroup_dir);
-    // 10. Privileges drop here: capabilities, no_new_privs, seccomp.
-    restrict(&plan.caps, &plan.filters, None)?;
+    // 10. Privileges drop here: the user (`--user`, from the jail's own
+    // /etc/passwd, read through its root now), capabilities,
+    // no_new_privs, seccomp; then the working directory, as that user.
+    let creds = plan
+        .user
+        .as_deref()
+        .map(|u| resolve_user(u, plan.id_count))
+        .transpose()?;
+    restrict(&plan.caps, &plan.filters, creds.as_ref())?;
+    if let Some(w) = &plan.workdir {
+        step(
+            &format!("chdir {}", w.to_string_lossy()),
+            nix::unistd::chdir(w.as_c_str()),
+        )?;
+    }
     // 11. Die with the monitor. Set last: every credential change above
     // clears the parent-death signal.
     step(
@@ -529,7 +564,31 @@ fn setup(
         process::set_parent_death_signal(nix::sys::signal::Signal::SIGKILL),
     )?;
     // 12. exec.
-    Err(plan.exec())
+    Err(plan.exec_as(creds.as_ref()))
+}
+
+/// Attaches the staging tree at [`INSTALL_DIR`], after `pivot_root`: the
+/// directory is made (if missing) and opened through the jail's own root,
+/// without following a last symlink.
+fn attach_install(tree: BorrowedFd<'_>) -> Result<(), String> {
+    use nix::fcntl::OFlag;
+    step(
+        &format!("mkdir {INSTALL_DIR}"),
+        std::fs::create_dir_all(INSTALL_DIR),
+    )?;
+    let dir = step(
+        &format!("open {INSTALL_DIR}"),
+        crate::sys::fd::open(
+            INSTALL_DIR,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ),
+    )?;
+    step(
+        &format!("attach the packages at {INSTALL_DIR}"),
+        crate::sys::mountapi::attach_at(tree, dir.as_fd(), Path::new(INSTALL_DIR))
+            .map_err(|e| crate::error_chain(&e)),
+    )
 }
 
 /// A directory of a sysfs mounted just before (never a path the jail's
@@ -628,11 +687,32 @@ impl Plan {
     /// The command starts with default signal actions and none blocked,
     /// whatever jailer's processes had.
     pub fn exec(&self) -> String {
+        self.exec_as(None)
+    }
+
+    /// [`Plan::exec`] as `user` (the ids already switched to): `HOME` is
+    /// the user's home from the jail's passwd, unless the spec or `-e` set
+    /// it.
+    pub fn exec_as(&self, user: Option<&Creds>) -> String {
         if let Err(e) = process::reset_signals() {
             return crate::error_chain(&e);
         }
         std::env::set_var("PATH", &self.path);
-        let e = nix::unistd::execvpe(&self.argv[0], &self.argv, &self.env).err();
+        let home = user
+            .and_then(|c| c.home.as_deref())
+            .filter(|_| !self.home_given)
+            .and_then(|h| CString::new(format!("HOME={h}")).ok());
+        let env: Vec<CString> = match home {
+            Some(h) => self
+                .env
+                .iter()
+                .filter(|e| !e.as_bytes().starts_with(b"HOME="))
+                .cloned()
+                .chain(std::iter::once(h))
+                .collect(),
+            None => self.env.clone(),
+        };
+        let e = nix::unistd::execvpe(&self.argv[0], &self.argv, &env).err();
         format!(
             "exec {}: {}",
             self.argv[0].to_string_lossy(),
@@ -659,6 +739,13 @@ impl Plan {
     pub fn id_count(&self) -> u32 {
         self.id_count
     }
+
+    /// Makes this a maintenance instance's plan: `tree` (a detached,
+    /// read-only tree of the host's staging directory) is attached at
+    /// [`INSTALL_DIR`].
+    pub fn set_install(&mut self, tree: OwnedFd) {
+        self.install = Some(tree);
+    }
 }
 
 /// The ids `jailer exec -u` switches to.
@@ -668,6 +755,8 @@ pub struct Creds {
     pub gid: u32,
     /// Supplementary groups.
     pub groups: Vec<u32>,
+    /// The user's home directory in the jail's passwd (a known user's).
+    pub home: Option<String>,
 }
 
 /// Reads one of the jail's account files (`/etc/passwd`, `/etc/group`)
@@ -733,6 +822,11 @@ fn parse_user(spec: &str, passwd: &str, group: &str, count: u32) -> Result<Creds
     let entry = by_name.or_else(|| {
         num(user).and_then(|u| pw.iter().find(|r| r.len() >= 4 && num(&r[2]) == Some(u)))
     });
+    // Field 6, when the user is in the passwd and it names a directory.
+    let home = entry
+        .and_then(|r| r.get(5))
+        .filter(|h| h.starts_with('/'))
+        .cloned();
     let (uid, mut gid, name) = match (entry, num(user)) {
         (Some(r), _) => {
             let uid = num(&r[2]).ok_or_else(|| {
@@ -788,7 +882,12 @@ fn parse_user(spec: &str, passwd: &str, group: &str, count: u32) -> Result<Creds
             ));
         }
     }
-    Ok(Creds { uid, gid, groups })
+    Ok(Creds {
+        uid,
+        gid,
+        groups,
+        home,
+    })
 }
 
 /// Cuts the capability sets to `keep` (bounding, permitted, effective;
@@ -855,4 +954,30 @@ pub fn restrict(
     )?;
     step("set no_new_privs", process::set_no_new_privs())?;
     step("install the seccomp filter", seccomp::install(filters))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
+                          echod:x:999:999::/var/lib/echod:/usr/sbin/nologin\n\
+                          odd:x:998:998::relative:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nechod:x:999:\nstaff:x:50:echod\n";
+
+    #[test]
+    fn a_known_user_gets_its_home_groups_and_ids() {
+        let c = parse_user("echod", PASSWD, GROUP, 65536).expect("known");
+        assert_eq!((c.uid, c.gid), (999, 999));
+        assert_eq!(c.groups, vec![999, 50]);
+        assert_eq!(c.home.as_deref(), Some("/var/lib/echod"));
+    }
+
+    #[test]
+    fn a_bare_number_or_a_relative_home_gets_no_home() {
+        let c = parse_user("4242", PASSWD, GROUP, 65536).expect("a number");
+        assert_eq!((c.uid, c.gid, c.home), (4242, 0, None));
+        let c = parse_user("odd", PASSWD, GROUP, 65536).expect("known");
+        assert_eq!(c.home, None);
+    }
 }

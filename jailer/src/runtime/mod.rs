@@ -33,6 +33,7 @@ pub mod exec;
 pub mod init;
 mod instance;
 mod logs;
+pub mod maintenance;
 mod monitor;
 
 pub use instance::run_dir;
@@ -116,6 +117,19 @@ pub enum RuntimeError {
     StopTimeout { name: Name, secs: u64 },
     #[error("the monitor of jail {name} has not exited within {secs} s after its jail stopped; try again, or see `jailer logs {name}`")]
     MonitorBusy { name: Name, secs: u64 },
+    #[error("cannot stage the packages for jail {name} at {}", path.display())]
+    Staging {
+        name: Name,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("installing packages into jail {name} failed: the install {how}; its output ended: {output}")]
+    InstallFailed {
+        name: Name,
+        how: String,
+        output: String,
+    },
     #[error("cannot use the runtime directory {} of jail {name}", path.display())]
     RunDir {
         name: Name,
@@ -295,6 +309,52 @@ pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
     let monitor = spawn_monitor(pool, &rec, &mlock)?;
     drop(mlock);
     finish_start(pool, rec, monitor)
+}
+
+/// `jailer install NAME FILE.deb.. [--repo DIR]`: installs or upgrades
+/// packages in an existing jail that is not running, with the jail's own
+/// `dpkg` inside it (see [`maintenance`]). `echo`: where the install's
+/// output goes as it comes (a terminal).
+///
+/// The calling process must have one thread: the monitor is forked from it.
+pub fn install(
+    pool: &Pool,
+    name: &Name,
+    req: &maintenance::Install,
+    echo: Option<&mut dyn std::io::Write>,
+) -> Result<JailRecord, RuntimeError> {
+    pool.ensure_confined()?;
+    let _lock = lock(pool, name)?;
+    let mut rec = read(pool, name)?;
+    reconcile(pool, &mut rec)?;
+    match rec.state {
+        State::Created | State::Stopped => {}
+        s => {
+            return Err(RuntimeError::Illegal {
+                name: name.clone(),
+                state: s,
+                verb: "install packages into",
+                hint:
+                    "; packages go into a stopped jail: `jailer stop` it first, then start it again",
+            })
+        }
+    }
+    check_net(&rec.spec)?;
+    maintenance::install_locked(pool, &rec, req, echo)?;
+    Ok(observe(pool, rec))
+}
+
+/// Installs packages into a jail `create` has just made (its lock held
+/// by the caller).
+pub(crate) fn install_new(
+    pool: &Pool,
+    rec: &JailRecord,
+    req: &maintenance::Install,
+    echo: Option<&mut dyn std::io::Write>,
+) -> Result<(), RuntimeError> {
+    pool.ensure_confined()?;
+    check_net(&rec.spec)?;
+    maintenance::install_locked(pool, rec, req, echo)
 }
 
 /// Refuses a network the runtime cannot make: a jail is never started

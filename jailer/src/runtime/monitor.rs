@@ -71,6 +71,19 @@ pub(crate) fn spawn_monitor(
     rec: &JailRecord,
     monitor_lock: &std::fs::File,
 ) -> Result<Monitor, RuntimeError> {
+    spawn_monitor_with(pool, rec, monitor_lock, None)
+}
+
+/// [`spawn_monitor`], with `install`: a host directory (made by the host,
+/// outside the jail's root) that init attaches read-only at
+/// [`init::INSTALL_DIR`] for a maintenance instance (see
+/// [`super::maintenance`]).
+pub(super) fn spawn_monitor_with(
+    pool: &Pool,
+    rec: &JailRecord,
+    monitor_lock: &std::fs::File,
+    install: Option<&Path>,
+) -> Result<Monitor, RuntimeError> {
     let name = rec.name();
     if rec.spec.command.is_empty() {
         return Err(RuntimeError::NoCommand { name: name.clone() });
@@ -128,7 +141,7 @@ pub(crate) fn spawn_monitor(
                 )
                 .is_ok();
             let code = if wired && closed {
-                monitor_main(pool, rec)
+                monitor_main(pool, rec, install)
             } else {
                 1
             };
@@ -154,8 +167,24 @@ pub(super) const MONITOR_LOCK_FD: i32 = 3;
 pub(crate) fn finish_start(
     pool: &Pool,
     mut rec: JailRecord,
-    mut m: Monitor,
+    m: Monitor,
 ) -> Result<JailRecord, RuntimeError> {
+    let runtime = finish_report(m)?;
+    rec.state = State::Running;
+    rec.runtime = Some(runtime);
+    rec.started_at = Some(record::now());
+    rec.finished_at = None;
+    rec.exit_code = None;
+    rec.oom_killed = false;
+    // The cache only: the monitor recorded the instance before its report.
+    write_cache(pool, &rec);
+    Ok(rec)
+}
+
+/// Tells the monitor the rootfs is ready and reads its report: the
+/// instance's runtime once its command is exec'd, or why it failed. Writes
+/// no record.
+pub(super) fn finish_report(mut m: Monitor) -> Result<Runtime, RuntimeError> {
     let name = m.name.clone();
     if let Some(mut ready) = m.ready.take() {
         let _ = ready.write_all(b"r");
@@ -183,15 +212,7 @@ pub(crate) fn finish_start(
     })?;
     // The monitor now lives on its own; it is reparented when we exit.
     m.detached = true;
-    rec.state = State::Running;
-    rec.runtime = Some(runtime);
-    rec.started_at = Some(record::now());
-    rec.finished_at = None;
-    rec.exit_code = None;
-    rec.oom_killed = false;
-    // The cache only: the monitor recorded the instance before its report.
-    write_cache(pool, &rec);
-    Ok(rec)
+    Ok(runtime)
 }
 
 /// Writes a status line for the CLI to the monitor's stdout and closes it.
@@ -208,7 +229,7 @@ pub(super) fn report(line: &str) {
 /// The monitor, in the forked child. Runs for the jail's whole life: one
 /// instance, or, under a restart policy, one after another until the
 /// policy gives up or `stop` asks it to end.
-pub(super) fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
+pub(super) fn monitor_main(pool: &Pool, rec: &JailRecord, install: Option<&Path>) -> i32 {
     let name = rec.name();
     // Terminal and session signals must not take the jail down.
     for s in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
@@ -228,7 +249,7 @@ pub(super) fn monitor_main(pool: &Pool, rec: &JailRecord) -> i32 {
     let mut instance = new_instance_id();
     loop {
         let first = restarts == 0;
-        let end = match run_instance(pool, rec, &mut log, &instance, restarts) {
+        let end = match run_instance(pool, rec, &mut log, &instance, restarts, install) {
             Ok(end) => end,
             // The first start's failure went to the CLI; a restart's is in
             // the log, and counts as a failed run.
@@ -333,6 +354,7 @@ fn run_instance(
     log: &mut console::LogWriter,
     instance: &str,
     restarts: u32,
+    install: Option<&Path>,
 ) -> Result<InstanceEnd, ()> {
     let name = rec.name();
     let first = restarts == 0;
@@ -365,7 +387,7 @@ fn run_instance(
             return Err(());
         }
     };
-    let (started, net) = match launch(pool, rec, &cg, console_w.as_fd(), first) {
+    let (started, net) = match launch(pool, rec, &cg, console_w.as_fd(), first, install) {
         Ok(s) => s,
         Err(e) => {
             cg.signal_all(Signal::SIGKILL);
@@ -647,15 +669,24 @@ pub(super) fn launch(
     cg: &JailCgroup,
     console: std::os::fd::BorrowedFd<'_>,
     first: bool,
+    install: Option<&Path>,
 ) -> Result<(nix::unistd::Pid, crate::net::JailNet), RuntimeError> {
     let name = rec.name();
     let rootfs = pool.jail_rootfs(name);
-    let plan = init::Plan::new(rec, &rootfs, None)
+    let mut plan = init::Plan::new(rec, &rootfs, None)
         .map(|p| p.with_net_files(&rec.spec))
         .map_err(|e| RuntimeError::StartFailed {
             name: name.clone(),
             message: e,
         })?;
+    if let Some(dir) = install {
+        // A detached bind of the host's staging directory, read-only,
+        // nosuid, nodev, noexec (set here, in the host's namespaces, before
+        // the jail's init can see it), attached by init inside the jail.
+        let tree = mountapi::clone_tree(dir)?;
+        mountapi::restrict_tree(tree.as_fd(), dir)?;
+        plan.set_install(tree);
+    }
     let (parent_sock, child_sock) = nix::sys::socket::socketpair(
         nix::sys::socket::AddressFamily::Unix,
         nix::sys::socket::SockType::SeqPacket,

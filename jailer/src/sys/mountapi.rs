@@ -305,8 +305,29 @@ pub fn new_mount(
 /// Makes the mount whose root `mnt` holds read-only (that mount only, not
 /// those on it). `what` names it in the error.
 pub fn make_read_only(mnt: BorrowedFd<'_>, what: &Path) -> Result<(), MountApiError> {
+    set_attrs(mnt, MOUNT_ATTR_RDONLY, 0, what)
+}
+
+/// Makes every mount of the detached tree `tree` read-only, `nosuid`,
+/// `nodev` and `noexec`: a view of host files that a jail may read and
+/// nothing else (the staging directory of a package install).
+pub fn restrict_tree(tree: BorrowedFd<'_>, what: &Path) -> Result<(), MountApiError> {
+    set_attrs(
+        tree,
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        AT_RECURSIVE,
+        what,
+    )
+}
+
+fn set_attrs(
+    mnt: BorrowedFd<'_>,
+    attr_set: u64,
+    recursive: libc::c_uint,
+    what: &Path,
+) -> Result<(), MountApiError> {
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
+        attr_set,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
@@ -319,7 +340,7 @@ pub fn make_read_only(mnt: BorrowedFd<'_>, what: &Path) -> Result<(), MountApiEr
             libc::SYS_mount_setattr,
             mnt.as_raw_fd(),
             empty.as_ptr(),
-            AT_EMPTY_PATH,
+            AT_EMPTY_PATH | recursive,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )

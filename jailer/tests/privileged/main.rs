@@ -12,6 +12,7 @@ mod btrfs;
 mod cgroup_view;
 mod cli;
 mod cli_polish;
+mod deb;
 mod dhcp;
 mod escape_dev;
 mod escape_disk;
@@ -110,6 +111,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(cgroup_view::trials());
     trials.extend(cli::trials());
     trials.extend(cli_polish::trials());
+    trials.extend(deb::trials());
     trials.extend(dhcp::trials());
     trials.extend(escape_host::trials());
     trials.extend(escape_log::trials());
