@@ -297,6 +297,8 @@ q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
     echo "export HOME=/root"
     echo "export CARGO_MANIFEST_DIR=$(q "$repo/jailer")"
     echo "export JAILER_TEST_ROOTFS=$(q "$rootfs")"
+    # The guest's kernel has ipvlan (loaded above): its tests must run.
+    echo "export JAILER_TEST_NEED_IPVLAN=1"
     echo "rootfs=$(q "$rootfs")"
     echo "bindir=$(q "$bindir")"
     printf 'localize='

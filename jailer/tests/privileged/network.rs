@@ -24,7 +24,7 @@ pub fn trials() -> Vec<Trial> {
         Trial::test("network::net_ipvlan_jail_reaches_the_router", || {
             check(ipvlan())
         })
-        .with_ignored_flag(!kernel_has("CONFIG_IPVLAN")),
+        .with_ignored_flag(crate::dhcp::ipvlan_missing()),
         Trial::test("network::net_none_jail_reaches_nothing_but_lo", || {
             check(none_jail())
         }),
@@ -61,32 +61,6 @@ pub fn trials() -> Vec<Trial> {
             check(net_parent())
         }),
     ]
-}
-
-/// Whether the kernel was built with `option` (from /proc/config.gz;
-/// assumed when the kernel does not publish its config). Under `CI=true`
-/// nothing is assumed away: the test runs and fails.
-fn kernel_has(option: &str) -> bool {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        return true;
-    }
-    let Ok(out) = Command::new("sh")
-        .args(["-c", "zcat /proc/config.gz 2>/dev/null"])
-        .output()
-    else {
-        return true;
-    };
-    let config = String::from_utf8_lossy(&out.stdout);
-    if config.is_empty() {
-        return true;
-    }
-    let has = config
-        .lines()
-        .any(|l| l == format!("{option}=y") || l == format!("{option}=m"));
-    if !has {
-        eprintln!("network: this kernel has no {option}: its test is ignored");
-    }
-    has
 }
 
 /// An ICMP echo to ARGV[0] over a datagram socket (no CAP_NET_RAW needed
