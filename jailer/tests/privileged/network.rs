@@ -348,12 +348,21 @@ fn ipvlan() -> Result<(), String> {
     ping_ok(&root, "net-iv", "10.77.0.1")?;
     // An ipvlan child has its parent's MAC.
     let (mac, addr) = eth0(&root, "net-iv")?;
-    let parent_mac = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", lan.host))
-        .args(["cat", &format!("/sys/class/net/{}/address", lan.parent)])
+    // With `ip` only: the VM guest has no `cat` beside nsenter.
+    let out = Command::new("ip")
+        .args(["-n", &lan.host, "-o", "link", "show", &lan.parent])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let parent_mac = text
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    if !out.status.success() || parent_mac.is_empty() {
+        return Err(format!("ip link show {}: {out:?}", lan.parent));
+    }
     if mac != parent_mac || addr != "10.77.0.20" {
         return Err(format!(
             "ipvlan eth0: mac {mac} (parent {parent_mac}), address {addr:?}"
