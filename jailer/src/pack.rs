@@ -54,6 +54,12 @@ pub enum PackError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot read the package {}", path.display())]
+    ReadDeb {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("{} is not a template package made by `jailer template pack`: {why}", path.display())]
     NotTemplatePackage { path: PathBuf, why: String },
 }
@@ -67,7 +73,9 @@ impl PackError {
                 ErrorKind::Invalid
             }
             PackError::OutputExists { .. } => ErrorKind::Exists,
-            PackError::Read { .. } | PackError::Write { .. } => crate::error::classify(self),
+            PackError::Read { .. } | PackError::Write { .. } | PackError::ReadDeb { .. } => {
+                crate::error::classify(self)
+            }
         }
     }
 }
@@ -592,7 +600,7 @@ pub fn unpack_deb(
         path: deb.to_path_buf(),
         why,
     };
-    let rerr = |source: io::Error| PackError::Write {
+    let rerr = |source: io::Error| PackError::ReadDeb {
         path: deb.to_path_buf(),
         source,
     };
