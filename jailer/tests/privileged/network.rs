@@ -746,7 +746,12 @@ fn unprivileged_ping() -> Result<(), String> {
 fn resolv_symlink() -> Result<(), String> {
     let root = pool()?;
     let lan = Lan::new("rv")?;
-    let canary = format!("/var/tmp/jailer-net-canary-{}", std::process::id());
+    // Under the host's temp directory, which both lanes have (the VM
+    // guest has /tmp but no /var/tmp).
+    let canary = std::env::temp_dir()
+        .join(format!("jailer-net-canary-{}", std::process::id()))
+        .display()
+        .to_string();
     let canary2 = format!("{canary}-hosts");
     std::fs::write(&canary, "host file\n").map_err(|e| e.to_string())?;
     std::fs::write(&canary2, "host file\n").map_err(|e| e.to_string())?;

@@ -985,10 +985,10 @@ fn packages() -> Result<(), String> {
     ok(&root, &["start", name])?;
     // The jail points its status file at a host path: the table reads the
     // jail's file of that name (absent, then the jail's own), never the host's.
-    let host = HostFile(std::path::PathBuf::from(format!(
-        "/var/tmp/jailer-host-status-{}",
-        std::process::id()
-    )));
+    // Under the host's temp directory, which both lanes have (the VM
+    // guest has /tmp but no /var/tmp).
+    let host =
+        HostFile(std::env::temp_dir().join(format!("jailer-host-status-{}", std::process::id())));
     std::fs::write(
         &host.0,
         "Package: hostleak\nVersion: 1\nStatus: install ok installed\n",
@@ -1010,7 +1010,9 @@ fn packages() -> Result<(), String> {
     sh_ok(
         &root,
         name,
-        &format!("mkdir -p /var/tmp && printf 'Package: jailown\\nVersion: 2\\n' > {path}"),
+        &format!(
+            "mkdir -p \"$(dirname {path})\" && printf 'Package: jailown\\nVersion: 2\\n' > {path}"
+        ),
     )?;
     let rows = query(&root, &all)?;
     if rows.len() != 1 || rows[0]["name"] != "jailown" {
