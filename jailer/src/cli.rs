@@ -1405,7 +1405,8 @@ fn ls(ctx: &Ctx) -> Result<ExitCode> {
                     r.map(|r| r.spec.template.to_string()).unwrap_or("-".into()),
                     r.map(|r| r.ids.uid_base.to_string()).unwrap_or("-".into()),
                     r.map(|r| time(r.created_at)).unwrap_or("-".into()),
-                    r.map(net_column).unwrap_or("-".into()),
+                    r.map(|r| net_column(&ctx.pool, r, j.state()))
+                        .unwrap_or("-".into()),
                     detail,
                 ]
             })
@@ -1420,12 +1421,20 @@ fn ls(ctx: &Ctx) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `ls`'s NET: each interface's static address or `dhcp`, `-` for none
-/// (from the spec: `ls` reads no namespace).
-fn net_column(r: &JailRecord) -> String {
-    let s: Vec<String> = jailer::net::summary(r, None)
+/// `ls`'s NET: each interface's static address, or for DHCP the leased
+/// one while the jail runs (`dhcp` otherwise), `-` for none (from the
+/// records: `ls` reads no namespace).
+fn net_column(pool: &jailer::pool::Pool, r: &JailRecord, state: &str) -> String {
+    let leases = match state {
+        "running" | "frozen" => jailer::net::lease::read(&pool.jail_dir(r.name())),
+        _ => Default::default(),
+    };
+    let s: Vec<String> = jailer::net::summary(r, None, &leases)
         .into_iter()
-        .map(|i| i.address)
+        .map(|i| match i.lease {
+            Some(l) => format!("{}/{}", l.lease.address, l.lease.prefix),
+            None => i.address,
+        })
         .collect();
     if s.is_empty() {
         "-".into()
@@ -1450,7 +1459,9 @@ fn inspect(ctx: &Ctx, n: &str) -> Result<ExitCode> {
                 )
             })
             .and_then(|rt| jailer::net::observe(std::path::Path::new("/proc"), rt.init.pid).ok());
-        doc["interfaces"] = serde_json::to_value(jailer::net::summary(&rec, observed.as_deref()))?;
+        let leases = jailer::net::lease::read(&ctx.pool.jail_dir(rec.name()));
+        doc["interfaces"] =
+            serde_json::to_value(jailer::net::summary(&rec, observed.as_deref(), &leases))?;
     }
     print_json(&doc)?;
     Ok(ExitCode::SUCCESS)

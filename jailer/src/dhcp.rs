@@ -133,6 +133,10 @@ pub struct Lease {
     pub t2_secs: u32,
     /// When the request that got this lease was sent.
     pub obtained_at: u64,
+    /// Given back with a RELEASE: no longer the jail's, but still the
+    /// address and server to ask for at the next start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
 }
 
 impl Lease {
@@ -828,6 +832,7 @@ impl Client {
             t1_secs: t1,
             t2_secs: t2,
             obtained_at: sent_at,
+            released: false,
         })
     }
 
@@ -852,7 +857,11 @@ impl Client {
         let trusted = self.trusted_server(prev);
         let mut ignored = Vec::new();
         let started = Instant::now();
-        if let Some(prev) = prev {
+        // INIT-REBOOT only for a lease still held: a released or expired
+        // one is gone from the server's table, and a server that is not
+        // authoritative says nothing to it (a wait for nothing); DISCOVER
+        // asks for the address as a hint instead.
+        if let Some(prev) = prev.filter(|l| !l.released && !l.expired()) {
             let until = (Instant::now() + INIT_REBOOT_WAIT).min(deadline);
             match self.init_reboot(&sock, prev, trusted, until, &mut ignored) {
                 Ok(lease) => return Ok(lease),

@@ -199,7 +199,6 @@ impl crate::net::NetError {
             | N::ParentDown { .. }
             | N::NoDefaultParent { .. }
             | N::MtuTooBig { .. }
-            | N::DhcpUnavailable { .. }
             | N::BadDefaultParent { .. } => ErrorKind::Invalid,
             other => classify(other),
         }

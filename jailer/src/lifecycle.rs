@@ -185,7 +185,6 @@ pub fn create_with_packages(
     }
     let spec = template::with_defaults(pool, spec)?;
     pool.ensure_confined()?;
-    runtime::check_net(&spec)?;
     let (rec, _lock, ()) = jail::create_with_then(
         pool,
         spec,
@@ -451,7 +450,6 @@ pub fn run(pool: &Pool, spec: JailSpec, remove_on_failure: bool) -> Result<JailR
         return Err(RuntimeError::NoCommand { name: spec.name }.into());
     }
     pool.ensure_confined()?;
-    runtime::check_net(&spec)?;
     let name = spec.name.clone();
     let (rec, lock, monitor) = jail::create_with(pool, spec, |rec| {
         let mlock = runtime::claim_monitor_lock(rec)?;

@@ -206,7 +206,7 @@ pub enum SpecError {
     Env { value: String },
     #[error("invalid hostname {value:?}: {why}; a hostname is dot-separated labels of a-z, A-Z, 0-9 and '-' (each 1 to 63 characters, not starting or ending with '-'), at most {max} characters in all (the kernel's limit, see sethostname(2))", max = MAX_HOSTNAME)]
     Hostname { value: String, why: &'static str },
-    #[error("invalid network {value:?}: {why}; use `none`, `macvlan[,parent=IFACE][,mode=bridge|private|vepa|passthru],ip=ADDR/PREFIX[,gateway=ADDR][,mac=MAC][,mtu=N][,dns=ADDR]`, `ipvlan[,parent=IFACE][,mode=l2|l3],ip=...`, `...,dhcp`, or the short forms `ip=ADDR/PREFIX[,gateway=ADDR]` and `dhcp` (see docs/network.md)")]
+    #[error("invalid network {value:?}: {why}; use `none`, `macvlan[,parent=IFACE][,mode=bridge|private|vepa|passthru],ip=ADDR/PREFIX[,gateway=ADDR][,mac=MAC][,mtu=N][,dns=ADDR]`, `ipvlan[,parent=IFACE][,mode=l2|l3],ip=...`, `...,dhcp[=SERVER]`, or the short forms `ip=ADDR/PREFIX[,gateway=ADDR]` and `dhcp[=SERVER]` (see docs/network.md)")]
     Net { value: String, why: String },
     #[error("{value:?} is not refused by the default seccomp filter, so it cannot be allowed; see `jailer create --help`")]
     Seccomp { value: String },
@@ -749,9 +749,14 @@ pub struct NetIface {
     /// `mtu=`; without it the parent's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
-    /// `dns=` servers, written to the jail's `/etc/resolv.conf`.
+    /// `dns=` servers, written to the jail's `/etc/resolv.conf` (with DHCP,
+    /// instead of the lease's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<Ipv4Addr>,
+    /// `dhcp=SERVER`: the only DHCP server whose answers are taken (without
+    /// it, the one that gave the jail its first lease; see `crate::dhcp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp_server: Option<Ipv4Addr>,
 }
 
 impl NetIface {
@@ -826,6 +831,7 @@ impl<'de> Deserialize<'de> for NetSpec {
                     mac: None,
                     mtu: None,
                     dns: Vec::new(),
+                    dhcp_server: None,
                 }],
             },
         })
@@ -857,7 +863,10 @@ impl std::fmt::Display for NetIface {
             write!(f, ",mode={m}")?;
         }
         match &self.address {
-            IfaceAddress::Dhcp => f.write_str(",dhcp")?,
+            IfaceAddress::Dhcp => match self.dhcp_server {
+                Some(s) => write!(f, ",dhcp={s}")?,
+                None => f.write_str(",dhcp")?,
+            },
             IfaceAddress::Static {
                 ip,
                 prefix,
@@ -910,14 +919,16 @@ impl FromStr for NetIface {
             Some("macvlan") => LinkKind::Macvlan,
             Some("ipvlan") => LinkKind::Ipvlan,
             Some("none") => return Err(bad("`none` takes no options")),
-            Some(p) if p == "dhcp" || p.starts_with("ip=") => LinkKind::Macvlan,
+            Some(p) if p == "dhcp" || p.starts_with("dhcp=") || p.starts_with("ip=") => {
+                LinkKind::Macvlan
+            }
             _ => return Err(bad("unknown mode")),
         };
         if matches!(parts.peek().copied(), Some("macvlan" | "ipvlan")) {
             parts.next();
         }
         let (mut parent, mut mode, mut ip, mut gateway, mut dhcp) = (None, None, None, None, false);
-        let (mut mac, mut mtu, mut dns) = (None, None, Vec::new());
+        let (mut mac, mut mtu, mut dns, mut dhcp_server) = (None, None, Vec::new(), None);
         let once = |slot: &Option<String>, key: &str| -> Result<(), SpecError> {
             match slot {
                 Some(_) => Err(bad(&format!("{key}= is given twice"))),
@@ -959,6 +970,27 @@ impl FromStr for NetIface {
                         return Err(bad("dhcp is given twice"));
                     }
                     dhcp = true;
+                }
+                Some(("dhcp", v)) => {
+                    if dhcp {
+                        return Err(bad("dhcp is given twice"));
+                    }
+                    dhcp = true;
+                    let server: Ipv4Addr = v.parse().map_err(|_| {
+                        bad(&format!(
+                            "dhcp server {v:?} is not an IPv4 address (dhcp=SERVER)"
+                        ))
+                    })?;
+                    if server.is_unspecified()
+                        || server.is_loopback()
+                        || server.is_multicast()
+                        || server.is_broadcast()
+                    {
+                        return Err(bad(&format!(
+                            "dhcp server {server} is not a unicast address of the LAN"
+                        )));
+                    }
+                    dhcp_server = Some(server);
                 }
                 _ => return Err(bad(&format!("unknown option {p:?}"))),
             }
@@ -1076,6 +1108,7 @@ impl FromStr for NetIface {
             mac,
             mtu,
             dns,
+            dhcp_server,
         })
     }
 }
@@ -1839,6 +1872,9 @@ mod tests {
             (short.kind, short.parent.as_deref()),
             (LinkKind::Macvlan, None)
         );
+        let named = one("macvlan,parent=eth1,dhcp=192.0.2.1").expect("dhcp=SERVER");
+        assert_eq!(named.dhcp_server, Some(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(named.to_string(), "macvlan,parent=eth1,dhcp=192.0.2.1");
         let short = one("dhcp").expect("short dhcp");
         assert_eq!(short.address, IfaceAddress::Dhcp);
         let two = NetSpec::parse_all(&["ip=192.0.2.7/24", "ipvlan,parent=x,ip=10.0.0.2/8"])
@@ -1863,6 +1899,10 @@ mod tests {
             "macvlan,parent=../x,dhcp",
             "macvlan,parent=eth1,dhcp,gateway=10.0.0.1",
             "macvlan,parent=eth1,dhcp,dhcp",
+            "macvlan,parent=eth1,dhcp=10.0.0.1,dhcp",
+            "macvlan,parent=eth1,dhcp=server",
+            "macvlan,parent=eth1,dhcp=255.255.255.255",
+            "macvlan,parent=eth1,ip=10.0.0.2/24,dhcp=10.0.0.1",
             "macvlan,parent=eth1,parent=eth2,dhcp",
             "macvlan,parent=eth1,mode=l2,dhcp",
             "ipvlan,parent=eth1,mode=bridge,dhcp",

@@ -556,7 +556,8 @@ impl<'a> Ctx<'a> {
                     }
                 }
             });
-            rows.extend(interface_rows(&j, observed.as_deref()));
+            let leases = jailer::net::lease::read(&self.pool.jail_dir(&j.rec.spec.name));
+            rows.extend(interface_rows(&j, observed.as_deref(), &leases));
         }
         Ok(rows)
     }
@@ -700,8 +701,13 @@ impl<'a> Ctx<'a> {
 }
 
 /// The rows of one jail's interfaces: `lo` and each `ethN` of its spec,
-/// filled from `observed` (its network namespace) when it runs.
-fn interface_rows(j: &Jail, observed: Option<&[jailer::net::IfaceState]>) -> Vec<Row> {
+/// filled from `observed` (its network namespace) when it runs, and from
+/// its recorded DHCP `leases`.
+fn interface_rows(
+    j: &Jail,
+    observed: Option<&[jailer::net::IfaceState]>,
+    leases: &jailer::net::lease::Leases,
+) -> Vec<Row> {
     use jailer::spec::LinkKind;
     let spec = &j.rec.spec;
     let find = |name: &str| observed.and_then(|o| o.iter().find(|i| i.name == name));
@@ -761,12 +767,22 @@ fn interface_rows(j: &Jail, observed: Option<&[jailer::net::IfaceState]>) -> Vec
             (None, Some((a, p, _))) if st.is_none() => (a.to_string(), i64::from(p)),
             _ => (String::new(), -1),
         };
+        // A DHCP interface's lease: what it holds while the jail runs.
+        let lease = leases
+            .get(&name)
+            .filter(|_| n.address == IfaceAddress::Dhcp && st.is_some());
         let gateway = n
             .static_ip()
             .and_then(|(_, _, g)| g)
+            .or(lease.and_then(|l| l.gateway))
             .map(|g| g.to_string())
             .unwrap_or_default();
-        let dns: Vec<String> = n.dns.iter().map(|d| d.to_string()).collect();
+        let dns_list = match lease {
+            Some(l) if n.dns.is_empty() => &l.dns,
+            _ => &n.dns,
+        };
+        let dns: Vec<String> = dns_list.iter().map(|d| d.to_string()).collect();
+        let lease_expires = lease.map_or(-1, |l| i64::try_from(l.expires_at()).unwrap_or(i64::MAX));
         let mtu = match st {
             Some(s) => i64::from(s.mtu),
             None => n.mtu.map_or(-1, i64::from),
@@ -787,7 +803,7 @@ fn interface_rows(j: &Jail, observed: Option<&[jailer::net::IfaceState]>) -> Vec
             text(dns.join(",")),
             int(mtu),
             int(i64::from(n.address == IfaceAddress::Dhcp)),
-            int(-1),
+            int(lease_expires),
         ];
         row.extend(counters(st));
         rows.push(row);

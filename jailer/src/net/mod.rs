@@ -19,9 +19,16 @@
 //!   link. When the instance ends, the monitor deletes the links through
 //!   that socket (which holds the namespace alive until then), so nothing
 //!   is left on the parent once `stop` returns.
+//! - DHCP interfaces ([`lease`]): once their links are up, the monitor
+//!   obtains each lease from a thread in the jail's namespace, configures
+//!   it, and keeps it on a thread per interface for the instance's life;
+//!   at its end the leases are released before the links go.
 //! - init writes `/etc/resolv.conf` and `/etc/hosts` from inside the jail's
-//!   root after `pivot_root` ([`write_jail_files`]).
+//!   root after `pivot_root` ([`write_jail_files`]), as the monitor sends
+//!   them with the word to go on ([`net_files`]: the spec's `dns=` or the
+//!   leases' servers, the first address).
 
+pub mod lease;
 pub mod rtnl;
 
 use crate::name::Name;
@@ -72,8 +79,13 @@ pub enum NetError {
         parent: String,
         other: String,
     },
-    #[error("jail {name}: {iface} asks for DHCP, which this version of jailer cannot do yet; recreate the jail with a static address (ip=ADDR/PREFIX) until it can")]
-    DhcpUnavailable { name: Name, iface: String },
+    #[error("jail {name}: {iface} got no DHCP lease")]
+    Dhcp {
+        name: Name,
+        iface: String,
+        #[source]
+        source: Box<crate::dhcp::DhcpError>,
+    },
     #[error("{parent} cannot be the default parent of jails: it is not a network interface of this host (`ip link` lists them)")]
     BadDefaultParent { parent: String },
     #[error("cannot {what}")]
@@ -336,23 +348,6 @@ fn check_pool(pool: &Pool, spec: &JailSpec, jail_id: &str) -> Result<(), NetErro
     Ok(())
 }
 
-/// Refuses what this version cannot set up: DHCP (the lease client is not
-/// there yet). Checked at start, before anything is made.
-pub fn check_supported(spec: &JailSpec) -> Result<(), NetError> {
-    match spec
-        .net
-        .interfaces
-        .iter()
-        .position(|n| n.address == IfaceAddress::Dhcp)
-    {
-        Some(i) => Err(NetError::DhcpUnavailable {
-            name: spec.name.clone(),
-            iface: iface_name(i),
-        }),
-        None => Ok(()),
-    }
-}
-
 fn child_kind(n: &NetIface) -> ChildKind {
     match (n.kind, n.mode()) {
         (LinkKind::Ipvlan, LinkMode::L3) => ChildKind::Ipvlan(IpvlanMode::L3),
@@ -373,6 +368,15 @@ pub struct JailNet {
     /// to make or remove there).
     jail: Option<Rtnl>,
     links: Vec<u32>,
+    /// The jail's network namespace (for the DHCP threads); none for
+    /// `--net none`.
+    netns: Option<OwnedFd>,
+    /// The DHCP interfaces, whose leases [`JailNet::obtain_leases`] gets.
+    dhcp: Vec<lease::DhcpIface>,
+    /// Whether the namespace has its default route (from a static gateway).
+    routed: bool,
+    /// The threads keeping the leases ([`JailNet::keep_leases`]).
+    keepers: Option<lease::Keepers>,
 }
 
 impl JailNet {
@@ -426,22 +430,111 @@ impl JailNet {
         if let Err(e) = written {
             tracing::warn!(jail = %name, error = %e, "cannot set net.ipv4.ping_group_range: ping needs CAP_NET_RAW in this jail");
         }
-        if spec.net.is_none() {
-            return Ok(JailNet {
-                jail: None,
-                links: Vec::new(),
-            });
-        }
-        let mut jail = Rtnl::open_here_in(netns.as_fd(), home.as_fd())
-            .map_err(step("the namespace", "open a netlink socket in it"))?;
-        let mut links = Vec::new();
-        let made = make_links(rec, netns.as_fd(), &mut jail, &mut links);
-        // On an error, its drop deletes the links made so far.
-        let net = JailNet {
-            jail: Some(jail),
-            links,
+        let mut net = JailNet {
+            jail: None,
+            links: Vec::new(),
+            netns: None,
+            dhcp: Vec::new(),
+            routed: false,
+            keepers: None,
         };
-        made.map(|()| net)
+        if spec.net.is_none() {
+            return Ok(net);
+        }
+        net.jail = Some(
+            Rtnl::open_here_in(netns.as_fd(), home.as_fd())
+                .map_err(step("the namespace", "open a netlink socket in it"))?,
+        );
+        net.netns = Some(netns);
+        // On an error, its drop deletes the links made so far.
+        make_links(rec, &mut net)?;
+        Ok(net)
+    }
+
+    /// Obtains the lease of each DHCP interface (asking for the one in
+    /// `prev` again, from its server) and configures it: the address, and
+    /// the default route on the first with a router when no static gateway
+    /// gave one. On an error nothing is released (the drop deletes the
+    /// links; a lease not configured is the server's to expire).
+    pub fn obtain_leases(
+        &mut self,
+        rec: &JailRecord,
+        prev: &lease::Leases,
+    ) -> Result<(), NetError> {
+        let (Some(jail), Some(netns)) = (self.jail.as_mut(), self.netns.as_ref()) else {
+            return Ok(());
+        };
+        for d in &mut self.dhcp {
+            let route = !self.routed;
+            lease::obtain(d, netns.as_fd(), jail, prev.get(&d.iface), route).map_err(|source| {
+                NetError::Dhcp {
+                    name: rec.name().clone(),
+                    iface: d.iface.clone(),
+                    source: Box::new(source),
+                }
+            })?;
+            self.routed |= d.routes;
+        }
+        Ok(())
+    }
+
+    /// The leases obtained, by interface.
+    pub fn leases(&self) -> lease::Leases {
+        self.dhcp
+            .iter()
+            .filter_map(|d| Some((d.iface.clone(), d.lease.clone()?)))
+            .collect()
+    }
+
+    /// Records the leases obtained in the jail's directory and keeps them
+    /// (a thread per interface) until the instance ends. A failure is
+    /// logged: the leases hold until they run out.
+    pub fn keep_leases(&mut self, pool: &Pool, rec: &JailRecord) {
+        let Some(netns) = self.netns.as_ref() else {
+            return;
+        };
+        if self.dhcp.is_empty() {
+            return;
+        }
+        let name = rec.name();
+        match lease::keep(
+            pool,
+            name.as_str(),
+            &pool.jail_dir(name),
+            netns,
+            &mut self.dhcp,
+        ) {
+            Ok(k) => self.keepers = Some(k),
+            Err(e) => tracing::warn!(jail = %name, error = %e, "cannot keep the DHCP leases"),
+        }
+    }
+
+    /// Ends the lease keepers: each releases its lease. Returns the leases
+    /// released. Then this process has one thread again (waited for), so
+    /// that the monitor can fork.
+    pub fn release_leases(&mut self) -> Vec<(String, crate::dhcp::Lease)> {
+        let released = match (self.keepers.take(), self.netns.as_ref()) {
+            (Some(k), _) => k.release(),
+            // Obtained, never kept (the start failed after): given back.
+            (None, Some(netns)) if self.dhcp.iter().any(|d| d.lease.is_some()) => {
+                let mut out = Vec::new();
+                for d in &mut self.dhcp {
+                    if let Some(l) = d.lease.take() {
+                        if crate::dhcp::release_in(netns.as_fd(), &d.client, &l).is_ok() {
+                            out.push((d.iface.clone(), l));
+                        }
+                    }
+                }
+                out
+            }
+            _ => return Vec::new(),
+        };
+        let settled = crate::sys::fork::ProcSelf::open(std::path::Path::new("/proc"))
+            .is_ok_and(|me| me.wait_single(std::time::Duration::from_secs(2)));
+        if !settled {
+            tracing::warn!("a DHCP thread is still there after its join");
+        }
+        released
     }
 
     /// The socket in the jail's namespace (the DHCP client's way in);
@@ -463,6 +556,7 @@ impl JailNet {
     /// caller must have one thread (the fork checks it).
     pub fn teardown_forked(mut self, proc: &std::path::Path) -> Teardown {
         use crate::sys::fork::{self, Forked, ProcSelf};
+        self.release_leases();
         if self.links.is_empty() {
             return Teardown { child: None };
         }
@@ -487,6 +581,8 @@ impl JailNet {
     }
 
     fn delete(&mut self) -> Result<(), NetError> {
+        // Released while the links are there to send from.
+        self.release_leases();
         let mut first = None;
         let Some(jail) = self.jail.as_mut() else {
             return Ok(());
@@ -540,15 +636,16 @@ impl Drop for JailNet {
     }
 }
 
-/// Makes each interface of `rec`'s spec in the namespace `netns`, over the
-/// host's rtnetlink and `jail` (a socket in that namespace), pushing each
-/// link made onto `links` as soon as it exists.
-fn make_links(
-    rec: &JailRecord,
-    netns: std::os::fd::BorrowedFd<'_>,
-    jail: &mut Rtnl,
-    links: &mut Vec<u32>,
-) -> Result<(), NetError> {
+/// Makes each interface of `rec`'s spec in `net`'s namespace, over the
+/// host's rtnetlink and `net`'s socket in that namespace, pushing each
+/// link made onto its links as soon as it exists, and each DHCP interface
+/// onto its `dhcp` (its lease is [`JailNet::obtain_leases`]' work).
+fn make_links(rec: &JailRecord, net: &mut JailNet) -> Result<(), NetError> {
+    let (Some(jail), Some(netns)) = (net.jail.as_mut(), net.netns.as_ref()) else {
+        return Ok(());
+    };
+    let netns = netns.as_fd();
+    let links = &mut net.links;
     let name = rec.name();
     let spec = &rec.spec;
     let step = |iface: &str, step: &str| {
@@ -561,8 +658,6 @@ fn make_links(
         }
     };
     let mut host = Rtnl::open().map_err(step("the host", "open a netlink socket"))?;
-    // One default route: the first interface with a gateway.
-    let mut routed = false;
     for (i, n) in spec.net.interfaces.iter().enumerate() {
         let iface = iface_name(i);
         let parent = parent_of(spec, i, n)?;
@@ -617,31 +712,69 @@ fn make_links(
         }
         jail.set_up(link.index)
             .map_err(step(&iface, "bring it up"))?;
-        // One default route: the first interface with a gateway.
+        // One default route: the first static gateway (else the first
+        // lease's router).
         if let Some((_, _, Some(gw))) = n.static_ip() {
-            if !routed {
+            if !net.routed {
                 jail.add_default_route(link.index, gw)
                     .map_err(step(&iface, &format!("add the default route via {gw}")))?;
-                routed = true;
+                net.routed = true;
             }
+        }
+        if n.address == IfaceAddress::Dhcp {
+            // Its own MAC (an ipvlan child has its parent's).
+            let mac = link.mac.ok_or_else(|| {
+                step(&iface, "read its MAC")(std::io::Error::from_raw_os_error(libc::ENODATA))
+            })?;
+            let client = lease::client(
+                &rec.id,
+                &spec.hostname,
+                &iface,
+                link.index,
+                mac,
+                n.dhcp_server,
+            )
+            .map_err(|source| NetError::Dhcp {
+                name: name.clone(),
+                iface: iface.clone(),
+                source: Box::new(source),
+            })?;
+            net.dhcp.push(lease::DhcpIface {
+                iface: iface.clone(),
+                index: link.index,
+                client,
+                lease: None,
+                routes: false,
+            });
         }
     }
     Ok(())
 }
 
-/// `/etc/resolv.conf` for the jail: its `dns=` servers (none: `None`,
-/// the file is left as the template has it).
-pub fn resolv_conf(spec: &NetSpec) -> Option<String> {
+/// `/etc/resolv.conf` for the jail: each interface's `dns=` servers, or
+/// for a DHCP interface without them its lease's (none at all: `None`, the
+/// file is left as the template has it). At most three, as the resolver
+/// reads.
+pub fn resolv_conf(spec: &NetSpec, leases: &lease::Leases) -> Option<String> {
     let mut servers: Vec<Ipv4Addr> = Vec::new();
-    for d in spec.interfaces.iter().flat_map(|n| &n.dns) {
-        if !servers.contains(d) {
-            servers.push(*d);
+    let mut from_dhcp = false;
+    for (i, n) in spec.interfaces.iter().enumerate() {
+        let leased = leases.get(&iface_name(i)).filter(|_| n.dns.is_empty());
+        from_dhcp |= leased.is_some_and(|l| !l.dns.is_empty());
+        for d in leased.map_or(&n.dns, |l| &l.dns) {
+            if !servers.contains(d) {
+                servers.push(*d);
+            }
         }
     }
     if servers.is_empty() {
         return None;
     }
-    let mut s = String::from("# written by jailer from the jail's --net dns=\n");
+    let mut s = String::from(if from_dhcp {
+        "# written by jailer from the jail's --net dns= and DHCP leases\n"
+    } else {
+        "# written by jailer from the jail's --net dns=\n"
+    });
     for d in servers.iter().take(3) {
         s.push_str(&format!("nameserver {d}\n"));
     }
@@ -649,8 +782,8 @@ pub fn resolv_conf(spec: &NetSpec) -> Option<String> {
 }
 
 /// `/etc/hosts` for a jail with interfaces: localhost, and its hostname on
-/// its first static address (else on 127.0.1.1, as Debian does).
-pub fn hosts(spec: &JailSpec) -> Option<String> {
+/// its first address, static or leased (else on 127.0.1.1, as Debian does).
+pub fn hosts(spec: &JailSpec, leases: &lease::Leases) -> Option<String> {
     if spec.net.is_none() {
         return None;
     }
@@ -658,7 +791,12 @@ pub fn hosts(spec: &JailSpec) -> Option<String> {
         .net
         .interfaces
         .iter()
-        .find_map(|n| n.static_ip().map(|(ip, _, _)| ip))
+        .enumerate()
+        .find_map(|(i, n)| {
+            n.static_ip()
+                .map(|(ip, _, _)| ip)
+                .or_else(|| leases.get(&iface_name(i)).map(|l| l.address))
+        })
         .unwrap_or(Ipv4Addr::new(127, 0, 1, 1));
     Some(format!(
         "# written by jailer\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{own}\t{}\n",
@@ -666,11 +804,23 @@ pub fn hosts(spec: &JailSpec) -> Option<String> {
     ))
 }
 
+/// The files the jail's init writes for its network: `(path, content)`.
+pub fn net_files(spec: &JailSpec, leases: &lease::Leases) -> Vec<(&'static str, String)> {
+    let mut files = Vec::new();
+    if let Some(r) = resolv_conf(&spec.net, leases) {
+        files.push(("/etc/resolv.conf", r));
+    }
+    if let Some(h) = hosts(spec, leases) {
+        files.push(("/etc/hosts", h));
+    }
+    files
+}
+
 /// Writes the jail's network files, from inside the jail's root (init,
 /// after `pivot_root`: every path resolves in the jail's own tree). The
 /// last component is never followed: a symlink, FIFO or device the jail
 /// put there is replaced by a regular file.
-pub fn write_jail_files(files: &[(&str, String)]) -> Result<(), String> {
+pub fn write_jail_files(files: &[(String, String)]) -> Result<(), String> {
     for (path, content) in files {
         crate::sys::net::write_jail_file(path, content.as_bytes())
             .map_err(|e| format!("write {path}: {e}"))?;
@@ -737,11 +887,22 @@ pub struct IfaceSummary {
     pub gateway: Option<Ipv4Addr>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<Ipv4Addr>,
+    /// `dhcp=SERVER`: the only server believed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dhcp_server: Option<Ipv4Addr>,
+    /// A DHCP interface's recorded lease (kept after stop: the address and
+    /// server the next start asks for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<lease::LeaseView>,
 }
 
 /// The interfaces of `rec`, filled from `observed` (see [`observe`]) when
-/// the jail runs.
-pub fn summary(rec: &JailRecord, observed: Option<&[IfaceState]>) -> Vec<IfaceSummary> {
+/// the jail runs, and from its recorded `leases`.
+pub fn summary(
+    rec: &JailRecord,
+    observed: Option<&[IfaceState]>,
+    leases: &lease::Leases,
+) -> Vec<IfaceSummary> {
     rec.spec
         .net
         .interfaces
@@ -751,6 +912,10 @@ pub fn summary(rec: &JailRecord, observed: Option<&[IfaceState]>) -> Vec<IfaceSu
             let name = iface_name(i);
             let st = observed.and_then(|o| o.iter().find(|s| s.name == name));
             let held = st.and_then(|s| s.addresses.first().copied());
+            let lease = match n.address {
+                IfaceAddress::Dhcp => leases.get(&name),
+                IfaceAddress::Static { .. } => None,
+            };
             let address = match (held, &n.address) {
                 (Some((a, p)), _) => format!("{a}/{p}"),
                 (None, IfaceAddress::Static { ip, prefix, .. }) => format!("{ip}/{prefix}"),
@@ -765,8 +930,16 @@ pub fn summary(rec: &JailRecord, observed: Option<&[IfaceState]>) -> Vec<IfaceSu
                 parent: n.parent.clone(),
                 mode: n.mode(),
                 address,
-                gateway: n.static_ip().and_then(|(_, _, g)| g),
-                dns: n.dns.clone(),
+                gateway: n
+                    .static_ip()
+                    .and_then(|(_, _, g)| g)
+                    .or(lease.and_then(|l| l.gateway)),
+                dns: match lease {
+                    Some(l) if n.dns.is_empty() => l.dns.clone(),
+                    _ => n.dns.clone(),
+                },
+                dhcp_server: n.dhcp_server,
+                lease: lease.map(lease::LeaseView::from),
                 name,
             }
         })
@@ -801,13 +974,57 @@ mod tests {
         };
         let spec = raw.validate().expect("valid");
         assert_eq!(
-            resolv_conf(&spec.net).expect("servers"),
+            resolv_conf(&spec.net, &lease::Leases::new()).expect("servers"),
             "# written by jailer from the jail's --net dns=\nnameserver 192.0.2.1\nnameserver 192.0.2.2\n"
         );
-        assert!(hosts(&spec).expect("hosts").contains("192.0.2.5\tweb\n"));
+        assert!(hosts(&spec, &lease::Leases::new())
+            .expect("hosts")
+            .contains("192.0.2.5\tweb\n"));
         raw.net = vec![];
         let none = raw.validate().expect("valid");
-        assert_eq!(resolv_conf(&none.net), None);
-        assert_eq!(hosts(&none), None, "a none jail keeps its template's files");
+        assert_eq!(resolv_conf(&none.net, &lease::Leases::new()), None);
+        assert_eq!(
+            hosts(&none, &lease::Leases::new()),
+            None,
+            "a none jail keeps its template's files"
+        );
+    }
+
+    #[test]
+    fn a_lease_gives_dns_and_the_hosts_address_unless_dns_is_given() {
+        let lease = crate::dhcp::Lease {
+            address: Ipv4Addr::new(10, 9, 0, 50),
+            prefix: 24,
+            gateway: Some(Ipv4Addr::new(10, 9, 0, 1)),
+            dns: vec![Ipv4Addr::new(10, 9, 0, 53)],
+            server: Ipv4Addr::new(10, 9, 0, 1),
+            server_mac: None,
+            lease_secs: 120,
+            t1_secs: 60,
+            t2_secs: 105,
+            obtained_at: 1_000,
+            released: false,
+        };
+        let leases: lease::Leases = [("eth0".to_string(), lease)].into_iter().collect();
+        let mut raw = crate::spec::RawSpec {
+            name: "web".into(),
+            template: "t".into(),
+            net: vec!["macvlan,parent=x,dhcp".into()],
+            ..Default::default()
+        };
+        let spec = raw.validate().expect("valid");
+        let files = net_files(&spec, &leases);
+        assert_eq!(files.len(), 2);
+        assert!(files[0].1.contains("nameserver 10.9.0.53\n"));
+        assert!(files[1].1.contains("10.9.0.50\tweb\n"));
+        // Before a lease: the hostname on 127.0.1.1, the template's resolver.
+        let files = net_files(&spec, &lease::Leases::new());
+        assert_eq!(files.len(), 1);
+        assert!(files[0].1.contains("127.0.1.1\tweb\n"));
+        // dns= wins over the lease's.
+        raw.net = vec!["macvlan,parent=x,dhcp,dns=192.0.2.53".into()];
+        let spec = raw.validate().expect("valid");
+        let r = resolv_conf(&spec.net, &leases).expect("servers");
+        assert!(r.contains("nameserver 192.0.2.53\n") && !r.contains("10.9.0.53"));
     }
 }

@@ -379,6 +379,18 @@ impl Rtnl {
         .map(drop)
     }
 
+    /// Removes `ip/prefix` from the link `index` (and with it the routes
+    /// that needed it).
+    pub fn del_address(&mut self, index: u32, ip: Ipv4Addr, prefix: u8) -> std::io::Result<()> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.prefix_len = prefix;
+        msg.header.index = index;
+        msg.attributes = vec![AddressAttribute::Local(IpAddr::V4(ip))];
+        self.request(RouteNetlinkMessage::DelAddress(msg), NLM_F_ACK)
+            .map(drop)
+    }
+
     /// Adds the IPv4 default route through `gateway` on the link `index`.
     pub fn add_default_route(&mut self, index: u32, gateway: Ipv4Addr) -> std::io::Result<()> {
         let mut msg = RouteMessage::default();

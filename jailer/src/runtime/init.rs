@@ -76,9 +76,6 @@ pub struct Plan {
     /// How many ids the jail's user namespace maps (ids at or above are
     /// not the jail's).
     id_count: u32,
-    /// The network's files (`/etc/resolv.conf`, `/etc/hosts`) and their
-    /// contents, written from inside the root after `pivot_root`.
-    net_files: Vec<(&'static str, String)>,
     /// A maintenance instance's staging directory: a detached read-only
     /// tree, attached at [`INSTALL_DIR`].
     install: Option<OwnedFd>,
@@ -210,22 +207,9 @@ impl Plan {
             user: spec.user.clone(),
             workdir: spec.workdir.as_deref().map(cstr).transpose()?,
             id_count: rec.ids.count,
-            net_files: Vec::new(),
             install: None,
             home_given,
         })
-    }
-
-    /// The plan of a jail's init with the files its network asks for
-    /// (none for `--net none`: the template's stay).
-    pub fn with_net_files(mut self, spec: &crate::spec::JailSpec) -> Plan {
-        if let Some(r) = crate::net::resolv_conf(&spec.net) {
-            self.net_files.push(("/etc/resolv.conf", r));
-        }
-        if let Some(h) = crate::net::hosts(spec) {
-            self.net_files.push(("/etc/hosts", h));
-        }
-        self
     }
 }
 
@@ -303,14 +287,38 @@ pub fn spawn(
     result
 }
 
+/// The largest go message: `g` and the network's files (a resolver and a
+/// hosts file of a few lines each).
+const GO_MAX: usize = 16 << 10;
+
 /// Tells the child to go on (its ids are mapped), handing it the idmapped
-/// rootfs tree.
-pub fn send_go(sock: &OwnedFd, tree: BorrowedFd<'_>) -> nix::Result<()> {
+/// rootfs tree and the network's files (`/etc/resolv.conf`, `/etc/hosts`;
+/// made once the leases are known), which it writes from inside the root
+/// after `pivot_root`. One datagram: `g`, then per file its path, NUL, its
+/// content, NUL.
+pub fn send_go(
+    sock: &OwnedFd,
+    tree: BorrowedFd<'_>,
+    files: &[(&'static str, String)],
+) -> nix::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let mut msg = b"g".to_vec();
+    for (path, content) in files {
+        for part in [path.as_bytes(), content.as_bytes()] {
+            if part.contains(&0) {
+                return Err(nix::Error::EINVAL);
+            }
+            msg.extend_from_slice(part);
+            msg.push(0);
+        }
+    }
+    if msg.len() >= GO_MAX {
+        return Err(nix::Error::EMSGSIZE);
+    }
     let fds = [tree.as_raw_fd()];
     sendmsg::<()>(
         sock.as_raw_fd(),
-        &[IoSlice::new(b"g")],
+        &[IoSlice::new(&msg)],
         &[ControlMessage::ScmRights(&fds)],
         MsgFlags::empty(),
         None,
@@ -318,13 +326,30 @@ pub fn send_go(sock: &OwnedFd, tree: BorrowedFd<'_>) -> nix::Result<()> {
     Ok(())
 }
 
-fn recv_go(sock: BorrowedFd<'_>) -> Result<OwnedFd, String> {
-    let mut buf = [0u8; 1];
-    let (_, fds) = process::recv_with_fds(sock, &mut buf)
+/// The network's files, as [`send_go`] sent them.
+type NetFiles = Vec<(String, String)>;
+
+fn recv_go(sock: BorrowedFd<'_>) -> Result<(OwnedFd, NetFiles), String> {
+    let mut buf = vec![0u8; GO_MAX];
+    let (n, fds) = process::recv_with_fds(sock, &mut buf)
         .map_err(|e| format!("waiting for the monitor: {e}"))?;
-    fds.into_iter()
+    let tree = fds
+        .into_iter()
         .next()
-        .ok_or_else(|| "the monitor sent no rootfs".into())
+        .ok_or_else(|| "the monitor sent no rootfs".to_string())?;
+    let body = buf
+        .get(..n)
+        .and_then(|b| b.strip_prefix(b"g"))
+        .ok_or_else(|| "the monitor's word to go on is malformed".to_string())?;
+    let mut parts = body.split(|b| *b == 0);
+    let mut files = Vec::new();
+    while let (Some(path), Some(content)) = (parts.next(), parts.next()) {
+        files.push((
+            String::from_utf8_lossy(path).into_owned(),
+            String::from_utf8_lossy(content).into_owned(),
+        ));
+    }
+    Ok((tree, files))
 }
 
 fn step<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> Result<T, String> {
@@ -379,7 +404,7 @@ fn setup(
     if let Some(entry) = entry {
         step("enter the jail's cgroup", entry.enter())?;
     }
-    let tree = recv_go(sock)?;
+    let (tree, net_files) = recv_go(sock)?;
     // Hold the rootfs by fd while we may still walk its path: once we are
     // the jail's root, a 0700 directory above the pool is closed to us.
     let target = step(
@@ -513,7 +538,7 @@ fn setup(
     // seen from the host; a symlink the jail left there is replaced).
     step(
         "write the network files",
-        crate::net::write_jail_files(&plan.net_files),
+        crate::net::write_jail_files(&net_files),
     )?;
     // 7c. A maintenance instance: the staging directory, read-only.
     if let Some(tree) = &plan.install {

@@ -295,7 +295,6 @@ pub fn start(pool: &Pool, name: &Name) -> Result<JailRecord, RuntimeError> {
             })
         }
     }
-    check_net(&rec.spec)?;
     // The host may have changed since create (a parent gone or down), or
     // another jail taken an address.
     crate::net::check(pool, &rec.spec, &rec.id)?;
@@ -339,7 +338,6 @@ pub fn install(
             })
         }
     }
-    check_net(&rec.spec)?;
     maintenance::install_locked(pool, &rec, req, echo)?;
     Ok(observe(pool, rec))
 }
@@ -353,15 +351,7 @@ pub(crate) fn install_new(
     echo: Option<&mut dyn std::io::Write>,
 ) -> Result<(), RuntimeError> {
     pool.ensure_confined()?;
-    check_net(&rec.spec)?;
     maintenance::install_locked(pool, rec, req, echo)
-}
-
-/// Refuses a network the runtime cannot make: a jail is never started
-/// without the network its spec asks for (DHCP is recorded in the spec,
-/// not set up by this version).
-pub(crate) fn check_net(spec: &crate::spec::JailSpec) -> Result<(), RuntimeError> {
-    Ok(crate::net::check_supported(spec)?)
 }
 
 /// Like `Signal::from_str`, accepting `TERM`, `SIGTERM`, `15`.

@@ -403,6 +403,10 @@ fn run_instance(
     };
     let began = Instant::now();
     drop(console_w);
+    // The leases recorded and kept while the command runs (threads, joined
+    // before the next fork: see JailNet::release_leases).
+    let mut net = net;
+    net.keep_leases(pool, rec);
     let me = nix::unistd::getpid().as_raw();
     let proc_root = Path::new(PROC);
     let runtime = Runtime {
@@ -673,12 +677,10 @@ pub(super) fn launch(
 ) -> Result<(nix::unistd::Pid, crate::net::JailNet), RuntimeError> {
     let name = rec.name();
     let rootfs = pool.jail_rootfs(name);
-    let mut plan = init::Plan::new(rec, &rootfs, None)
-        .map(|p| p.with_net_files(&rec.spec))
-        .map_err(|e| RuntimeError::StartFailed {
-            name: name.clone(),
-            message: e,
-        })?;
+    let mut plan = init::Plan::new(rec, &rootfs, None).map_err(|e| RuntimeError::StartFailed {
+        name: name.clone(),
+        message: e,
+    })?;
     if let Some(dir) = install {
         // A detached bind of the host's staging directory, read-only,
         // nosuid, nodev, noexec (set here, in the host's namespaces, before
@@ -720,8 +722,13 @@ pub(super) fn launch(
     let setup = (|| -> Result<crate::net::JailNet, RuntimeError> {
         write_id_maps(name, child, rec)?;
         // The network, made from here (the host's namespace) into the
-        // jail's, while init waits for the word to go on.
-        let net = crate::net::JailNet::setup(rec, child)?;
+        // jail's, while init waits for the word to go on; then the DHCP
+        // leases (asking for the recorded ones again), so that the command
+        // starts with its addresses and the files name its servers.
+        let mut net = crate::net::JailNet::setup(rec, child)?;
+        let recorded = crate::net::lease::read(&pool.jail_dir(name));
+        net.obtain_leases(rec, &recorded)?;
+        let files = crate::net::net_files(&rec.spec, &net.leases());
         // Under `jailer run` the snapshot is being committed meanwhile (a
         // restart's rootfs is there).
         if first {
@@ -732,7 +739,7 @@ pub(super) fn launch(
         // The jail's view: idmapped, nodev, suid (see mountapi::idmap).
         let tree = mountapi::clone_tree(&rootfs)?;
         mountapi::idmap(tree.as_fd(), userns.as_fd(), &rootfs)?;
-        init::send_go(&parent_sock, tree.as_fd())
+        init::send_go(&parent_sock, tree.as_fd(), &files)
             .map_err(|e| sys(name, "cannot hand the rootfs to the jail's init")(e.into()))?;
         Ok(net)
     })();

@@ -122,6 +122,24 @@ impl ProcSelf {
             .ok_or_else(|| unreadable(std::io::ErrorKind::InvalidData.into()))
     }
 
+    /// Waits, at most `limit`, until this process has one thread again:
+    /// a joined thread is gone from the thread group a moment after its
+    /// `join` returned (the kernel wakes the joiner from the thread's exit,
+    /// before it unhashes the thread), and a fork in that moment would be
+    /// refused. True once there is one.
+    pub fn wait_single(&self, limit: std::time::Duration) -> bool {
+        let until = std::time::Instant::now() + limit;
+        loop {
+            match self.threads() {
+                Ok(1) => return true,
+                Ok(_) if std::time::Instant::now() < until => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                _ => return false,
+            }
+        }
+    }
+
     fn one_thread(&self) -> Result<(), ForkError> {
         match self.threads()? {
             1 => Ok(()),

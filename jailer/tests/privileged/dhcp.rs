@@ -470,7 +470,12 @@ fn nak_falls_back() -> Result<(), String> {
     let lan = Lan::new("nk")?;
     let dns = lan.server(&[])?;
     let a = lan.jail("a", Kind::Macvlan)?;
-    // A lease recorded on another network (the jail moved): the server NAKs.
+    // A lease recorded on another network (the jail moved), still running
+    // by the clock (so INIT-REBOOT asks for it): the server NAKs.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs();
     let stale = Lease {
         address: Ipv4Addr::new(10, 78, 0, 5),
         prefix: 24,
@@ -481,7 +486,8 @@ fn nak_falls_back() -> Result<(), String> {
         lease_secs: 120,
         t1_secs: 60,
         t2_secs: 105,
-        obtained_at: 0,
+        obtained_at: now,
+        released: false,
     };
     let l = a.obtain(&a.client("jail-a", None)?, Some(&stale), 20)?;
     if !in_real_range(l.address) {
