@@ -752,6 +752,8 @@ fn interface_rows(
             int(lo.map_or(-1, |s| i64::from(s.mtu))),
             int(0),
             int(-1),
+            int(-1),
+            text(""),
         ];
         row.extend(counters(lo));
         rows.push(row);
@@ -783,6 +785,15 @@ fn interface_rows(
         };
         let dns: Vec<String> = dns_list.iter().map(|d| d.to_string()).collect();
         let lease_expires = lease.map_or(-1, |l| i64::try_from(l.expires_at()).unwrap_or(i64::MAX));
+        let lease_obtained = lease.map_or(-1, |l| i64::try_from(l.obtained_at).unwrap_or(i64::MAX));
+        let server = match n.address {
+            IfaceAddress::Dhcp => n
+                .dhcp_server
+                .or(leases.get(&name).map(|l| l.server))
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            IfaceAddress::Static { .. } => String::new(),
+        };
         let mtu = match st {
             Some(s) => i64::from(s.mtu),
             None => n.mtu.map_or(-1, i64::from),
@@ -804,6 +815,8 @@ fn interface_rows(
             int(mtu),
             int(i64::from(n.address == IfaceAddress::Dhcp)),
             int(lease_expires),
+            int(lease_obtained),
+            text(server),
         ];
         row.extend(counters(st));
         rows.push(row);

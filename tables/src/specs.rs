@@ -202,6 +202,8 @@ pub const JAIL_INTERFACES: &[Column] = &[
     int("mtu", "MTU: the running interface's, else the spec's mtu=; -1 unknown (the parent's at start)"),
     int("dhcp", "1 when the address comes from DHCP"),
     big("lease_expires", "When a running DHCP interface's lease runs out, UNIX seconds (renewed at half of it); -1 without one (static, or not running)"),
+    big("lease_obtained", "When that lease was obtained or last renewed, UNIX seconds; -1 without one"),
+    text("dhcp_server", "The DHCP server believed: the spec's dhcp=SERVER, else the one the jail's recorded lease came from; empty for static interfaces or before a first lease"),
     big("rx_bytes", "Bytes received, read in the jail's network namespace; -1 when not running"),
     big("tx_bytes", "Bytes sent; -1 when not running"),
     big("rx_packets", "Packets received; -1 when not running"),
