@@ -30,7 +30,7 @@ use crate::record::JailRecord;
 use crate::spec::RestartPolicy;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The capabilities of a maintenance instance, whatever the jail's spec
 /// says: what `dpkg`, `apt-get` and `useradd` were measured to need (each
@@ -206,7 +206,10 @@ fn remove_staging(dir: &Path) {
 
 /// The record the maintenance instance runs from: the jail's, with the
 /// install as its command, [`MAINTENANCE_CAPS`], no restart policy, as root
-/// in `/`. Its limits, ids, network and seccomp filter are the jail's.
+/// in `/`, and no network but `lo`: the packages come from the host (the
+/// `.deb` files and `--repo`, attached read-only), so an install neither
+/// needs the LAN nor takes a DHCP lease or the jail's address on it. Its
+/// limits, ids and seccomp filter are the jail's.
 fn maintenance_record(rec: &JailRecord, args: Vec<String>) -> JailRecord {
     let mut m = rec.clone();
     let mut command = vec![
@@ -222,6 +225,7 @@ fn maintenance_record(rec: &JailRecord, args: Vec<String>) -> JailRecord {
     m.spec.user = None;
     m.spec.workdir = None;
     m.spec.env = Vec::new();
+    m.spec.net = crate::spec::NetSpec::NONE;
     m
 }
 
@@ -229,15 +233,8 @@ fn maintenance_record(rec: &JailRecord, args: Vec<String>) -> JailRecord {
 /// before (the record's fsync in `create`) may take a moment to leave the
 /// kernel's count after `join` returned.
 fn wait_one_thread() {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(2) {
-        let one = crate::sys::fork::ProcSelf::open(Path::new(super::PROC))
-            .and_then(|p| p.threads())
-            .is_ok_and(|n| n == 1);
-        if one {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(1));
+    if let Ok(me) = crate::sys::fork::ProcSelf::open(Path::new(super::PROC)) {
+        me.wait_single(Duration::from_secs(2));
     }
 }
 

@@ -54,6 +54,10 @@ pub fn trials() -> Vec<Trial> {
             "user_and_workdir_apply_to_the_jails_command_resolved_inside_it",
             user_workdir,
         ),
+        t(
+            "an_install_into_a_dhcp_jail_needs_no_dhcp_server",
+            dhcp_install,
+        ),
     ]
 }
 
@@ -1117,5 +1121,103 @@ fn run_rm() -> Result<(), String> {
         return Err(format!("run --rm --deb printed {out:?}"));
     }
     gone(&root, "deb-run")?;
+    Ok(())
+}
+
+/// A network namespace with an up veth pair, `dh0` and `dh1` (not every
+/// kernel has `dummy`), removed on drop: a parent for jails that no DHCP
+/// server answers on.
+struct DummyLan(String);
+
+impl DummyLan {
+    fn new(tag: &str) -> Result<DummyLan, String> {
+        let name = format!("jt-{tag}-{}", std::process::id());
+        let ip = |args: &[&str]| -> Result<(), String> {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| format!("ip: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "ip {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        };
+        ip(&["netns", "add", &name])?;
+        let lan = DummyLan(name);
+        ip(&[
+            "-n", &lan.0, "link", "add", "dh0", "type", "veth", "peer", "name", "dh1",
+        ])?;
+        ip(&["-n", &lan.0, "link", "set", "dh1", "up"])?;
+        ip(&["-n", &lan.0, "link", "set", "dh0", "up"])?;
+        Ok(lan)
+    }
+
+    /// `jailer ARGS` in the namespace (its network namespace only).
+    fn ok(&self, root: &Path, args: &[&str]) -> Result<String, String> {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.0))
+            .arg(env!("CARGO_BIN_EXE_jailer"))
+            .arg("--root")
+            .arg(root)
+            .args(args)
+            .output()
+            .map_err(|e| format!("nsenter: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "jailer {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+}
+
+impl Drop for DummyLan {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// The install runs with no network but `lo` (the packages come from the
+/// host): a DHCP jail is created with its package on a LAN where no DHCP
+/// server answers, at once, and takes no lease.
+fn dhcp_install() -> Result<(), String> {
+    let root = pool()?;
+    let w = workdir("deb-dhcp");
+    let b = Builder::new(&root, "dhcp")?;
+    let deb = echod(&w, "1.0", &b)?;
+    let lan = DummyLan::new("dhi")?;
+    let _g = jail(&root, "deb-dhcp");
+    let t = std::time::Instant::now();
+    lan.ok(
+        &root,
+        &[
+            "create",
+            "deb-dhcp",
+            "--template",
+            "deb",
+            "--net",
+            "macvlan,parent=dh0,dhcp",
+            "--deb",
+            s(&deb),
+        ],
+    )?;
+    let took = t.elapsed();
+    let status = std::fs::read_to_string(rootfs(&root, "deb-dhcp").join("var/lib/dpkg/status"))
+        .map_err(|e| e.to_string())?;
+    if !status.contains("Package: jailer-echod\n") {
+        return Err("the package is not installed".into());
+    }
+    if root.join("jails/deb-dhcp/leases.json").exists() {
+        return Err("the install recorded a DHCP lease".into());
+    }
+    println!("create --deb of a DHCP jail took {took:?}");
     Ok(())
 }
