@@ -257,25 +257,34 @@ fn parent_of<'a>(spec: &JailSpec, i: usize, n: &'a NetIface) -> Result<&'a str, 
 }
 
 /// What one interface of a jail holds that no other may: its MAC, and its
-/// static address on its parent.
+/// address on its parent (static, or a DHCP lease it holds).
 struct Claim {
     iface: String,
     mac: Option<MacAddr>,
     ip: Option<(String, Ipv4Addr)>,
 }
 
-fn claims(spec: &JailSpec, jail_id: &str) -> Vec<Claim> {
+/// The claims of a jail's interfaces; `leases`: its recorded leases, of
+/// which those neither released nor run out claim their address.
+fn claims(spec: &JailSpec, jail_id: &str, leases: &lease::Leases) -> Vec<Claim> {
     spec.net
         .interfaces
         .iter()
         .enumerate()
-        .map(|(i, n)| Claim {
-            iface: iface_name(i),
-            mac: effective_mac(jail_id, i, n),
-            ip: match (&n.parent, n.static_ip()) {
-                (Some(p), Some((ip, _, _))) => Some((p.clone(), ip)),
-                _ => None,
-            },
+        .map(|(i, n)| {
+            let iface = iface_name(i);
+            let held = leases
+                .get(&iface)
+                .filter(|l| n.address == IfaceAddress::Dhcp && !l.released && !l.expired())
+                .map(|l| l.address);
+            Claim {
+                mac: effective_mac(jail_id, i, n),
+                ip: match (&n.parent, n.static_ip().map(|(ip, _, _)| ip).or(held)) {
+                    (Some(p), Some(ip)) => Some((p.clone(), ip)),
+                    _ => None,
+                },
+                iface,
+            }
         })
         .collect()
 }
@@ -311,7 +320,7 @@ fn collide(name: &Name, a: &Claim, b: &Claim, other: String) -> Option<NetError>
 /// that cannot be read are skipped (`ls` shows them broken). Costs one read
 /// per jail of the pool, for jails with interfaces only.
 fn check_pool(pool: &Pool, spec: &JailSpec, jail_id: &str) -> Result<(), NetError> {
-    let mine = claims(spec, jail_id);
+    let mine = claims(spec, jail_id, &lease::Leases::new());
     // Two interfaces of the same jail conflict too.
     for (k, a) in mine.iter().enumerate() {
         for b in &mine[k + 1..] {
@@ -336,7 +345,7 @@ fn check_pool(pool: &Pool, spec: &JailSpec, jail_id: &str) -> Result<(), NetErro
         if rec.spec.net.is_none() {
             continue;
         }
-        for theirs in claims(&rec.spec, &rec.id) {
+        for theirs in claims(&rec.spec, &rec.id, &lease::read(&entry.path())) {
             for a in &mine {
                 let who = format!("jail {other}'s {}", theirs.iface);
                 if let Some(e) = collide(&spec.name, a, &theirs, who) {
@@ -1026,5 +1035,46 @@ mod tests {
         let spec = raw.validate().expect("valid");
         let r = resolv_conf(&spec.net, &leases).expect("servers");
         assert!(r.contains("nameserver 192.0.2.53\n") && !r.contains("10.9.0.53"));
+    }
+
+    #[test]
+    fn a_held_lease_claims_its_address_and_a_released_one_does_not() {
+        let raw = crate::spec::RawSpec {
+            name: "web".into(),
+            template: "t".into(),
+            net: vec!["macvlan,parent=x,dhcp".into()],
+            ..Default::default()
+        };
+        let spec = raw.validate().expect("valid");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let mut l = crate::dhcp::Lease {
+            address: Ipv4Addr::new(10, 9, 0, 50),
+            prefix: 24,
+            gateway: None,
+            dns: vec![],
+            server: Ipv4Addr::new(10, 9, 0, 1),
+            server_mac: None,
+            lease_secs: 120,
+            t1_secs: 60,
+            t2_secs: 105,
+            obtained_at: now,
+            released: false,
+        };
+        let held = |l: &crate::dhcp::Lease| {
+            let leases: lease::Leases = [("eth0".to_string(), l.clone())].into_iter().collect();
+            claims(&spec, "id", &leases).remove(0).ip
+        };
+        assert_eq!(
+            held(&l),
+            Some(("x".to_string(), Ipv4Addr::new(10, 9, 0, 50)))
+        );
+        l.released = true;
+        assert_eq!(held(&l), None, "a released lease holds nothing");
+        l.released = false;
+        l.obtained_at = now - 1000;
+        assert_eq!(held(&l), None, "an expired lease holds nothing");
     }
 }
