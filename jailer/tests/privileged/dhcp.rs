@@ -97,7 +97,7 @@ pub fn trials() -> Vec<Trial> {
     trials
 }
 
-fn dnsmasq_installed() -> bool {
+pub(crate) fn dnsmasq_installed() -> bool {
     Command::new("dnsmasq")
         .arg("--version")
         .stdout(Stdio::null())

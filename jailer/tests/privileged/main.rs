@@ -27,6 +27,7 @@ mod lifecycle_instance;
 mod lifecycle_scale;
 mod logs_opts;
 mod ls_status;
+mod net_dhcp;
 mod network;
 mod pack;
 mod probe;
@@ -126,6 +127,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(ls_status::trials());
     trials.extend(pack::trials());
     trials.extend(network::trials());
+    trials.extend(net_dhcp::trials());
     trials.extend(lifecycle_scale::trials());
     trials.extend(lifecycle_instance::trials());
     trials.extend(restart::trials());

@@ -65,27 +65,27 @@ pub fn trials() -> Vec<Trial> {
 
 /// An ICMP echo to ARGV[0] over a datagram socket (no CAP_NET_RAW needed
 /// where `ping_group_range` covers the caller); exit 0 on a reply.
-const PING: &str = r#"use Socket; socket(my $s, PF_INET, SOCK_DGRAM, 1) or die "socket: $!\n"; my $p = pack("CCnnn", 8, 0, 0, 0, 1) . "jailer"; send($s, $p, 0, sockaddr_in(0, inet_aton($ARGV[0]))) or die "send: $!\n"; my $r = ''; vec($r, fileno($s), 1) = 1; select(my $o = $r, undef, undef, 5) or die "no reply\n"; recv($s, my $b, 1500, 0); my ($t) = unpack("C", $b); print "reply $t\n"; exit($t == 0 ? 0 : 1);"#;
+pub(crate) const PING: &str = r#"use Socket; socket(my $s, PF_INET, SOCK_DGRAM, 1) or die "socket: $!\n"; my $p = pack("CCnnn", 8, 0, 0, 0, 1) . "jailer"; send($s, $p, 0, sockaddr_in(0, inet_aton($ARGV[0]))) or die "send: $!\n"; my $r = ''; vec($r, fileno($s), 1) = 1; select(my $o = $r, undef, undef, 5) or die "no reply\n"; recv($s, my $b, 1500, 0); my ($t) = unpack("C", $b); print "reply $t\n"; exit($t == 0 ? 0 : 1);"#;
 
 /// A TCP service on port 8080 answering `hello from NAME`.
-fn tcp_server(name: &str) -> String {
+pub(crate) fn tcp_server(name: &str) -> String {
     format!(
         r#"exec perl -MIO::Socket::INET -e '$s = IO::Socket::INET->new(LocalPort => 8080, Listen => 5, ReuseAddr => 1) or die "listen: $!"; while ($c = $s->accept) {{ print $c "hello from {name}\n"; close $c }}'"#
     )
 }
 
 /// A TCP client of ARGV[0]:8080, retrying while the service starts.
-const TCP_CLIENT: &str = r#"use IO::Socket::INET; for (1..100) { my $c = IO::Socket::INET->new(PeerAddr => "$ARGV[0]:8080", Timeout => 5); if ($c) { print scalar <$c>; exit 0 } select(undef, undef, undef, 0.1) } die "connect: $!\n";"#;
+pub(crate) const TCP_CLIENT: &str = r#"use IO::Socket::INET; for (1..100) { my $c = IO::Socket::INET->new(PeerAddr => "$ARGV[0]:8080", Timeout => 5); if ($c) { print scalar <$c>; exit 0 } select(undef, undef, undef, 0.1) } die "connect: $!\n";"#;
 
 /// The test's LAN: `jn-TAG-h` (the host, parent `jnTAGp`), `jn-TAG-r`
 /// (the router, 10.77.0.1/24). Deleted on drop.
-struct Lan {
-    host: String,
-    router: String,
-    parent: String,
+pub(crate) struct Lan {
+    pub(crate) host: String,
+    pub(crate) router: String,
+    pub(crate) parent: String,
 }
 
-fn ip(args: &[&str]) -> Result<String, String> {
+pub(crate) fn ip(args: &[&str]) -> Result<String, String> {
     let out = Command::new("ip")
         .args(args)
         .stdin(Stdio::null())
@@ -101,7 +101,7 @@ fn ip(args: &[&str]) -> Result<String, String> {
 }
 
 impl Lan {
-    fn new(tag: &str) -> Result<Lan, String> {
+    pub(crate) fn new(tag: &str) -> Result<Lan, String> {
         assert!(tag.len() <= 8, "interface names are at most 15 bytes");
         let lan = Lan {
             host: format!("jn-{tag}-h"),
@@ -150,7 +150,7 @@ impl Lan {
     }
 
     /// `jailer --root ROOT ARGS` in the host namespace (its network only).
-    fn jailer(&self, root: &Path, args: &[&str]) -> Output {
+    pub(crate) fn jailer(&self, root: &Path, args: &[&str]) -> Output {
         Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.host))
             .arg(env!("CARGO_BIN_EXE_jailer"))
@@ -163,7 +163,7 @@ impl Lan {
             .expect("run nsenter jailer")
     }
 
-    fn ok(&self, root: &Path, args: &[&str]) -> Result<String, String> {
+    pub(crate) fn ok(&self, root: &Path, args: &[&str]) -> Result<String, String> {
         let out = self.jailer(root, args);
         if !out.status.success() {
             return Err(format!(
@@ -177,7 +177,13 @@ impl Lan {
 
     /// Requires a failure with exit status `code` whose message has every
     /// one of `needles`.
-    fn fails(&self, root: &Path, args: &[&str], code: i32, needles: &[&str]) -> Result<(), String> {
+    pub(crate) fn fails(
+        &self,
+        root: &Path,
+        args: &[&str],
+        code: i32,
+        needles: &[&str],
+    ) -> Result<(), String> {
         let out = self.jailer(root, args);
         let err = String::from_utf8_lossy(&out.stderr);
         if out.status.code() != Some(code) {
@@ -196,7 +202,13 @@ impl Lan {
 
     /// `create NAME --template deb --net SPEC.. -- /bin/sh -c SCRIPT`, then
     /// `start`.
-    fn start_sh(&self, root: &Path, name: &str, nets: &[&str], script: &str) -> Result<(), String> {
+    pub(crate) fn start_sh(
+        &self,
+        root: &Path,
+        name: &str,
+        nets: &[&str],
+        script: &str,
+    ) -> Result<(), String> {
         let mut args = vec!["create", name, "--template", "deb"];
         for n in nets {
             args.extend(["--net", n]);
@@ -210,7 +222,7 @@ impl Lan {
     /// The host-side view of the parent's unicast filter: a macvlan
     /// child's MAC is there for as long as the child exists, in whatever
     /// namespace.
-    fn parent_unicast(&self) -> Result<String, String> {
+    pub(crate) fn parent_unicast(&self) -> Result<String, String> {
         let out = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.host))
             .args(["bridge", "fdb", "show", "dev", &self.parent])
@@ -231,7 +243,7 @@ fn pool() -> Result<std::path::PathBuf, String> {
 }
 
 /// `perl -e PING ADDR` in the jail.
-fn ping(root: &Path, name: &str, addr: &str) -> (i32, String, String) {
+pub(crate) fn ping(root: &Path, name: &str, addr: &str) -> (i32, String, String) {
     let out = crate::cli::jailer(root, &["exec", name, "--", "perl", "-e", PING, addr]);
     (
         out.status.code().unwrap_or(-1),
@@ -240,14 +252,14 @@ fn ping(root: &Path, name: &str, addr: &str) -> (i32, String, String) {
     )
 }
 
-fn ping_ok(root: &Path, name: &str, addr: &str) -> Result<(), String> {
+pub(crate) fn ping_ok(root: &Path, name: &str, addr: &str) -> Result<(), String> {
     match ping(root, name, addr) {
         (0, out, _) if out.contains("reply 0") => Ok(()),
         (code, out, err) => Err(format!("ping {addr} from {name}: exit {code}: {out} {err}")),
     }
 }
 
-fn tcp(root: &Path, name: &str, addr: &str) -> Result<String, String> {
+pub(crate) fn tcp(root: &Path, name: &str, addr: &str) -> Result<String, String> {
     let out = crate::cli::jailer(root, &["exec", name, "--", "perl", "-e", TCP_CLIENT, addr]);
     if !out.status.success() {
         return Err(format!(
@@ -260,7 +272,7 @@ fn tcp(root: &Path, name: &str, addr: &str) -> Result<String, String> {
 
 /// The jail's `eth0`: (MAC, `ADDR/PREFIX` lines of `ip -o -4 addr`
 /// equivalents read from /proc: the address from fib_trie is enough).
-fn eth0(root: &Path, name: &str) -> Result<(String, String), String> {
+pub(crate) fn eth0(root: &Path, name: &str) -> Result<(String, String), String> {
     let mac = sh_ok(root, name, "cat /sys/class/net/eth0/address")?;
     // The kernel's local routes: one `ADDR` per own address.
     let addrs = sh_ok(
