@@ -71,6 +71,8 @@ pub fn trials() -> Vec<Trial> {
 const ROUTER: &str = "10.77.0.1";
 /// The DNS server dnsmasq hands out (option 6); nothing listens there.
 const LEASE_DNS: &str = "10.77.0.53";
+/// A DNS server a spec names with `dns=`, overriding the lease's.
+const OWN_DNS: &str = "10.77.0.9";
 /// The rogue jail's own (static) address, and the address it hands out.
 const ROGUE: &str = "10.77.0.66";
 const ROGUE_OFFER: &str = "10.99.0.50";
@@ -276,9 +278,15 @@ fn two_jails() -> Result<(), String> {
     let dns = Dnsmasq::start(&lan, &[])?;
     let _a = jail(&root, "nd-tw-a");
     let _b = jail(&root, "nd-tw-b");
-    let spec = dhcp_spec(&lan, "");
-    lan.start_sh(&root, "nd-tw-a", &[&spec], "sleep 1000")?;
-    lan.start_sh(&root, "nd-tw-b", &[&spec], &tcp_server("b"))?;
+    lan.start_sh(&root, "nd-tw-a", &[&dhcp_spec(&lan, "")], "sleep 1000")?;
+    // b names its DNS server: that one, not the lease's, is in its
+    // resolv.conf.
+    lan.start_sh(
+        &root,
+        "nd-tw-b",
+        &[&dhcp_spec(&lan, &format!(",dns={OWN_DNS}"))],
+        &tcp_server("b"),
+    )?;
     let (a, _) = leased(&root, "nd-tw-a", ROUTER)?;
     let (b, ib) = leased(&root, "nd-tw-b", ROUTER)?;
     if a == b || !in_real_range(&a) || !in_real_range(&b) {
@@ -287,13 +295,17 @@ fn two_jails() -> Result<(), String> {
     if ib["lease"]["dns"] != serde_json::json!([LEASE_DNS]) {
         return Err(format!("b's lease DNS: {ib}"));
     }
-    for (name, addr) in [("nd-tw-a", &a), ("nd-tw-b", &b)] {
+    for (name, addr, ns, not) in [
+        ("nd-tw-a", &a, LEASE_DNS, OWN_DNS),
+        ("nd-tw-b", &b, OWN_DNS, LEASE_DNS),
+    ] {
         let files = sh_ok(
             &root,
             name,
             "cat /etc/resolv.conf /etc/hosts /proc/net/route",
         )?;
-        if !files.contains(&format!("nameserver {LEASE_DNS}"))
+        if !files.contains(&format!("nameserver {ns}\n"))
+            || files.contains(&format!("nameserver {not}"))
             || !files.contains(&format!("{addr}\t{name}"))
             // The default route via 10.77.0.1 (little-endian hex).
             || !files
