@@ -40,10 +40,11 @@
 //! address nor add the server's address to its interface. The trusted server
 //! is, in order: the one the spec names (`accept_server`, from `dhcp=SERVER`),
 //! else the one the jail's recorded lease came from (its first lease pins it
-//! for good). Frames the jail's own namespace sent (`PACKET_OUTGOING`) are
-//! never answers.
+//! for good), else the one the pool learned for the parent
+//! ([`Client::trusting`], see `crate::net::lease::pool_server`). Frames the
+//! jail's own namespace sent (`PACKET_OUTGOING`) are never answers.
 //!
-//! With neither (a jail's very first lease, no server named) no rule can
+//! With none (the very first lease on a parent, no server named) no rule can
 //! tell the real server from a rogue one, and the client does not guess: it
 //! collects offers for [`OFFER_WINDOW`] after the first, takes the offer when
 //! they all come from one server, and fails with
@@ -95,8 +96,11 @@ const SERVER_PORT: u16 = 67;
 const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 /// At most this many DNS servers are kept from a lease.
 pub const MAX_DNS: usize = 3;
-/// With no trusted server yet, how long offers are collected after the first.
-pub const OFFER_WINDOW: Duration = Duration::from_millis(1000);
+/// With no trusted server yet, how long offers are collected after the
+/// first: longer than a real server's check that an address is free before
+/// it offers it (dnsmasq pings it for 3 s, ISC dhcpd for 1 s), so that a
+/// rogue that answers at once is not alone in the window.
+pub const OFFER_WINDOW: Duration = Duration::from_millis(4000);
 /// How long INIT-REBOOT waits for an answer before falling back to DISCOVER.
 const INIT_REBOOT_WAIT: Duration = Duration::from_secs(3);
 /// How many NAKs to a REQUEST after an OFFER are tolerated before giving up.
@@ -527,6 +531,16 @@ impl Client {
     /// `stop` is signalled.
     pub fn with_stop(mut self, stop: Stop) -> Client {
         self.stop = Some(stop);
+        self
+    }
+
+    /// The same client, believing `server` (as `accept_server` would): the
+    /// server the pool learned for the interface's parent. A server that is
+    /// not a unicast address is ignored.
+    pub fn trusting(mut self, server: Ipv4Addr) -> Client {
+        if usable_address(server) {
+            self.accept_server = Some(server);
+        }
         self
     }
 

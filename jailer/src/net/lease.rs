@@ -24,6 +24,48 @@ use std::time::{Duration, Instant};
 /// address and the server to ask again), gone with the jail.
 pub const LEASES_FILE: &str = "leases.json";
 
+/// The pool's directory of learned DHCP servers: one file per parent,
+/// named after it, holding the address of the server the first lease on
+/// that parent came from.
+pub const SERVERS_DIR: &str = "dhcp-servers";
+
+/// The DHCP server the pool learned for `parent`: the one that gave the
+/// first lease any of its jails got there.
+pub fn pool_server(pool: &crate::pool::Pool, parent: &str) -> Option<Ipv4Addr> {
+    if !crate::spec::valid_iface_name(parent) {
+        return None;
+    }
+    let text = std::fs::read_to_string(pool.root().join(SERVERS_DIR).join(parent)).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Records `server` as the pool's for `parent` unless one is recorded
+/// (the first wins: `create_new`, so two monitors learning at once cannot
+/// overwrite each other). Best effort: without it the next jail's first
+/// lease is found as this one's was.
+fn learn_server(pool: &crate::pool::Pool, parent: &str, server: Ipv4Addr) {
+    use std::io::Write;
+    if !crate::spec::valid_iface_name(parent) {
+        return;
+    }
+    let dir = pool.root().join(SERVERS_DIR);
+    let made = std::fs::create_dir_all(&dir).and_then(|()| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dir.join(parent))?;
+        f.write_all(format!("{server}\n").as_bytes())?;
+        f.sync_all()
+    });
+    match made {
+        Ok(()) => tracing::info!(parent, %server, "learned the DHCP server of this parent"),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            tracing::warn!(parent, error = %e, "cannot record the DHCP server of this parent")
+        }
+    }
+}
+
 /// How long a start waits for each interface's lease.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -78,6 +120,8 @@ impl From<&Lease> for LeaseView {
 #[derive(Debug)]
 pub(super) struct DhcpIface {
     pub(super) iface: String,
+    /// The host link it is on (whose learned server it may trust).
+    pub(super) parent: String,
     pub(super) index: u32,
     pub(super) client: Client,
     pub(super) lease: Option<Lease>,
@@ -111,14 +155,30 @@ pub(super) fn client(
 /// when recorded) and configures it on the link through `jail` (a socket in
 /// that namespace); the default route too when `route` (no interface before
 /// it has one).
+///
+/// The server believed is the spec's (`dhcp=SERVER`), else the one `prev`
+/// came from, else the one the pool learned for the parent from the first
+/// lease any jail got there ([`pool_server`]); only a parent where no jail
+/// ever had a lease leaves the choice to the offers themselves. A lease
+/// obtained on a parent with no learned server teaches it.
 pub(super) fn obtain(
+    pool: &crate::pool::Pool,
     d: &mut DhcpIface,
     netns: std::os::fd::BorrowedFd<'_>,
     jail: &mut Rtnl,
     prev: Option<&Lease>,
     route: bool,
 ) -> Result<(), DhcpError> {
+    let learned = pool_server(pool, &d.parent);
+    if d.client.trusted_server(prev).is_none() {
+        if let Some(s) = learned {
+            d.client = d.client.clone().trusting(s);
+        }
+    }
     let lease = dhcp::obtain_in(netns, &d.client, prev, Instant::now() + START_TIMEOUT)?;
+    if learned.is_none() {
+        learn_server(pool, &d.parent, lease.server);
+    }
     let io = |op: &'static str| {
         let ifname = d.iface.clone();
         move |source| DhcpError::Io { ifname, op, source }

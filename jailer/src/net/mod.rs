@@ -467,6 +467,7 @@ impl JailNet {
     /// links; a lease not configured is the server's to expire).
     pub fn obtain_leases(
         &mut self,
+        pool: &Pool,
         rec: &JailRecord,
         prev: &lease::Leases,
     ) -> Result<(), NetError> {
@@ -475,13 +476,13 @@ impl JailNet {
         };
         for d in &mut self.dhcp {
             let route = !self.routed;
-            lease::obtain(d, netns.as_fd(), jail, prev.get(&d.iface), route).map_err(|source| {
-                NetError::Dhcp {
+            lease::obtain(pool, d, netns.as_fd(), jail, prev.get(&d.iface), route).map_err(
+                |source| NetError::Dhcp {
                     name: rec.name().clone(),
                     iface: d.iface.clone(),
                     source: Box::new(source),
-                }
-            })?;
+                },
+            )?;
             self.routed |= d.routes;
         }
         Ok(())
@@ -750,6 +751,7 @@ fn make_links(rec: &JailRecord, net: &mut JailNet) -> Result<(), NetError> {
             })?;
             net.dhcp.push(lease::DhcpIface {
                 iface: iface.clone(),
+                parent: parent.to_string(),
                 index: link.index,
                 client,
                 lease: None,

@@ -727,7 +727,7 @@ pub(super) fn launch(
         // starts with its addresses and the files name its servers.
         let mut net = crate::net::JailNet::setup(rec, child)?;
         let recorded = crate::net::lease::read(&pool.jail_dir(name));
-        net.obtain_leases(rec, &recorded)?;
+        net.obtain_leases(pool, rec, &recorded)?;
         let files = crate::net::net_files(&rec.spec, &net.leases());
         // Under `jailer run` the snapshot is being committed meanwhile (a
         // restart's rootfs is there).

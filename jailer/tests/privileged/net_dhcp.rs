@@ -510,37 +510,23 @@ while (1) {
 }
 "#;
 
-/// How many answers of `kind` (OFFER, ACK) the rogue jail logged.
-fn rogue_sent(root: &Path, kind: &str) -> Result<usize, String> {
-    let log = sh_ok(root, "nd-rg-g", "cat /tmp/rogue.log")?;
+/// How many answers of `kind` (OFFER, ACK) the rogue jail `rogue` logged.
+fn rogue_sent(root: &Path, rogue: &str, kind: &str) -> Result<usize, String> {
+    let log = sh_ok(root, rogue, "cat /tmp/rogue.log")?;
     Ok(log
         .lines()
         .filter(|l| l.starts_with(&format!("{kind} ")))
         .count())
 }
 
-fn rogue_jail() -> Result<(), String> {
-    let root = pool()?;
-    let lan = Lan::new("drg")?;
-    // No ping before an offer: dnsmasq answers as fast as the rogue does,
-    // so a jail with no server named sees both offers in its window (with
-    // the 3 s ping the rogue alone answers in time; that a lone rogue
-    // answering a jail's very first start is believed is the documented
-    // limit, not what this test is about).
-    let dns = Dnsmasq::start(&lan, &["--no-ping"])?;
-    let spec = dhcp_spec(&lan, "");
-    // The victim's first lease, before any rogue: it pins the real server.
-    let _v = jail(&root, "nd-rg-v");
-    lan.start_sh(&root, "nd-rg-v", &[&spec], "sleep 1000")?;
-    let (first, _) = leased(&root, "nd-rg-v", ROUTER)?;
-    lan.ok(&root, &["stop", "-t", "0", "nd-rg-v"])?;
-
-    let _g = jail(&root, "nd-rg-g");
+/// Starts the rogue DHCP server in a jail `name` with the static address
+/// `ROGUE` on `lan`, and waits until it is bound.
+fn start_rogue(root: &Path, lan: &Lan, name: &str) -> Result<(), String> {
     lan.ok(
-        &root,
+        root,
         &[
             "create",
-            "nd-rg-g",
+            name,
             "--template",
             "deb",
             "--net",
@@ -551,17 +537,36 @@ fn rogue_jail() -> Result<(), String> {
             ROGUE_PL,
         ],
     )?;
-    lan.ok(&root, &["start", "nd-rg-g"])?;
+    lan.ok(root, &["start", name])?;
     let up = wait_until(Duration::from_secs(10), || {
-        sh_ok(&root, "nd-rg-g", "grep -q ready /tmp/rogue.log").is_ok()
+        sh_ok(root, name, "grep -q ready /tmp/rogue.log").is_ok()
     });
     if !up {
-        let logs = crate::cli::jailer(&root, &["logs", "nd-rg-g"]);
+        let logs = crate::cli::jailer(root, &["logs", name]);
         return Err(format!(
             "the rogue did not bind port 67: {}",
             String::from_utf8_lossy(&logs.stdout)
         ));
     }
+    Ok(())
+}
+
+fn rogue_jail() -> Result<(), String> {
+    let root = pool()?;
+    let lan = Lan::new("drg")?;
+    // dnsmasq as it comes: it pings an address for about 3 s before it
+    // offers it, so the rogue (which answers at once) is always first.
+    let dns = Dnsmasq::start(&lan, &[])?;
+    let spec = dhcp_spec(&lan, "");
+    // The victim's first lease, before any rogue: it pins the real server
+    // for the victim, and for the pool on this parent.
+    let _v = jail(&root, "nd-rg-v");
+    lan.start_sh(&root, "nd-rg-v", &[&spec], "sleep 1000")?;
+    let (first, _) = leased(&root, "nd-rg-v", ROUTER)?;
+    lan.ok(&root, &["stop", "-t", "0", "nd-rg-v"])?;
+
+    let _g = jail(&root, "nd-rg-g");
+    start_rogue(&root, &lan, "nd-rg-g")?;
 
     // (a) The victim restarted: its recorded server is the only one
     // believed, the rogue's answers are not.
@@ -572,7 +577,7 @@ fn rogue_jail() -> Result<(), String> {
             "the victim had {first}, after the rogue came {again}"
         ));
     }
-    let answered_a = rogue_sent(&root, "OFFER")? + rogue_sent(&root, "ACK")?;
+    let answered_a = rogue_sent(&root, "nd-rg-g", "OFFER")? + rogue_sent(&root, "nd-rg-g", "ACK")?;
     if answered_a == 0 {
         return Err("the rogue never answered the victim's restart: (a) proves nothing".into());
     }
@@ -589,27 +594,52 @@ fn rogue_jail() -> Result<(), String> {
     if !in_real_range(&named) || named == first {
         return Err(format!("dhcp={ROUTER} got {named} (victim {first})"));
     }
-    let offers_b = rogue_sent(&root, "OFFER")?;
+    let offers_b = rogue_sent(&root, "nd-rg-g", "OFFER")?;
 
-    // (c) A new jail naming no server: both answer, the start is refused
-    // naming both, and nothing is left.
+    // (c) A new jail naming no server, on a parent where the pool learned
+    // the real server from the victim's first lease: the rogue offers to
+    // it, and it gets the real server's address all the same.
     let _p = jail(&root, "nd-rg-p");
-    lan.ok(
+    lan.start_sh(&root, "nd-rg-p", &[&spec], "sleep 1000")?;
+    let (plain, _) = leased(&root, "nd-rg-p", ROUTER)?;
+    if !in_real_range(&plain) {
+        return Err(format!("a plain dhcp jail beside the rogue got {plain}"));
+    }
+    if rogue_sent(&root, "nd-rg-g", "OFFER")? <= offers_b {
+        return Err("the rogue did not offer to the plain jail: (c) proves nothing".into());
+    }
+    if dns.log().contains(ROGUE_OFFER) {
+        return Err(format!(
+            "someone asked the real server for the rogue's address: {}",
+            dns.log()
+        ));
+    }
+
+    // (d) A parent where no jail ever had a lease, the rogue already there
+    // and answering at once, the real server 3 s behind: a jail naming no
+    // server is refused, naming both, and nothing is left.
+    let lan2 = Lan::new("drg2")?;
+    let _dns2 = Dnsmasq::start(&lan2, &[])?;
+    let _g2 = jail(&root, "nd-rg-g2");
+    start_rogue(&root, &lan2, "nd-rg-g2")?;
+    let _q = jail(&root, "nd-rg-q");
+    let spec2 = dhcp_spec(&lan2, "");
+    lan2.ok(
         &root,
         &[
             "create",
-            "nd-rg-p",
+            "nd-rg-q",
             "--template",
             "deb",
             "--net",
-            &spec,
+            &spec2,
             "--",
             "/bin/sleep",
             "1000",
         ],
     )?;
-    let before = lan.parent_unicast()?;
-    let out = lan.jailer(&root, &["start", "nd-rg-p"]);
+    let before = lan2.parent_unicast()?;
+    let out = lan2.jailer(&root, &["start", "nd-rg-q"]);
     let err = String::from_utf8_lossy(&out.stderr);
     if out.status.success()
         || !err.contains("DHCP")
@@ -618,26 +648,16 @@ fn rogue_jail() -> Result<(), String> {
         || !err.contains("dhcp=SERVER")
     {
         return Err(format!(
-            "a plain dhcp start with two servers ({}): {err}",
+            "a plain dhcp start with two servers and none learned ({}): {err}",
             out.status
         ));
     }
-    if rogue_sent(&root, "OFFER")? <= offers_b {
-        return Err("the rogue did not offer to the refused jail: (c) proves nothing".into());
+    if rogue_sent(&root, "nd-rg-g2", "OFFER")? == 0 {
+        return Err("the rogue did not offer to the refused jail: (d) proves nothing".into());
     }
-    nothing_left(&root, &lan, "nd-rg-p", &before)?;
-    if let Ok(rec) = leases_json(&root, "nd-rg-p") {
-        if rec.to_string().contains(ROGUE_OFFER) {
-            return Err(format!(
-                "the refused jail recorded the rogue's lease: {rec}"
-            ));
-        }
-    }
-    if dns.log().contains(ROGUE_OFFER) {
-        return Err(format!(
-            "someone asked the real server for the rogue's address: {}",
-            dns.log()
-        ));
+    nothing_left(&root, &lan2, "nd-rg-q", &before)?;
+    if let Ok(rec) = leases_json(&root, "nd-rg-q") {
+        return Err(format!("the refused jail recorded a lease: {rec}"));
     }
     Ok(())
 }
