@@ -41,6 +41,10 @@ pub fn trials() -> Vec<Trial> {
             check(renewed_at_t1())
         }),
         Trial::test(
+            "net_dhcp::a_lease_lost_at_renewal_moves_the_jail_to_its_new_address_and_route",
+            || check(moved()),
+        ),
+        Trial::test(
             "net_dhcp::a_rogue_dhcp_server_in_a_jail_never_captures_a_later_jails_lease",
             || check(rogue_jail()),
         ),
@@ -88,6 +92,11 @@ impl Dnsmasq {
     /// 10.77.0.100-150, 2-minute leases (dnsmasq's shortest: T1 60 s),
     /// DNS server `LEASE_DNS`; the router (its own address) is 10.77.0.1.
     fn start(lan: &Lan, extra: &[&str]) -> Result<Dnsmasq, String> {
+        Dnsmasq::start_range(lan, "10.77.0.100,10.77.0.150", extra)
+    }
+
+    /// [`Dnsmasq::start`] handing out `range` (`FIRST,LAST`).
+    fn start_range(lan: &Lan, range: &str, extra: &[&str]) -> Result<Dnsmasq, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let d = dir.path();
         // network.rs's Lan: the router's end of the veth is `jnTAGr`.
@@ -100,7 +109,7 @@ impl Dnsmasq {
             .arg("--port=0")
             .arg(format!("--interface={iface}"))
             .arg("--bind-interfaces")
-            .arg("--dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,2m")
+            .arg(format!("--dhcp-range={range},255.255.255.0,2m"))
             .arg(format!("--dhcp-option=option:dns-server,{LEASE_DNS}"))
             .arg("--dhcp-authoritative")
             .arg(format!("--dhcp-leasefile={}", d.join("leases").display()))
@@ -465,6 +474,58 @@ fn renewed_at_t1() -> Result<(), String> {
         return Err(format!("the renewal moved {addr} to {again}"));
     }
     ping_ok(&root, "nd-rn", ROUTER)
+}
+
+/// The LAN's server is replaced, with the same address, by one handing
+/// out another range: the jail's renewal at T1 is refused (NAK: dnsmasq is
+/// authoritative and the address is outside its range), the lease is lost
+/// and a new one found, and the monitor moves the jail's interface to the
+/// new address, with its default route, and records it.
+fn moved() -> Result<(), String> {
+    let root = pool()?;
+    let lan = Lan::new("dmv")?;
+    let timers = ["--dhcp-option=option:T1,8s", "--dhcp-option=option:T2,14s"];
+    let dns = Dnsmasq::start(&lan, &timers)?;
+    let _j = jail(&root, "nd-mv");
+    lan.start_sh(&root, "nd-mv", &[&dhcp_spec(&lan, "")], "sleep 1000")?;
+    let (old, _) = leased(&root, "nd-mv", ROUTER)?;
+    drop(dns);
+    let dns = Dnsmasq::start_range(&lan, "10.77.0.200,10.77.0.220", &timers)?;
+    let mut new = None;
+    let moved = wait_until(Duration::from_secs(60), || {
+        match leased(&root, "nd-mv", ROUTER) {
+            Ok((a, _)) if a != old => {
+                new = Some(a);
+                true
+            }
+            _ => false,
+        }
+    });
+    let Some(new) = new.filter(|_| moved) else {
+        return Err(format!(
+            "the jail still has {old} (or no lease) a minute after its server changed: {}",
+            dns.log()
+        ));
+    };
+    let in_new = new
+        .strip_prefix("10.77.0.")
+        .and_then(|o| o.parse::<u8>().ok())
+        .is_some_and(|o| (200..=220).contains(&o));
+    if !in_new || dns.count("DHCPNAK", &old) == 0 {
+        return Err(format!("moved from {old} to {new}: {}", dns.log()));
+    }
+    // The old address is gone from the interface (leased() checked that
+    // eth0 holds the new one only), and the default route is back.
+    let route = sh_ok(&root, "nd-mv", "cat /proc/net/route")?;
+    if !route.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 2 && f[0] == "eth0" && f[1] == "00000000" && f[2] == "01004D0A"
+    }) {
+        return Err(format!(
+            "no default route via {ROUTER} after the move: {route}"
+        ));
+    }
+    ping_ok(&root, "nd-mv", ROUTER)
 }
 
 /// A DHCP server as a hostile jail can run one (it holds
