@@ -463,8 +463,8 @@ impl JailNet {
     /// Obtains the lease of each DHCP interface (asking for the one in
     /// `prev` again, from its server) and configures it: the address, and
     /// the default route on the first with a router when no static gateway
-    /// gave one. On an error nothing is released (the drop deletes the
-    /// links; a lease not configured is the server's to expire).
+    /// gave one. On an error the drop releases the leases obtained so far
+    /// and deletes the links.
     pub fn obtain_leases(
         &mut self,
         pool: &Pool,
@@ -545,12 +545,6 @@ impl JailNet {
             tracing::warn!("a DHCP thread is still there after its join");
         }
         released
-    }
-
-    /// The socket in the jail's namespace (the DHCP client's way in);
-    /// none for `--net none`.
-    pub fn socket(&mut self) -> Option<&mut Rtnl> {
-        self.jail.as_mut()
     }
 
     /// Deletes the links made (the namespace's end would too, but later and
