@@ -183,15 +183,17 @@ pub(super) fn obtain(
         let ifname = d.iface.clone();
         move |source| DhcpError::Io { ifname, op, source }
     };
-    jail.add_address(d.index, lease.address, lease.prefix)
+    // Held from here: released by the drop if the rest fails.
+    let (address, prefix, gateway) = (lease.address, lease.prefix, lease.gateway);
+    d.lease = Some(lease);
+    jail.add_address(d.index, address, prefix)
         .map_err(io("cannot add the leased address"))?;
-    if let (true, Some(gw)) = (route, lease.gateway) {
+    if let (true, Some(gw)) = (route, gateway) {
         jail.add_default_route(d.index, gw).map_err(io(
             "cannot add the default route through the lease's router",
         ))?;
         d.routes = true;
     }
-    d.lease = Some(lease);
     Ok(())
 }
 
