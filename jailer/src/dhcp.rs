@@ -42,20 +42,20 @@
 //! else the one the jail's recorded lease came from (its first lease pins it
 //! for good), else the one the pool learned for the parent
 //! ([`Client::trusting`], see `crate::net::lease::pool_server`). Frames the
-//! jail's own namespace sent (`PACKET_OUTGOING`) are never answers.
+//! jail's own namespace sent (`PACKET_OUTGOING`) are never answers, and
+//! unless the spec names the server, frames from a jail's own MAC are not
+//! either ([`Client::distrusting`]): a jail cannot send from another MAC.
 //!
-//! With none (the very first lease on a parent, no server named) no rule can
-//! tell the real server from a rogue one, and the client does not guess: it
-//! collects offers for [`OFFER_WINDOW`] after the first, takes the offer when
-//! they all come from one server, and fails with
-//! [`DhcpError::Ambiguous`] naming every server when several answered. What
-//! remains is the first-lease risk: a rogue that answers while the real
-//! server is down, or before it is up, is believed, and pinned. Naming the
-//! server with `dhcp=SERVER` closes that; so does a macvlan mode in which
-//! jails do not see each other's broadcasts (`private`, `vepa` without a
-//! hairpinning switch), at the cost of jails on one parent not reaching each
-//! other. Replies relayed by a DHCP relay agent (source = the relay, not the
-//! server) are not accepted in this version.
+//! With no trusted server (the very first lease on a parent, no server
+//! named) nothing else tells the real server from another machine's, and
+//! the client does not guess: it collects offers for [`OFFER_WINDOW`] after
+//! the first, takes the offer when they all come from one server, and fails
+//! with [`DhcpError::Ambiguous`] naming every server when several answered.
+//! What remains is the first-lease risk: another machine that answers while
+//! the real server is down, or before it is up, is believed, and pinned;
+//! naming the server with `dhcp=SERVER` closes that. Replies relayed by a
+//! DHCP relay agent (source = the relay, not the server) are not accepted in
+//! this version.
 //!
 //! # Why dhcproto, and not mozim
 //! dhcproto (used by mozim itself and by dora, a DHCP server) encodes and
@@ -222,6 +222,9 @@ pub struct Ignored {
     pub server: Option<Ipv4Addr>,
     /// The IP source address of its answer.
     pub source: Ipv4Addr,
+    /// Whether its link-layer source is one of the jails' own (see
+    /// [`Client::distrusting`]).
+    pub jail: bool,
 }
 
 fn ignored_text(ignored: &[Ignored], trusted: Option<Ipv4Addr>) -> String {
@@ -230,10 +233,17 @@ fn ignored_text(ignored: &[Ignored], trusted: Option<Ipv4Addr>) -> String {
     }
     let list: Vec<String> = ignored
         .iter()
-        .map(|i| match i.server {
-            Some(s) if s == i.source => s.to_string(),
-            Some(s) => format!("{} claiming to be {s}", i.source),
-            None => format!("{} without a server identifier", i.source),
+        .map(|i| {
+            let who = match i.server {
+                Some(s) if s == i.source => s.to_string(),
+                Some(s) => format!("{} claiming to be {s}", i.source),
+                None => format!("{} without a server identifier", i.source),
+            };
+            if i.jail {
+                format!("{who}, a jail of this host")
+            } else {
+                who
+            }
         })
         .collect();
     let why = match trusted {
@@ -375,6 +385,9 @@ pub struct Client {
     mac: [u8; 6],
     client_id: Vec<u8>,
     accept_server: Option<Ipv4Addr>,
+    /// Link-layer sources whose answers are never believed: the jails'
+    /// own interfaces ([`Client::distrusting`]).
+    distrusted: Arc<[[u8; 6]]>,
     hostname: Option<String>,
     stop: Option<Stop>,
 }
@@ -505,6 +518,7 @@ impl Client {
             mac,
             client_id,
             accept_server,
+            distrusted: Arc::new([]),
             hostname: None,
             stop: None,
         })
@@ -541,6 +555,21 @@ impl Client {
         if usable_address(server) {
             self.accept_server = Some(server);
         }
+        self
+    }
+
+    /// The same client, never believing an answer whose link-layer source
+    /// is one of `macs`: the interfaces of the host's jails (and the parent,
+    /// whose MAC ipvlan jails share). A jail may run a DHCP server, but it
+    /// has neither `CAP_NET_RAW` nor `CAP_NET_ADMIN`, so its frames always
+    /// carry its own interface's MAC: this rule holds even when no server is
+    /// trusted yet. The caller leaves it out when the spec names the server
+    /// (a DHCP server the operator runs in a jail).
+    pub fn distrusting(mut self, macs: impl IntoIterator<Item = [u8; 6]>) -> Client {
+        let mut v: Vec<[u8; 6]> = macs.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        self.distrusted = v.into();
         self
     }
 
@@ -771,16 +800,20 @@ impl Client {
     }
 
     /// Whether `r` comes from the trusted server (any server when `trusted`
-    /// is `None`), recording it in `ignored` when not.
-    fn believe(r: &Reply, trusted: Option<Ipv4Addr>, ignored: &mut Vec<Ignored>) -> bool {
-        let ok = match r.server {
-            Some(s) => s == r.src_ip && trusted.is_none_or_eq(s),
-            None => false,
-        };
+    /// is `None`) and not from a distrusted link-layer address, recording
+    /// it in `ignored` when not.
+    fn believe(&self, r: &Reply, trusted: Option<Ipv4Addr>, ignored: &mut Vec<Ignored>) -> bool {
+        let jail = self.distrusted.binary_search(&r.src_mac).is_ok();
+        let ok = !jail
+            && match r.server {
+                Some(s) => s == r.src_ip && trusted.is_none_or_eq(s),
+                None => false,
+            };
         if !ok {
             let i = Ignored {
                 server: r.server,
                 source: r.src_ip,
+                jail,
             };
             if !ignored.contains(&i) && ignored.len() < MAX_IGNORED {
                 ignored.push(i);
@@ -918,7 +951,7 @@ impl Client {
             until,
             (Duration::from_secs(1), Duration::from_secs(2)),
             |r| {
-                if !Self::believe(&r, trusted, ignored) {
+                if !self.believe(&r, trusted, ignored) {
                     return Step::Skip;
                 }
                 match r.kind {
@@ -970,7 +1003,7 @@ impl Client {
                 if r.kind != MessageType::Offer || !usable_address(r.msg.yiaddr()) {
                     return Step::Skip;
                 }
-                if !Self::believe(&r, trusted, ignored) {
+                if !self.believe(&r, trusted, ignored) {
                     return Step::Skip;
                 }
                 if trusted.is_some() {
@@ -1031,7 +1064,7 @@ impl Client {
             deadline,
             (Duration::from_secs(1), Duration::from_secs(8)),
             |r| {
-                if !Self::believe(&r, server, ignored) {
+                if !self.believe(&r, server, ignored) {
                     return Step::Skip;
                 }
                 match r.kind {
@@ -1075,7 +1108,7 @@ impl Client {
             deadline,
             (Duration::from_secs(2), Duration::from_secs(32)),
             |r| {
-                if !Self::believe(&r, trusted, &mut ignored) {
+                if !self.believe(&r, trusted, &mut ignored) {
                     return Step::Skip;
                 }
                 match r.kind {
@@ -1384,31 +1417,34 @@ mod tests {
     fn a_server_claiming_another_servers_identity_is_not_believed() {
         let real = Ipv4Addr::new(10, 0, 0, 1);
         let rogue = Ipv4Addr::new(10, 0, 0, 66);
+        let c = client();
         let mut ignored = Vec::new();
-        assert!(Client::believe(
-            &reply(Some(real), real),
-            Some(real),
-            &mut ignored
-        ));
-        assert!(!Client::believe(
-            &reply(Some(real), rogue),
-            Some(real),
-            &mut ignored
-        ));
-        assert!(!Client::believe(
-            &reply(Some(rogue), rogue),
-            Some(real),
-            &mut ignored
-        ));
-        assert!(!Client::believe(&reply(None, rogue), None, &mut ignored));
-        assert!(Client::believe(
-            &reply(Some(rogue), rogue),
-            None,
-            &mut ignored
-        ));
+        assert!(c.believe(&reply(Some(real), real), Some(real), &mut ignored));
+        assert!(!c.believe(&reply(Some(real), rogue), Some(real), &mut ignored));
+        assert!(!c.believe(&reply(Some(rogue), rogue), Some(real), &mut ignored));
+        assert!(!c.believe(&reply(None, rogue), None, &mut ignored));
+        assert!(c.believe(&reply(Some(rogue), rogue), None, &mut ignored));
         assert_eq!(ignored.len(), 3);
         let text = ignored_text(&ignored, Some(real));
         assert!(text.contains("10.0.0.66 claiming to be 10.0.0.1"), "{text}");
+    }
+
+    #[test]
+    fn an_answer_from_a_jails_own_interface_is_never_believed() {
+        // src_mac of `reply` is 02:00:00:00:00:09: a jail's interface here.
+        let c = client().distrusting([[2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 1]]);
+        let rogue = Ipv4Addr::new(10, 0, 0, 66);
+        let mut ignored = Vec::new();
+        assert!(!c.believe(&reply(Some(rogue), rogue), None, &mut ignored));
+        assert!(!c.believe(&reply(Some(rogue), rogue), Some(rogue), &mut ignored));
+        assert_eq!(ignored.len(), 1, "{ignored:?}");
+        assert!(ignored[0].jail);
+        let text = ignored_text(&ignored, None);
+        assert!(text.contains("10.0.0.66, a jail of this host"), "{text}");
+        // The same answer from another MAC is a server's.
+        let mut r = reply(Some(rogue), rogue);
+        r.src_mac = [0x52, 0x54, 0, 0, 0, 1];
+        assert!(c.believe(&r, None, &mut ignored));
     }
 
     #[test]

@@ -122,6 +122,8 @@ pub(super) struct DhcpIface {
     pub(super) iface: String,
     /// The host link it is on (whose learned server it may trust).
     pub(super) parent: String,
+    /// The parent's MAC (an ipvlan jail's frames carry it).
+    pub(super) parent_mac: Option<[u8; 6]>,
     pub(super) index: u32,
     pub(super) client: Client,
     pub(super) lease: Option<Lease>,
@@ -169,6 +171,14 @@ pub(super) fn obtain(
     prev: Option<&Lease>,
     route: bool,
 ) -> Result<(), DhcpError> {
+    // Unless the spec names the server, the pool's jails (and the parent,
+    // for ipvlan jails) are never believed: a rogue server in a jail is
+    // ignored even on a parent where no server is known yet.
+    if d.client.trusted_server(None).is_none() {
+        let mut macs = super::jail_macs(pool);
+        macs.extend(d.parent_mac);
+        d.client = d.client.clone().distrusting(macs);
+    }
     let learned = pool_server(pool, &d.parent);
     if d.client.trusted_server(prev).is_none() {
         if let Some(s) = learned {

@@ -38,6 +38,7 @@ use crate::spec::{IfaceAddress, JailSpec, LinkKind, LinkMode, MacAddr, NetIface,
 use rtnl::{ChildKind, IpvlanMode, MacvlanMode, Rtnl};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 
 /// What went wrong with a jail's network.
 #[derive(Debug, thiserror::Error)]
@@ -329,23 +330,11 @@ fn check_pool(pool: &Pool, spec: &JailSpec, jail_id: &str) -> Result<(), NetErro
             }
         }
     }
-    let Ok(rd) = std::fs::read_dir(pool.jails_dir()) else {
-        return Ok(());
-    };
-    for entry in rd.flatten() {
-        let Some(other) = entry.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
+    for (other, rec, dir) in networked_jails(pool) {
         if other == spec.name.as_str() {
             continue;
         }
-        let Ok(rec) = crate::record::read_jail(&entry.path().join("jail.json")) else {
-            continue;
-        };
-        if rec.spec.net.is_none() {
-            continue;
-        }
-        for theirs in claims(&rec.spec, &rec.id, &lease::read(&entry.path())) {
+        for theirs in claims(&rec.spec, &rec.id, &lease::read(&dir)) {
             for a in &mine {
                 let who = format!("jail {other}'s {}", theirs.iface);
                 if let Some(e) = collide(&spec.name, a, &theirs, who) {
@@ -355,6 +344,37 @@ fn check_pool(pool: &Pool, spec: &JailSpec, jail_id: &str) -> Result<(), NetErro
         }
     }
     Ok(())
+}
+
+/// The pool's jails that have interfaces: name, record and directory.
+/// Records that cannot be read are skipped (`ls` shows them broken). One
+/// read per jail of the pool.
+fn networked_jails(pool: &Pool) -> impl Iterator<Item = (String, JailRecord, PathBuf)> {
+    std::fs::read_dir(pool.jails_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_str()?.to_string();
+            let rec = crate::record::read_jail(&entry.path().join("jail.json")).ok()?;
+            (!rec.spec.net.is_none()).then(|| (name, rec, entry.path()))
+        })
+}
+
+/// The MACs of every macvlan interface of the pool's jails, whatever their
+/// state: a DHCP answer from one of them is a jail's, never a server's.
+pub(super) fn jail_macs(pool: &Pool) -> Vec<[u8; 6]> {
+    networked_jails(pool)
+        .flat_map(|(_, rec, _)| {
+            rec.spec
+                .net
+                .interfaces
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| effective_mac(&rec.id, i, n).map(|m| m.0))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 fn child_kind(n: &NetIface) -> ChildKind {
@@ -746,6 +766,7 @@ fn make_links(rec: &JailRecord, net: &mut JailNet) -> Result<(), NetError> {
             net.dhcp.push(lease::DhcpIface {
                 iface: iface.clone(),
                 parent: parent.to_string(),
+                parent_mac: plink.mac,
                 index: link.index,
                 client,
                 lease: None,
