@@ -88,7 +88,7 @@ pub enum Cmd {
     /// Create a jail: snapshot a template and record the jail's spec.
     ///
     /// Example: jailer create web --template bookworm --memory 512M --cpus 1.5
-    /// --pids 256 --cap-add net_raw --env PORT=8080 -- /usr/bin/python3 -m http.server
+    /// --pids 256 --net dhcp --env PORT=8080 -- /usr/bin/python3 -m http.server
     Create(CreateArgs),
     /// Install or upgrade Debian packages in a stopped jail.
     ///
@@ -913,8 +913,18 @@ fn raw_spec(c: CreateArgs) -> RawSpec {
 }
 
 /// The spec of `create`/`run`, and the packages to install (`--deb`),
-/// whose jail description the spec is made over.
+/// whose jail description the spec is made over; warns on stderr of a LAN
+/// jail holding a capability that lets it forge frames there.
 fn create_request(c: CreateArgs) -> Result<(jailer::spec::JailSpec, Option<lifecycle::Install>)> {
+    let (spec, req) = packaged_request(c)?;
+    if let Some(w) = spec.lan_warning() {
+        eprintln!("jailer: warning: {w}");
+    }
+    Ok((spec, req))
+}
+
+/// [`create_request`] without the warning.
+fn packaged_request(c: CreateArgs) -> Result<(jailer::spec::JailSpec, Option<lifecycle::Install>)> {
     if c.deb.is_empty() {
         return Ok((
             raw_spec(c).validate().map_err(lifecycle::Error::from)?,

@@ -1350,7 +1350,39 @@ pub fn parse_workdir(s: &str) -> Result<String, SpecError> {
     Ok(s.to_string())
 }
 
+/// Capabilities that let a jail forge frames or take addresses on its
+/// interfaces' LAN: raw sockets (any source MAC and address) and changing
+/// its own MAC and addresses.
+pub const LAN_FORGING_CAPS: &[&str] = &["cap_net_admin", "cap_net_raw"];
+
 impl JailSpec {
+    /// A warning for a jail on a LAN (macvlan, ipvlan) holding a capability
+    /// of [`LAN_FORGING_CAPS`]: what protects other jails' DHCP leases and
+    /// addresses from a jail (that it sends only from its own MAC and
+    /// address) does not hold for it. `None` otherwise.
+    pub fn lan_warning(&self) -> Option<String> {
+        if self.net.is_none() {
+            return None;
+        }
+        let held: Vec<&str> = LAN_FORGING_CAPS
+            .iter()
+            .copied()
+            .filter(|c| self.capabilities.iter().any(|h| h == c))
+            .collect();
+        if held.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "jail {} holds {} on its LAN interfaces: it can send frames from other \
+             MACs and addresses there, so the other jails' DHCP leases and addresses on \
+             the same LAN are not protected from it (see docs/network.md); drop {} \
+             unless the jail is as trusted as a host on that LAN",
+            self.name,
+            held.join(" and "),
+            if held.len() == 1 { "it" } else { "them" }
+        ))
+    }
+
     /// The spec with `default` (its template's default command) as its
     /// command when it has none; refuses a jail that would have neither,
     /// since it could never start.
@@ -1408,6 +1440,29 @@ mod tests {
         .expect("valid");
         assert_eq!(spec.user.as_deref(), Some("echod"));
         assert_eq!(spec.workdir.as_deref(), Some("/var/lib/echod"));
+    }
+
+    #[test]
+    fn a_lan_jail_that_can_forge_frames_is_warned_of() {
+        let spec = |net: &[&str], cap_add: &[&str]| {
+            RawSpec {
+                name: "a".into(),
+                template: "t".into(),
+                net: net.iter().map(|s| s.to_string()).collect(),
+                cap_add: cap_add.iter().map(|s| s.to_string()).collect(),
+                command: vec!["/bin/true".into()],
+                ..RawSpec::default()
+            }
+            .validate_for(&BIG_HOST)
+            .expect("valid")
+        };
+        let lan = "macvlan,parent=veth9,ip=10.0.0.5/24";
+        assert_eq!(spec(&[lan], &[]).lan_warning(), None);
+        assert_eq!(spec(&["none"], &["ALL"]).lan_warning(), None);
+        let w = spec(&[lan], &["net_raw"]).lan_warning().expect("warned");
+        assert!(w.contains("holds cap_net_raw on its LAN"), "{w}");
+        let w = spec(&[lan], &["ALL"]).lan_warning().expect("warned");
+        assert!(w.contains("cap_net_admin and cap_net_raw"), "{w}");
     }
 
     #[test]
