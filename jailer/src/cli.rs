@@ -1398,6 +1398,21 @@ fn run_jail(ctx: &Ctx, c: CreateArgs, rm: bool) -> Result<ExitCode> {
 fn ls(ctx: &Ctx) -> Result<ExitCode> {
     let jails = lifecycle::ls(&ctx.pool)?;
     let now = jailer::record::now();
+    if ctx.json {
+        // Each entry with its interfaces as `inspect` has them (from the
+        // records: the leases held while the jail runs).
+        let mut docs = Vec::with_capacity(jails.len());
+        for j in &jails {
+            let mut doc = serde_json::to_value(j)?;
+            if let (Some(r), Some(o)) = (j.record.as_ref(), doc.as_object_mut()) {
+                let ifaces = jailer::net::summary(r, None, &held_leases(&ctx.pool, r, j.state()));
+                o.insert("interfaces".into(), serde_json::to_value(ifaces)?);
+            }
+            docs.push(doc);
+        }
+        print_json(&docs)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     ctx.print(&jails, || {
         let rows: Vec<Vec<String>> = jails
             .iter()
@@ -1435,11 +1450,7 @@ fn ls(ctx: &Ctx) -> Result<ExitCode> {
 /// one while the jail runs (`dhcp` otherwise), `-` for none (from the
 /// records: `ls` reads no namespace).
 fn net_column(pool: &jailer::pool::Pool, r: &JailRecord, state: &str) -> String {
-    let leases = match state {
-        "running" | "frozen" => jailer::net::lease::read(&pool.jail_dir(r.name())),
-        _ => Default::default(),
-    };
-    let s: Vec<String> = jailer::net::summary(r, None, &leases)
+    let s: Vec<String> = jailer::net::summary(r, None, &held_leases(pool, r, state))
         .into_iter()
         .map(|i| match i.lease {
             Some(l) => format!("{}/{}", l.lease.address, l.lease.prefix),
@@ -1450,6 +1461,25 @@ fn net_column(pool: &jailer::pool::Pool, r: &JailRecord, state: &str) -> String 
         "-".into()
     } else {
         s.join(",")
+    }
+}
+
+/// The DHCP leases `r` holds in `state`: its recorded ones while it runs,
+/// none otherwise (and none read for a jail without DHCP interfaces).
+fn held_leases(
+    pool: &jailer::pool::Pool,
+    r: &JailRecord,
+    state: &str,
+) -> jailer::net::lease::Leases {
+    let dhcp = r
+        .spec
+        .net
+        .interfaces
+        .iter()
+        .any(|n| n.address == jailer::spec::IfaceAddress::Dhcp);
+    match state {
+        "running" | "frozen" if dhcp => jailer::net::lease::read(&pool.jail_dir(r.name())),
+        _ => Default::default(),
     }
 }
 

@@ -4,6 +4,7 @@
 use crate::capnames;
 use crate::cgroup::{Cgroup, Limit};
 use crate::{Cancel, Constraints, Row, Sources, TableError, Value};
+use jailer::dhcp::Lease;
 use jailer::name::Name;
 use jailer::pool::Pool;
 use jailer::procinfo::{self, IdMap, Proc};
@@ -248,6 +249,16 @@ impl<'a> Ctx<'a> {
                 .and_then(|p| self.proc.local_addresses(p).into_iter().next())
                 .unwrap_or_default(),
         };
+        let eth0 = match spec.net.interfaces.first() {
+            Some(n) => {
+                let leases = match n.address {
+                    IfaceAddress::Dhcp => jailer::net::lease::read(&self.pool.jail_dir(&spec.name)),
+                    IfaceAddress::Static { .. } => Default::default(),
+                };
+                LeaseColumns::of(n, leases.get("eth0"), live.is_some())
+            }
+            None => LeaseColumns::NONE,
+        };
         let cgroup_path = live
             .and_then(|rt| {
                 let p = &rt.cgroup.paths;
@@ -314,6 +325,11 @@ impl<'a> Ctx<'a> {
             text(spec.restart.to_string()),
             int(i64::from(rec.restarts)),
             int(i64::from(spec.autostart)),
+            text(eth0.gateway),
+            text(eth0.dns),
+            text(eth0.server),
+            int(eth0.obtained),
+            int(eth0.expires),
         ]
     }
 
@@ -333,6 +349,8 @@ impl<'a> Ctx<'a> {
         row.extend((0..4).map(|_| int(-1))); // times, exit_code
         row.extend((0..8).map(|_| text(""))); // namespaces, restart_policy
         row.extend([int(-1), int(-1)]); // restarts, autostart
+        row.extend((0..3).map(|_| text(""))); // gateway, dns, dhcp_server
+        row.extend([int(-1), int(-1)]); // lease times
         row
     }
 
@@ -700,6 +718,71 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// What an interface's spec and DHCP lease say of its network, for the
+/// `jails` (eth0) and `jail_interfaces` tables.
+struct LeaseColumns {
+    /// The spec's gateway, else the held lease's router.
+    gateway: String,
+    /// The spec's `dns=`, else the held lease's, comma-separated.
+    dns: String,
+    /// The spec's `dhcp=SERVER`, else the recorded lease's server.
+    server: String,
+    obtained: i64,
+    expires: i64,
+}
+
+impl LeaseColumns {
+    /// `recorded`: the interface's recorded lease; it is held (its router,
+    /// DNS and times shown) only while the jail `runs`.
+    fn of(n: &jailer::spec::NetIface, recorded: Option<&Lease>, runs: bool) -> LeaseColumns {
+        let dhcp = n.address == IfaceAddress::Dhcp;
+        let held = recorded.filter(|_| dhcp && runs);
+        let gateway = n
+            .static_ip()
+            .and_then(|(_, _, g)| g)
+            .or(held.and_then(|l| l.gateway))
+            .map(|g| g.to_string())
+            .unwrap_or_default();
+        let dns_list = match held {
+            Some(l) if n.dns.is_empty() => &l.dns,
+            _ => &n.dns,
+        };
+        let dns: Vec<String> = dns_list.iter().map(|d| d.to_string()).collect();
+        let secs = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
+        let server = n
+            .dhcp_server
+            .or(recorded.map(|l| l.server))
+            .filter(|_| dhcp)
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        LeaseColumns {
+            gateway,
+            dns: dns.join(","),
+            server,
+            obtained: held.map_or(-1, |l| secs(l.obtained_at)),
+            expires: held.map_or(-1, |l| secs(l.expires_at())),
+        }
+    }
+
+    /// No interface.
+    const NONE: LeaseColumns = LeaseColumns {
+        gateway: String::new(),
+        dns: String::new(),
+        server: String::new(),
+        obtained: -1,
+        expires: -1,
+    };
+
+    /// The lease's columns of `jail_interfaces`, in its order.
+    fn values(&self) -> [Value; 3] {
+        [
+            int(self.expires),
+            int(self.obtained),
+            text(self.server.clone()),
+        ]
+    }
+}
+
 /// The rows of one jail's interfaces: `lo` and each `ethN` of its spec,
 /// filled from `observed` (its network namespace) when it runs, and from
 /// its recorded DHCP `leases`.
@@ -769,31 +852,7 @@ fn interface_rows(
             (None, Some((a, p, _))) if st.is_none() => (a.to_string(), i64::from(p)),
             _ => (String::new(), -1),
         };
-        // A DHCP interface's lease: what it holds while the jail runs.
-        let lease = leases
-            .get(&name)
-            .filter(|_| n.address == IfaceAddress::Dhcp && st.is_some());
-        let gateway = n
-            .static_ip()
-            .and_then(|(_, _, g)| g)
-            .or(lease.and_then(|l| l.gateway))
-            .map(|g| g.to_string())
-            .unwrap_or_default();
-        let dns_list = match lease {
-            Some(l) if n.dns.is_empty() => &l.dns,
-            _ => &n.dns,
-        };
-        let dns: Vec<String> = dns_list.iter().map(|d| d.to_string()).collect();
-        let lease_expires = lease.map_or(-1, |l| i64::try_from(l.expires_at()).unwrap_or(i64::MAX));
-        let lease_obtained = lease.map_or(-1, |l| i64::try_from(l.obtained_at).unwrap_or(i64::MAX));
-        let server = match n.address {
-            IfaceAddress::Dhcp => n
-                .dhcp_server
-                .or(leases.get(&name).map(|l| l.server))
-                .map(|s| s.to_string())
-                .unwrap_or_default(),
-            IfaceAddress::Static { .. } => String::new(),
-        };
+        let lease = LeaseColumns::of(n, leases.get(&name), st.is_some());
         let mtu = match st {
             Some(s) => i64::from(s.mtu),
             None => n.mtu.map_or(-1, i64::from),
@@ -810,14 +869,12 @@ fn interface_rows(
             text(mac.map(|m| m.to_string()).unwrap_or_default()),
             text(ip),
             int(prefix),
-            text(gateway),
-            text(dns.join(",")),
+            text(lease.gateway.clone()),
+            text(lease.dns.clone()),
             int(mtu),
             int(i64::from(n.address == IfaceAddress::Dhcp)),
-            int(lease_expires),
-            int(lease_obtained),
-            text(server),
         ];
+        row.extend(lease.values());
         row.extend(counters(st));
         rows.push(row);
     }

@@ -52,6 +52,11 @@ pub const JAILS: &[Column] = &[
     text("restart_policy", "Restart policy from the spec: no, on-failure, on-failure:N or always"),
     int("restarts", "Restarts by the restart policy since the last start"),
     int("autostart", "1 if the jail starts at boot (create --autostart), else 0"),
+    text("gateway", "Gateway of eth0: the spec's, or while the jail runs its DHCP lease's router; empty when none (see jail_interfaces for every interface)"),
+    text("dns", "DNS servers of eth0, comma-separated: the spec's dns=, else while the jail runs its DHCP lease's"),
+    text("dhcp_server", "DHCP server of eth0: the spec's dhcp=SERVER, else the one its recorded lease came from; empty for a static eth0 or before a first lease"),
+    big("lease_obtained", "When eth0's DHCP lease was obtained or last renewed, UNIX seconds; -1 without one (static, or not running)"),
+    big("lease_expires", "When eth0's DHCP lease runs out, UNIX seconds; -1 without one (static, or not running)"),
 ];
 
 pub const JAIL_PROCESSES: &[Column] = &[

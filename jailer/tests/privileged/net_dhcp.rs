@@ -363,6 +363,49 @@ fn two_jails() -> Result<(), String> {
             "jail_interfaces for a (lease expires {expires:?}): {row}"
         ));
     }
+    // The jails table shows eth0's lease too.
+    let out = crate::cli::ok(
+        &root,
+        &[
+            "query",
+            "SELECT ip_address, gateway, dns, dhcp_server, lease_obtained, lease_expires \
+             FROM jails WHERE name = 'nd-tw-a'",
+            "--json",
+        ],
+    )?;
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
+    let j = rows.first().ok_or_else(|| format!("no jails row: {out}"))?;
+    let obtained = inspect(&root, "nd-tw-a")?["interfaces"][0]["lease"]["obtained_at"].as_i64();
+    if j["ip_address"] != a.as_str()
+        || j["gateway"] != ROUTER
+        || j["dns"] != LEASE_DNS
+        || j["dhcp_server"] != ROUTER
+        || j["lease_expires"].as_i64() != expires
+        || j["lease_obtained"].as_i64() != obtained
+        || obtained.unwrap_or(0) <= 0
+    {
+        return Err(format!("jails row for a (obtained {obtained:?}): {j}"));
+    }
+    // And `ls`: the leased address in NET, the lease in --json.
+    let table = crate::cli::ok(&root, &["ls"])?;
+    if !table
+        .lines()
+        .any(|l| l.starts_with("nd-tw-a ") && l.contains(&format!("{a}/24")))
+    {
+        return Err(format!("ls shows no lease for a: {table}"));
+    }
+    let out = crate::cli::ok(&root, &["ls", "--json"])?;
+    let all: Vec<serde_json::Value> =
+        serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
+    let e = all
+        .iter()
+        .find(|e| e["name"] == "nd-tw-a")
+        .ok_or_else(|| format!("no a in ls --json: {out}"))?;
+    let l = &e["interfaces"][0]["lease"];
+    if l["address"] != a.as_str() || l["server"] != ROUTER || l["expires_at"].as_i64() != expires {
+        return Err(format!("ls --json's lease for a: {e}"));
+    }
     Ok(())
 }
 
