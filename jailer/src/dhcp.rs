@@ -240,7 +240,7 @@ fn ignored_text(ignored: &[Ignored], trusted: Option<Ipv4Addr>) -> String {
                 None => format!("{} without a server identifier", i.source),
             };
             if i.jail {
-                format!("{who}, a jail of this host")
+                format!("{who} from a jail's interface")
             } else {
                 who
             }
@@ -1440,7 +1440,7 @@ mod tests {
         assert_eq!(ignored.len(), 1, "{ignored:?}");
         assert!(ignored[0].jail);
         let text = ignored_text(&ignored, None);
-        assert!(text.contains("10.0.0.66, a jail of this host"), "{text}");
+        assert!(text.contains("10.0.0.66 from a jail's interface"), "{text}");
         // The same answer from another MAC is a server's.
         let mut r = reply(Some(rogue), rogue);
         r.src_mac = [0x52, 0x54, 0, 0, 0, 1];
