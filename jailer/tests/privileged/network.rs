@@ -51,6 +51,10 @@ pub fn trials() -> Vec<Trial> {
             || check(address_claim()),
         ),
         Trial::test(
+            "network::net_a_jail_cannot_take_a_neighbours_address_or_mac_or_forge_frames",
+            || check(neighbour_attack()),
+        ),
+        Trial::test(
             "network::net_jail_interfaces_counts_in_the_jails_namespace",
             || check(interfaces_table()),
         ),
@@ -839,6 +843,76 @@ fn address_claim() -> Result<(), String> {
         return Err("the refused create left its jail".into());
     }
     ping_ok(&root, "net-ac-victim", "10.77.0.1")
+}
+
+/// An attacker in a jail on the LAN (default capabilities) tries what
+/// taking a neighbour's place needs: its address, its MAC, frames of its
+/// own making. Each is refused with EPERM, and the neighbour keeps its
+/// address and its traffic: a third jail reaches its service, at its MAC.
+fn neighbour_attack() -> Result<(), String> {
+    let root = pool()?;
+    let lan = Lan::new("na")?;
+    let _v = jail(&root, "net-na-victim");
+    let _t = jail(&root, "net-na-thief");
+    let _c = jail(&root, "net-na-client");
+    let p = &lan.parent;
+    let victim = "10.77.0.82";
+    lan.start_sh(
+        &root,
+        "net-na-victim",
+        &[&format!("macvlan,parent={p},ip={victim}/24")],
+        &tcp_server("victim"),
+    )?;
+    for (name, ip) in [
+        ("net-na-thief", "10.77.0.83"),
+        ("net-na-client", "10.77.0.84"),
+    ] {
+        lan.start_sh(
+            &root,
+            name,
+            &[&format!("macvlan,parent={p},ip={ip}/24")],
+            "sleep 1000",
+        )?;
+    }
+    let (vmac, _) = eth0(&root, "net-na-victim")?;
+    crate::probe::install(&root, "net-na-thief")?;
+    let victim_cidr = format!("{victim}/24");
+    let attempts: [(&[&str], &str); 4] = [
+        (
+            &["addaddr", "eth0", &victim_cidr],
+            "add the victim's address",
+        ),
+        (&["setmac", "eth0", &vmac], "take the victim's MAC"),
+        (&["socket", "packet"], "open a packet socket"),
+        (&["socket", "raw"], "open a raw IP socket"),
+    ];
+    for (args, what) in attempts {
+        let (code, answer) = crate::probe::run(&root, "net-na-thief", args);
+        if (code, answer.as_str()) != (1, "EPERM") {
+            return Err(format!(
+                "the thief tried to {what}: exit {code}, {answer:?} (want EPERM)"
+            ));
+        }
+    }
+    let (tmac, taddrs) = eth0(&root, "net-na-thief")?;
+    if tmac == vmac || taddrs != "10.77.0.83" {
+        return Err(format!("the thief's eth0 is now {tmac} {taddrs:?}"));
+    }
+    let got = tcp(&root, "net-na-client", victim)?;
+    if got != "hello from victim\n" {
+        return Err(format!("the client reached {got:?} at {victim}"));
+    }
+    let arp = sh_ok(&root, "net-na-client", "cat /proc/net/arp")?;
+    let seen = arp
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(victim))
+        .and_then(|l| l.split_whitespace().nth(3).map(str::to_string));
+    if seen.as_deref() != Some(vmac.as_str()) {
+        return Err(format!(
+            "the client has {victim} at {seen:?}, not {vmac}: {arp}"
+        ));
+    }
+    ping_ok(&root, "net-na-victim", "10.77.0.1")
 }
 
 fn interfaces_table() -> Result<(), String> {

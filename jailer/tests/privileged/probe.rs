@@ -29,6 +29,8 @@ pub fn dispatch() {
     let code = match rest.as_slice() {
         ["socket", family] => socket(family),
         ["setcap", path] => setcap(path),
+        ["addaddr", iface, addr] => addaddr(iface, addr),
+        ["setmac", iface, mac] => setmac(iface, mac),
         _ => {
             eprintln!("probe: unknown probe {rest:?}");
             98
@@ -55,17 +57,22 @@ fn answer(r: std::io::Result<()>) -> i32 {
     }
 }
 
-/// `socket FAMILY`: opens a socket of that family (`vsock`, `alg`, `inet`).
+/// `socket FAMILY`: opens a socket of that family (`vsock`, `alg`, `inet`,
+/// `unix`, `packet`, `raw`).
 fn socket(family: &str) -> i32 {
-    let (af, ty) = match family {
-        "vsock" => (libc::AF_VSOCK, libc::SOCK_STREAM),
-        "alg" => (libc::AF_ALG, libc::SOCK_SEQPACKET),
-        "inet" => (libc::AF_INET, libc::SOCK_STREAM),
-        "unix" => (libc::AF_UNIX, libc::SOCK_STREAM),
+    let (af, ty, proto) = match family {
+        "vsock" => (libc::AF_VSOCK, libc::SOCK_STREAM, 0),
+        "alg" => (libc::AF_ALG, libc::SOCK_SEQPACKET, 0),
+        "inet" => (libc::AF_INET, libc::SOCK_STREAM, 0),
+        "unix" => (libc::AF_UNIX, libc::SOCK_STREAM, 0),
+        // Frames with any source MAC and address on the jail's LAN.
+        "packet" => (libc::AF_PACKET, libc::SOCK_RAW, 0),
+        // UDP datagrams with any source address (a forged DHCP server's).
+        "raw" => (libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_UDP),
         _ => return 98,
     };
     // SAFETY: socket(2) takes integers and returns an fd or -1.
-    let fd = unsafe { libc::socket(af, ty, 0) };
+    let fd = unsafe { libc::socket(af, ty, proto) };
     answer(if fd < 0 {
         Err(std::io::Error::last_os_error())
     } else {
@@ -83,6 +90,40 @@ fn setcap(path: &str) -> i32 {
     let words = [0x0200_0000u32 | 1, setuid | sys_admin, 0, 0, 0];
     let value: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     answer(xattr::set(path, "security.capability", &value))
+}
+
+/// The index of the jail's interface `iface`, over a netlink socket of the
+/// jail's own namespace.
+fn link_index(rt: &mut jailer::net::rtnl::Rtnl, iface: &str) -> std::io::Result<u32> {
+    rt.link_by_name(iface)?
+        .map(|l| l.index)
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))
+}
+
+/// `addaddr IFACE ADDR/PREFIX`: adds an address to the jail's interface
+/// (RTM_NEWADDR), as a jail taking a neighbour's address would.
+fn addaddr(iface: &str, addr: &str) -> i32 {
+    let Some((ip, prefix)) = addr.split_once('/') else {
+        return 98;
+    };
+    let (Ok(ip), Ok(prefix)) = (ip.parse(), prefix.parse()) else {
+        return 98;
+    };
+    answer(jailer::net::rtnl::Rtnl::open().and_then(|mut rt| {
+        let index = link_index(&mut rt, iface)?;
+        rt.add_address(index, ip, prefix)
+    }))
+}
+
+/// `setmac IFACE MAC`: changes the jail's interface's MAC (RTM_SETLINK).
+fn setmac(iface: &str, mac: &str) -> i32 {
+    let Ok(mac) = mac.parse::<jailer::spec::MacAddr>() else {
+        return 98;
+    };
+    answer(jailer::net::rtnl::Rtnl::open().and_then(|mut rt| {
+        let index = link_index(&mut rt, iface)?;
+        rt.set_link(index, None, Some(mac.0), None)
+    }))
 }
 
 /// Copies this test binary into the running jail `name` as
