@@ -1106,6 +1106,9 @@ fn start(ctx: &Ctx, names: Vec<String>, autostart: bool, wait: bool) -> Result<E
     };
     let n = lifecycle::name(n)?;
     let from = lifecycle::log_position(&ctx.pool, &n);
+    if let Ok(r) = lifecycle::inspect(&ctx.pool, &n) {
+        dhcp_waiting(&r.spec);
+    }
     let rec = lifecycle::start(&ctx.pool, &n)?;
     if !wait {
         report(ctx, &rec, "started")?;
@@ -1205,6 +1208,27 @@ fn report_each<T: serde::Serialize>(
 }
 
 /// On a terminal, says what a verb is about to wait for.
+/// On a terminal, before a start that asks for DHCP leases (a few seconds
+/// each): which, and how long it may take.
+fn dhcp_waiting(spec: &jailer::spec::JailSpec) {
+    let dhcp: Vec<String> = spec
+        .net
+        .interfaces
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.address == jailer::spec::IfaceAddress::Dhcp)
+        .map(|(i, _)| jailer::net::iface_name(i))
+        .collect();
+    if !dhcp.is_empty() {
+        waiting(format_args!(
+            "jail {}: asking for the DHCP lease of {} (up to {} s each)",
+            spec.name,
+            dhcp.join(", "),
+            jailer::net::lease::START_TIMEOUT.as_secs()
+        ));
+    }
+}
+
 fn waiting(what: std::fmt::Arguments) {
     use std::io::IsTerminal;
     if std::io::stderr().is_terminal() {
@@ -1368,6 +1392,7 @@ fn run_jail(ctx: &Ctx, c: CreateArgs, rm: bool) -> Result<ExitCode> {
         .into());
     }
     let n = spec.name.clone();
+    dhcp_waiting(&spec);
     // With packages, the command's output begins after the install's.
     let (rec, from) = match &req {
         None => (lifecycle::run(&ctx.pool, spec, rm)?, None),
