@@ -124,6 +124,8 @@ pub(super) struct DhcpIface {
     pub(super) parent: String,
     /// The parent's MAC (an ipvlan jail's frames carry it).
     pub(super) parent_mac: Option<[u8; 6]>,
+    /// An ipvlan link (else macvlan).
+    pub(super) ipvlan: bool,
     pub(super) index: u32,
     pub(super) client: Client,
     pub(super) lease: Option<Lease>,

@@ -80,10 +80,12 @@ pub enum NetError {
         parent: String,
         other: String,
     },
-    #[error("jail {name}: {iface} got no DHCP lease")]
+    #[error("jail {name}: {iface} got no DHCP lease{hint}")]
     Dhcp {
         name: Name,
         iface: String,
+        /// What to try when nothing answered at all (see [`silent_hint`]).
+        hint: &'static str,
         #[source]
         source: Box<crate::dhcp::DhcpError>,
     },
@@ -103,6 +105,20 @@ pub enum NetError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// For a macvlan interface that got no answer at all from any DHCP
+/// server: the likeliest cause on cloud and VM NICs and Wi-Fi, which drop
+/// frames from MACs they did not assign.
+fn silent_hint(e: &crate::dhcp::DhcpError, ipvlan: bool) -> &'static str {
+    match e {
+        crate::dhcp::DhcpError::Timeout { ignored, .. } if ignored.is_empty() && !ipvlan => {
+            " (nothing answered its macvlan MAC: where the parent drops frames from \
+             MACs it does not know, as cloud and VM NICs and Wi-Fi do, use ipvlan; \
+             see docs/network.md)"
+        }
+        _ => "",
+    }
 }
 
 fn netlink(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetError {
@@ -500,6 +516,7 @@ impl JailNet {
                 |source| NetError::Dhcp {
                     name: rec.name().clone(),
                     iface: d.iface.clone(),
+                    hint: silent_hint(&source, d.ipvlan),
                     source: Box::new(source),
                 },
             )?;
@@ -761,12 +778,14 @@ fn make_links(rec: &JailRecord, net: &mut JailNet) -> Result<(), NetError> {
             .map_err(|source| NetError::Dhcp {
                 name: name.clone(),
                 iface: iface.clone(),
+                hint: "",
                 source: Box::new(source),
             })?;
             net.dhcp.push(lease::DhcpIface {
                 iface: iface.clone(),
                 parent: parent.to_string(),
                 parent_mac: plink.mac,
+                ipvlan: n.kind == LinkKind::Ipvlan,
                 index: link.index,
                 client,
                 lease: None,
