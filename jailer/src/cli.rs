@@ -441,10 +441,14 @@ pub struct CreateArgs {
     /// gives the jail its own MAC and address on the parent's LAN (a stable MAC derived from
     /// the jail; `mac=MAC` sets one; `mtu=N`; `dns=ADDR`, repeatable, fills its
     /// /etc/resolv.conf). `ipvlan,parent=IFACE[,mode=l2|l3],ip=...` shares the parent's MAC,
-    /// for NICs and virtual switches that drop unknown MACs. `ip=ADDR/PREFIX[,gateway=ADDR]`
-    /// or `dhcp` alone: macvlan on the host's default parent (`jailer init --net-parent`, else
-    /// the link of the default route). Example: --net macvlan,parent=eno1,ip=192.0.2.10/24,gateway=192.0.2.1,dns=192.0.2.1.
-    /// Note: the host cannot reach its own macvlan jails (see docs/network.md).
+    /// for NICs and virtual switches that drop unknown MACs. `dhcp` instead of `ip=...` gets
+    /// the address, gateway and DNS by DHCP (the jail's monitor runs the client, renews and
+    /// releases the lease; the template needs no DHCP client); `dhcp=SERVER` believes only
+    /// that server. `ip=ADDR/PREFIX[,gateway=ADDR]` or `dhcp[=SERVER]` alone: macvlan on the
+    /// host's default parent (`jailer init --net-parent`, else the link of the default route).
+    /// Examples: --net macvlan,parent=eno1,ip=192.0.2.10/24,gateway=192.0.2.1,dns=192.0.2.1;
+    /// --net ipvlan,parent=ens5,dhcp; --net dhcp. Note: the host cannot reach its own macvlan
+    /// jails (see docs/network.md).
     #[arg(long, value_name = "SPEC")]
     pub net: Vec<String>,
     /// Environment variable for the jail's command (KEY=VALUE).
