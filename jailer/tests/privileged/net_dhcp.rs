@@ -167,6 +167,14 @@ impl Drop for Dnsmasq {
     }
 }
 
+/// Runs `jailer ARGS.. --json` and returns the array it prints.
+fn json_rows(root: &Path, args: &[&str]) -> Result<Vec<serde_json::Value>, String> {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = crate::cli::ok(root, &all)?;
+    serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))
+}
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -335,20 +343,17 @@ fn two_jails() -> Result<(), String> {
     if got != "hello from b\n" {
         return Err(format!("a TCP client in a got {got:?} from b's service"));
     }
-    let out = crate::cli::ok(
+    let rows = json_rows(
         &root,
         &[
             "query",
             "SELECT * FROM jail_interfaces WHERE jail = 'nd-tw-a'",
-            "--json",
         ],
     )?;
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
     let row = rows
         .iter()
         .find(|r| r["interface"] == "eth0")
-        .ok_or_else(|| format!("no eth0 row: {out}"))?;
+        .ok_or_else(|| format!("no eth0 row: {rows:?}"))?;
     let expires = inspect(&root, "nd-tw-a")?["interfaces"][0]["lease"]["expires_at"].as_i64();
     let dhcp_on = row["dhcp"] == 1 || row["dhcp"] == true;
     if row["address"] != a.as_str()
@@ -364,18 +369,15 @@ fn two_jails() -> Result<(), String> {
         ));
     }
     // The jails table shows eth0's lease too.
-    let out = crate::cli::ok(
+    let rows = json_rows(
         &root,
         &[
             "query",
             "SELECT ip_address, gateway, dns, dhcp_server, lease_obtained, lease_expires \
              FROM jails WHERE name = 'nd-tw-a'",
-            "--json",
         ],
     )?;
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
-    let j = rows.first().ok_or_else(|| format!("no jails row: {out}"))?;
+    let j = rows.first().ok_or("no jails row for a")?;
     let obtained = inspect(&root, "nd-tw-a")?["interfaces"][0]["lease"]["obtained_at"].as_i64();
     if j["ip_address"] != a.as_str()
         || j["gateway"] != ROUTER
@@ -395,13 +397,11 @@ fn two_jails() -> Result<(), String> {
     {
         return Err(format!("ls shows no lease for a: {table}"));
     }
-    let out = crate::cli::ok(&root, &["ls", "--json"])?;
-    let all: Vec<serde_json::Value> =
-        serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
+    let all = json_rows(&root, &["ls"])?;
     let e = all
         .iter()
         .find(|e| e["name"] == "nd-tw-a")
-        .ok_or_else(|| format!("no a in ls --json: {out}"))?;
+        .ok_or_else(|| format!("no a in ls --json: {all:?}"))?;
     let l = &e["interfaces"][0]["lease"];
     if l["address"] != a.as_str() || l["server"] != ROUTER || l["expires_at"].as_i64() != expires {
         return Err(format!("ls --json's lease for a: {e}"));
