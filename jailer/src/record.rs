@@ -248,8 +248,22 @@ pub fn derive(
         }
         apply_exit(&mut rec, e);
         // Ended, and its monitor (alive: it holds its lock) starts it again.
-        let again = read_json::<RestartRecord>(&dir.join(RESTART_FILE))
-            .is_ok_and(|r| r.after == rt.instance);
+        // The monitor records the exit first and decides on a restart after
+        // the instance's teardown, so a live monitor without a decision yet
+        // is waited for (bounded, as for the exit): until it records the
+        // restart (or has already begun the next instance), or exits.
+        let decided = || {
+            read_json::<RestartRecord>(&dir.join(RESTART_FILE))
+                .is_ok_and(|r| r.after == rt.instance)
+                || read_json::<InstanceRecord>(&dir.join(INSTANCE_FILE))
+                    .is_ok_and(|i| i.runtime.instance != rt.instance)
+        };
+        let mut again = decided();
+        let t = std::time::Instant::now();
+        while !again && same_boot && t.elapsed() < EXIT_WAIT && monitor_holds_lock(&dir) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            again = decided();
+        }
         if same_boot && again && monitor_holds_lock(&dir) {
             rec.state = State::Restarting;
         }
@@ -685,10 +699,34 @@ mod tests {
         write_exit(&exit("0000cafe", 3));
         assert_eq!(derive(&p, &run, &jail_dir, rec.clone()).exit_code, None);
         write_exit(&exit("0000beef", 0));
-        let d = derive(&p, &run, &jail_dir, rec);
+        let d = derive(&p, &run, &jail_dir, rec.clone());
         assert_eq!(
             (d.state, d.exit_code, d.finished_at),
             (State::Stopped, Some(0), Some(60))
         );
+        // A restarting jail never reads stopped: its live monitor records the
+        // exit before it decides on the restart (after the teardown), and
+        // the reader waits for that decision.
+        let lock = std::fs::File::create(rdir.join(LOCK_FILE)).expect("lock file");
+        let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| e)
+            .expect("flock");
+        let restart = rdir.join(RESTART_FILE);
+        let decide = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let plan = RestartRecord {
+                after: "0000beef".into(),
+                restart: 1,
+                at: 61,
+            };
+            std::fs::write(&restart, serde_json::to_vec(&plan).expect("json")).expect("write");
+        });
+        let d = derive(&p, &run, &jail_dir, rec.clone());
+        decide.join().expect("thread");
+        assert_eq!(d.state, State::Restarting);
+        // The monitor gone without a restart: stopped, at once.
+        std::fs::remove_file(rdir.join(RESTART_FILE)).expect("rm");
+        drop(held);
+        assert_eq!(derive(&p, &run, &jail_dir, rec).state, State::Stopped);
     }
 }
