@@ -186,14 +186,26 @@ pub fn exec(
     })?;
     let mut fds = Vec::new();
     for (ns, flag) in NAMESPACES {
-        let f =
-            std::fs::File::open(format!("/proc/{}/ns/{ns}", rt.init.pid)).map_err(|source| {
-                RuntimeError::Sys {
+        let f = match std::fs::File::open(format!("/proc/{}/ns/{ns}", rt.init.pid)) {
+            Ok(f) => f,
+            // Init died (and was reaped) since the record was read: the
+            // jail stopped, whatever the open says (ENOENT, ESRCH).
+            Err(_) if !record::is_alive(Path::new(super::PROC), &rt.init) => {
+                return Err(RuntimeError::Illegal {
+                    name: name.clone(),
+                    state: State::Stopped,
+                    verb: "exec in",
+                    hint: "; it stopped meanwhile",
+                })
+            }
+            Err(source) => {
+                return Err(RuntimeError::Sys {
                     name: name.clone(),
                     what: "cannot open the jail's namespaces",
                     source,
-                }
-            })?;
+                })
+            }
+        };
         fds.push((f, *flag));
     }
     // The fds are bound to the namespaces now; make sure they were init's.
