@@ -190,20 +190,12 @@ pub fn exec(
             Ok(f) => f,
             // Init died (and was reaped) since the record was read: the
             // jail stopped, whatever the open says (ENOENT, ESRCH).
-            Err(_) if !record::is_alive(Path::new(super::PROC), &rt.init) => {
-                return Err(RuntimeError::Illegal {
-                    name: name.clone(),
-                    state: State::Stopped,
-                    verb: "exec in",
-                    hint: "; it stopped meanwhile",
-                })
-            }
             Err(source) => {
-                return Err(RuntimeError::Sys {
+                return Err(stopped_meanwhile(&rt.init).unwrap_or(RuntimeError::Sys {
                     name: name.clone(),
                     what: "cannot open the jail's namespaces",
                     source,
-                })
+                }))
             }
         };
         fds.push((f, *flag));
